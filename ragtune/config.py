@@ -1,0 +1,173 @@
+"""Settings for every ragtune component, read once at each entry point from RAGTUNE_* variables.
+
+Every field here must be listed in `.env.example` (tests/test_conventions.py checks it). Each component
+gets its own class so a server only validates what it uses; they share `CommonSettings`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+
+
+class CommonSettings(BaseSettings):
+    """Settings every component shares: where data lives, the HTTP token, logging."""
+
+    model_config = SettingsConfigDict(env_prefix="RAGTUNE_", env_file=".env", extra="ignore")
+
+    home: Path = Field(default=Path(".ragtune"), description="Folder for every SQLite file, upload and job output.")
+    api_token: SecretStr | None = Field(
+        default=None, description="Bearer token every HTTP surface requires; needed to bind beyond loopback."
+    )
+    log_level: str = Field(default="INFO", description="Log level for stderr logging (DEBUG, INFO, WARNING).")
+
+    def data_path(self, name: str) -> Path:
+        """Return a path under `home`, creating the folder so SQLite can open files there."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        return self.home / name
+
+    def token(self) -> str | None:
+        """Return the bearer token as plain text, or None when HTTP is open (loopback only)."""
+        return self.api_token.get_secret_value() if self.api_token else None
+
+
+class RetrievalSettings(CommonSettings):
+    """Retrieval server: index file, allowed roots, embedder, chunking, HTTP binding."""
+
+    retrieval_db: Path | None = Field(default=None, description="SQLite index file; default HOME/retrieval.db.")
+    retrieval_roots: Annotated[list[Path], NoDecode] = Field(
+        default_factory=lambda: [Path.cwd()],
+        description="Folders ingest may read from, separated by ':' or ','; default the working directory.",
+    )
+    retrieval_max_file_mb: float = Field(default=25.0, description="Largest file ingest accepts, in MB.")
+    retrieval_default_collection: str = Field(default="default", description="Collection used when none is named.")
+    embedder: str = Field(
+        default="e5-small",
+        description="Embedder: e5-small (multilingual, embedded), minilm (English, embedded), "
+        "openai:<model> (any OpenAI-compatible /v1/embeddings), or none (lexical only).",
+    )
+    embed_threads: int = Field(default=1, ge=1, description="CPU threads per embedding call.")
+    embed_base_url: str | None = Field(default=None, description="Base URL of an OpenAI-compatible embeddings API.")
+    embed_api_key: SecretStr | None = Field(default=None, description="API key for the embeddings endpoint.")
+    chunk_tokens: int = Field(default=350, ge=32, description="Token budget of one chunk.")
+    chunk_overlap: int = Field(default=50, ge=0, description="Tokens shared by neighbouring chunks.")
+    retrieval_host: str = Field(default="127.0.0.1", description="Host the retrieval HTTP server binds.")
+    retrieval_port: int = Field(default=8701, description="Port of the retrieval HTTP server.")
+
+    @field_validator("retrieval_roots", mode="before")
+    @classmethod
+    def _split_roots(cls, value: object) -> object:
+        if isinstance(value, str):
+            parts = [p for chunk in value.split(",") for p in chunk.split(os.pathsep)]
+            return [Path(p).expanduser() for p in parts if p.strip()]
+        return value
+
+    def db_path(self) -> Path:
+        """Return the index file, under HOME unless set explicitly."""
+        return self.retrieval_db or self.data_path("retrieval.db")
+
+
+class FinetuneSettings(CommonSettings):
+    """Fine-tuning service: job store, uploads, allowed dataset roots, HTTP binding."""
+
+    jobs_db: Path | None = Field(default=None, description="SQLite job store; default HOME/jobs.db.")
+    finetune_roots: Annotated[list[Path], NoDecode] = Field(
+        default_factory=lambda: [Path.cwd()],
+        description="Folders dataset uploads by path may read from, separated by ':' or ','.",
+    )
+    finetune_max_file_mb: float = Field(default=512.0, description="Largest dataset file accepted, in MB.")
+    finetune_host: str = Field(default="127.0.0.1", description="Host the fine-tuning HTTP server binds.")
+    finetune_port: int = Field(default=8702, description="Port of the fine-tuning HTTP server (MCP at /mcp, REST at /v1).")
+    default_base_model: str = Field(
+        default="smollm2-135m-instruct", description="Base model when a job names none (the embedded model)."
+    )
+    dispatch: Literal["local", "ray"] = Field(default="local", description="Where jobs run: local workers or a Ray cluster.")
+    ray_address: str | None = Field(default=None, description="Ray Jobs API address when RAGTUNE_DISPATCH=ray.")
+
+    @field_validator("finetune_roots", mode="before")
+    @classmethod
+    def _split_roots(cls, value: object) -> object:
+        return RetrievalSettings._split_roots(value)  # type: ignore[operator]
+
+    def db_path(self) -> Path:
+        """Return the job store file, under HOME unless set explicitly."""
+        return self.jobs_db or self.data_path("jobs.db")
+
+
+class WorkerSettings(FinetuneSettings):
+    """GPU/CPU worker: lease timing, threads, where models are cached."""
+
+    worker_id: str | None = Field(default=None, description="Name of this worker; default host-pid.")
+    lease_seconds: float = Field(default=30.0, gt=1, description="A job whose heartbeat is older than this is recovered.")
+    heartbeat_seconds: float = Field(default=5.0, gt=0, description="How often a running worker renews its lease.")
+    poll_seconds: float = Field(default=1.0, gt=0, description="How often an idle worker looks for queued jobs.")
+    train_threads: int = Field(default=0, ge=0, description="CPU threads for training; 0 means all cores.")
+    models_dir: Path | None = Field(default=None, description="Cache for converted base models; default HOME/models.")
+
+    def models_path(self) -> Path:
+        """Return the model cache folder, creating it."""
+        path = self.models_dir or self.data_path("models")
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+class LLMSettings(CommonSettings):
+    """Chat model for the agents: an OpenAI-compatible endpoint, or the embedded local model."""
+
+    chat_model: str = Field(
+        default="local", description="Chat model name at the endpoint, or 'local' for the embedded SmolLM2-135M."
+    )
+    chat_base_url: str | None = Field(default=None, description="OpenAI-compatible base URL (else OPENAI_BASE_URL).")
+    chat_api_key: SecretStr | None = Field(default=None, description="API key for the chat endpoint (else OPENAI_API_KEY).")
+    chat_max_tokens: int = Field(default=256, ge=1, description="Longest answer the chat model may write.")
+    llm_threads: int = Field(default=1, ge=1, description="CPU threads for the embedded chat model.")
+
+
+class AgentSettings(LLMSettings):
+    """A2A agents: where they listen and which MCP servers and peers they use."""
+
+    agent_host: str = Field(default="127.0.0.1", description="Host the agents bind.")
+    coordinator_port: int = Field(default=8711, description="Port of the coordinator agent.")
+    research_port: int = Field(default=8712, description="Port of the research agent.")
+    finetune_agent_port: int = Field(default=8713, description="Port of the fine-tuning agent.")
+    retrieval_url: str = Field(default="http://127.0.0.1:8701/mcp", description="MCP URL of the retrieval server.")
+    finetune_url: str = Field(default="http://127.0.0.1:8702/mcp", description="MCP URL of the fine-tuning server.")
+    research_agent_url: str = Field(default="http://127.0.0.1:8712", description="A2A URL of the research agent.")
+    finetune_agent_url: str = Field(default="http://127.0.0.1:8713", description="A2A URL of the fine-tuning agent.")
+
+
+ALL_SETTINGS: tuple[type[CommonSettings], ...] = (
+    CommonSettings,
+    RetrievalSettings,
+    FinetuneSettings,
+    WorkerSettings,
+    LLMSettings,
+    AgentSettings,
+)
+
+
+class InsecureBindError(RuntimeError):
+    """Raised when an HTTP server would listen beyond loopback without a bearer token."""
+
+
+def check_bind(host: str, settings: CommonSettings) -> None:
+    """Refuse to serve beyond loopback without a token: an open port must never expose the data."""
+    if host not in LOOPBACK_HOSTS and settings.token() is None:
+        raise InsecureBindError(
+            f"refusing to bind {host} without a token: set RAGTUNE_API_TOKEN, or bind 127.0.0.1"
+        )
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """Send logs to stderr only: stdout belongs to the stdio MCP protocol."""
+    logging.basicConfig(
+        level=level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )

@@ -1,0 +1,89 @@
+"""Open SQLite the one way ragtune needs it: extensions loaded, WAL, a busy timeout, migrations."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+try:  # The CI Python's stdlib sqlite3 cannot load extensions; pysqlite3-binary can.
+    import pysqlite3.dbapi2 as sqlite3  # type: ignore[import-not-found]
+except ImportError:  # pragma: no cover - exercised only where the wheel is absent
+    import sqlite3  # type: ignore[no-redef]
+
+log = logging.getLogger(__name__)
+
+Connection = Any  # sqlite3.Connection from pysqlite3 or the stdlib
+IntegrityError = sqlite3.IntegrityError
+OperationalError = sqlite3.OperationalError
+
+
+def connect(path: Path | str, *, vec: bool = True, check_same_thread: bool = False) -> Connection:
+    """Return a connection with WAL, foreign keys, a 10 s busy timeout and (optionally) sqlite-vec."""
+    if str(path) != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(str(path), timeout=10.0, check_same_thread=check_same_thread, isolation_level=None)
+    conn.row_factory = sqlite3.Row
+    conn.execute("pragma busy_timeout = 10000")
+    conn.execute("pragma foreign_keys = on")
+    if str(path) != ":memory:":
+        conn.execute("pragma journal_mode = wal")
+        conn.execute("pragma synchronous = normal")
+    if vec:
+        load_vec(conn)
+    return conn
+
+
+def load_vec(conn: Connection) -> None:
+    """Load sqlite-vec into `conn`; explain the fix when this Python cannot load extensions."""
+    import sqlite_vec
+
+    if not hasattr(conn, "enable_load_extension"):
+        raise RuntimeError("this Python's sqlite3 cannot load extensions: pip install pysqlite3-binary")
+    conn.enable_load_extension(True)
+    sqlite_vec.load(conn)
+    conn.enable_load_extension(False)
+
+
+@contextlib.contextmanager
+def transaction(conn: Connection, *, immediate: bool = True) -> Iterator[Connection]:
+    """Run a block in one transaction: all of it lands, or none (BEGIN IMMEDIATE avoids writer deadlocks)."""
+    conn.execute("begin immediate" if immediate else "begin")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("rollback")
+        raise
+    else:
+        conn.execute("commit")
+
+
+def migrate(conn: Connection, migrations: Sequence[str]) -> int:
+    """Apply the migrations past `pragma user_version`, each in its own transaction; return the new version."""
+    current = conn.execute("pragma user_version").fetchone()[0]
+    for version, script in enumerate(migrations, start=1):
+        if version <= current:
+            continue
+        with transaction(conn):
+            for statement in _statements(script):
+                conn.execute(statement)
+            conn.execute(f"pragma user_version = {version}")
+        log.debug("migrated %s to version %d", conn, version)
+    return max(current, len(migrations))
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration script on ';' at statement ends (executescript would commit implicitly)."""
+    out: list[str] = []
+    buf = ""
+    for line in script.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            if buf.strip():
+                out.append(buf.strip())
+            buf = ""
+    if buf.strip():
+        out.append(buf.strip())
+    return out
