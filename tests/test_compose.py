@@ -1,0 +1,179 @@
+"""compose.yaml: valid for a compose implementation, consistent with the settings, and every command starts."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from compose_spec import PyCompose
+
+from ragtune.config_docs import collect
+
+ROOT = Path(__file__).resolve().parents[1]
+COMPOSE = ROOT / "compose.yaml"
+TOKEN_REF = "${RAGTUNE_API_TOKEN:?set RAGTUNE_API_TOKEN in .env}"
+EXPECTED = {"retrieval", "finetune", "worker", "worker-cpu", "coordinator", "research", "finetune-agent"}
+PORTS = {"retrieval": 8701, "finetune": 8702, "coordinator": 8711, "research": 8712, "finetune-agent": 8713}
+HEALTH = {"retrieval": "/health", "finetune": "/health"} | dict.fromkeys(("coordinator", "research", "finetune-agent"), "/.well-known/agent-card.json")
+
+
+@pytest.fixture(scope="module")
+def spec() -> dict[str, Any]:
+    """The compose file as plain data."""
+    return yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))
+
+
+def test_compose_spec_parser_accepts_the_file() -> None:
+    parsed = PyCompose.from_yaml(COMPOSE.read_text(encoding="utf-8"))
+    parsed.validate()  # every volume/network a service names is declared
+    assert set(parsed.service_names()) == EXPECTED
+
+
+def test_compose_spec_parser_rejects_a_broken_file() -> None:
+    """The parser is strict, so the acceptance above means something."""
+    broken = COMPOSE.read_text(encoding="utf-8").replace("count: all", "count: every", 1)
+    with pytest.raises(ValueError, match="count"):
+        PyCompose.from_yaml(broken)
+
+
+def _docker_compose() -> list[str] | None:
+    """Return a compose CLI that can run `config` without an engine, or None."""
+    for cmd in (["docker", "compose"], ["docker-compose"]):
+        if shutil.which(cmd[0]) is None:
+            continue
+        probe = subprocess.run([*cmd, "version"], capture_output=True, text=True, timeout=30)
+        if probe.returncode == 0:
+            return cmd
+    return None
+
+
+def test_docker_compose_config_when_available(tmp_path: Path) -> None:
+    cli = _docker_compose()
+    if cli is None:
+        pytest.skip("no `docker compose` plugin here; the compose-spec parser checks above still ran")
+    env = {**os.environ, "RAGTUNE_API_TOKEN": "t0ken"}
+    ok = subprocess.run([*cli, "-f", str(COMPOSE), "config", "-q"], env=env, capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0, ok.stderr
+    env.pop("RAGTUNE_API_TOKEN")
+    refused = subprocess.run([*cli, "-f", str(COMPOSE), "config", "-q"], env=env, capture_output=True, text=True, timeout=60)
+    assert refused.returncode != 0 and "RAGTUNE_API_TOKEN" in refused.stderr
+
+
+def test_every_service_requires_the_token_and_names_real_settings(spec: dict[str, Any]) -> None:
+    known = {doc.env for doc in collect()}
+    for name, service in spec["services"].items():
+        env = service["environment"]
+        assert env["RAGTUNE_API_TOKEN"] == TOKEN_REF, name
+        unknown = {key for key in env if key.startswith("RAGTUNE_")} - known
+        assert not unknown, f"{name} sets variables no settings class reads: {unknown}"
+        assert service["env_file"][0]["path"] == ".env"
+        assert {"data:/data", "models:/models"} <= set(service["volumes"]), name
+    assert set(spec["volumes"]) == {"data", "models"}
+
+
+def test_gpu_worker_reserves_nvidia_devices_and_cpu_worker_does_not(spec: dict[str, Any]) -> None:
+    services = spec["services"]
+    devices = services["worker"]["deploy"]["resources"]["reservations"]["devices"]
+    assert devices == [{"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}]
+    assert "profiles" not in services["worker"]
+    assert services["worker-cpu"]["profiles"] == ["cpu"]
+    assert "deploy" not in services["worker-cpu"]
+    assert services["worker-cpu"]["command"] == services["worker"]["command"]
+
+
+def test_ports_healthchecks_and_urls_match_the_contract(spec: dict[str, Any]) -> None:
+    services = spec["services"]
+    for name, port in PORTS.items():
+        service = services[name]
+        assert service["ports"] == [f"127.0.0.1:{port}:{port}"], name
+        command = service["command"]
+        assert command[command.index("--port") + 1] == str(port)
+        assert command[command.index("--host") + 1] == "0.0.0.0"
+        probe = " ".join(service["healthcheck"]["test"])
+        assert f"http://127.0.0.1:{port}{HEALTH[name]}" in probe, name
+        allowed = service["environment"]["RAGTUNE_ALLOWED_HOSTS"].split(",")
+        assert name in allowed and f"{name}:{port}" in allowed
+    for service in services.values():
+        for value in service["environment"].values():
+            for host, port in re.findall(r"http://([a-z-]+):(\d+)", str(value)):
+                assert host in services and PORTS[host] == int(port), value
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _local_command(command: list[str], port: int | None) -> list[str]:
+    """Map a container command onto this machine: this Python, loopback, a free port."""
+    local = [sys.executable if part == "python" else part for part in command]
+    if port is not None:
+        local[local.index("--host") + 1] = "127.0.0.1"
+        local[local.index("--port") + 1] = str(port)
+    return local
+
+
+def _local_env(service: dict[str, Any], home: Path) -> dict[str, str]:
+    """The service's environment with container paths mapped into a temporary home."""
+    env = {**os.environ, "RAGTUNE_API_TOKEN": "compose-test-token", "HF_HUB_OFFLINE": "1"}
+    for key, value in service["environment"].items():
+        if key == "RAGTUNE_API_TOKEN":
+            continue
+        value = str(value).replace("/app/docs", str(ROOT / "docs")).replace("/data", str(home)).replace("/models", str(home / "models"))
+        env[key] = re.sub(r"http://([a-z-]+):(\d+)", "http://127.0.0.1:9", value)  # peers are not started here
+    return env
+
+
+def _wait_http(url: str, proc: subprocess.Popen[bytes], deadline_s: float) -> httpx.Response:
+    """Poll `url` until it answers, the process dies, or the deadline passes."""
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise AssertionError(f"exited with {proc.returncode}: {proc.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
+        try:
+            return httpx.get(url, timeout=2)
+        except httpx.TransportError:
+            time.sleep(0.2)
+    raise AssertionError(f"{url} did not answer within {deadline_s}s")
+
+
+@pytest.mark.parametrize("name", sorted(HEALTH))
+def test_service_command_starts_and_answers_its_healthcheck(name: str, spec: dict[str, Any], tmp_path: Path) -> None:
+    service = spec["services"][name]
+    port = _free_port()
+    proc = subprocess.Popen(
+        _local_command(service["command"], port), cwd=ROOT, env=_local_env(service, tmp_path),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    try:
+        response = _wait_http(f"http://127.0.0.1:{port}{HEALTH[name]}", proc, deadline_s=90)
+        assert response.status_code == 200, response.text
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
+@pytest.mark.parametrize("name", ["worker", "worker-cpu"])
+def test_worker_command_runs(name: str, spec: dict[str, Any], tmp_path: Path) -> None:
+    service = spec["services"][name]
+    result = subprocess.run(
+        [*_local_command(service["command"], None), "--help"], cwd=ROOT, env=_local_env(service, tmp_path),
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "usage" in result.stdout.lower()
