@@ -397,7 +397,8 @@ def _report(fmt: Format, kinds: Counter[str], stats: list[dict[str, int]], *, es
         report["assistant_tokens"] = _summary([s["assistant_tokens"] for s in stats])
         report["turns"] = _summary([s["turns"] for s in stats])
     if len(stats) < MIN_RECOMMENDED:
-        report["warnings"].append(f"only {len(stats)} examples; at least {MIN_RECOMMENDED} are needed for a "
+        plural = "s" if len(stats) != 1 else ""
+        report["warnings"].append(f"only {len(stats)} example{plural}; at least {MIN_RECOMMENDED} are needed for a "
                                   "meaningful run and about 50 are a good start")
     return report
 

@@ -388,12 +388,21 @@ class JobStore:
         )
         return ckpt
 
-    def list_checkpoints(self, job_id: str, *, limit: int = 10) -> list[Checkpoint]:
-        """Return a job's checkpoints, newest (highest step) first."""
+    def list_checkpoints(self, job_id: str, *, limit: int = 10, after: str | None = None) -> list[Checkpoint]:
+        """Return a job's checkpoints, newest (highest step) first; `after` pages past a checkpoint id."""
         self.get_job(job_id)
+        clauses, args = ["job_id = ?"], [job_id]
+        if after:
+            anchor = self.conn.execute(
+                "select step_number, rowid from checkpoints where id = ? and job_id = ?", (after, job_id)
+            ).fetchone()
+            if anchor is None:
+                raise UnknownId(f"no checkpoint with id {after!r} in job {job_id}")
+            clauses.append("(step_number < ? or (step_number = ? and rowid < ?))")
+            args += [anchor[0], anchor[0], anchor[1]]
         rows = self.conn.execute(
-            "select * from checkpoints where job_id = ? order by step_number desc, created_at desc limit ?",
-            (job_id, limit),
+            f"select * from checkpoints where {' and '.join(clauses)} order by step_number desc, rowid desc limit ?",
+            (*args, limit),
         )
         return [_checkpoint(r) for r in rows]
 
@@ -419,6 +428,12 @@ def _checkpoint(row: Any) -> Checkpoint:
     return Checkpoint(id=row["id"], created_at=row["created_at"], fine_tuned_model_checkpoint=row["path"],
                       fine_tuning_job_id=row["job_id"], metrics=json.loads(row["metrics"]),
                       step_number=row["step_number"])
+
+
+def fine_tuned_model_name(job: Job) -> str:
+    """Return OpenAI's `ft:{base}:{org}:{suffix}:{id}` name (also the vLLM LoRA name) for a finished job."""
+    base = job.model.rsplit("/", 1)[-1]
+    return f"ft:{base}:{job.organization_id}:{job.user_provided_suffix or ''}:{job.id}"
 
 
 def ids(items: Iterable[BaseModel]) -> list[str]:

@@ -1,0 +1,185 @@
+"""OpenAI-compatible REST (`/v1/files`, `/v1/fine_tuning/jobs`) plus ragtune's advice extras, over the service.
+
+The unmodified `openai` SDK drives it with `base_url=http://127.0.0.1:8702/v1`; errors use OpenAI's
+`{"error": {"message", "type", "param", "code"}}` shape and status codes.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, FastAPI, File, Form, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ragtune.jobs import Job
+from servers.finetune import advisor
+from servers.finetune.http import bearer_ok
+from servers.finetune.service import FinetuneService, JobRequest, Page, ServiceError
+
+
+class EstimateRequest(BaseModel):
+    """Body of `POST /v1/ragtune/estimate_memory`."""
+
+    model: str | None = None
+    params_b: float | None = None
+    method: Literal["full", "lora", "qlora"] = "lora"
+    precision: Literal["fp32", "bf16", "fp16", "int8", "int4"] = "bf16"
+    seq_len: int = 2048
+    batch: int = 1
+    optimizer: Literal["adamw", "adamw8bit", "sgd"] = "adamw"
+    gradient_checkpointing: bool = True
+
+
+def error_body(message: str, *, type: str = "invalid_request_error", param: str | None = None,
+               code: str | None = None, **extra: Any) -> dict[str, Any]:
+    """Return OpenAI's error object."""
+    return {"error": {"message": message, "type": type, "param": param, "code": code, **extra}}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Answer every failure in OpenAI's error shape."""
+
+    @app.exception_handler(ServiceError)
+    async def _service(_: Request, e: ServiceError) -> JSONResponse:
+        extra = {"problems": e.problems} if e.problems is not None else {}
+        return JSONResponse(error_body(e.message, type=e.type, param=e.param, code=e.code, **extra), e.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, e: RequestValidationError) -> JSONResponse:
+        first = e.errors()[0] if e.errors() else {"loc": (), "msg": "invalid request"}
+        loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]
+        param = ".".join(loc) or None
+        return JSONResponse(error_body(f"{param or 'request'}: {first.get('msg')}", param=param), 400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, e: StarletteHTTPException) -> JSONResponse:
+        code = {401: "invalid_api_key", 404: "not_found"}.get(e.status_code)
+        return JSONResponse(error_body(str(e.detail), code=code), e.status_code, headers=e.headers)
+
+
+def build_router(svc: FinetuneService, token: str | None) -> APIRouter:
+    """Build the /v1 routes; every route requires `Authorization: Bearer <token>` when a token is set."""
+
+    def require_token(request: Request) -> None:
+        if not bearer_ok(request.headers.get("authorization"), token):
+            raise StarletteHTTPException(401, "missing or wrong bearer token: send Authorization: Bearer "
+                                              "$RAGTUNE_API_TOKEN (the openai SDK sends its api_key)")
+
+    router = APIRouter(dependencies=[Depends(require_token)])
+    limit_mb = svc.settings.finetune_max_file_mb
+
+    @router.post("/files")
+    async def upload_file(request: Request, file: Annotated[UploadFile, File()],
+                          purpose: Annotated[str, Form()] = "fine-tune") -> dict[str, Any]:
+        """Upload and validate a dataset (multipart `file` + `purpose`)."""
+        data = await file.read(int(limit_mb * 1e6) + 1)
+        if len(data) > limit_mb * 1e6:
+            raise ServiceError(413, f"{file.filename} is larger than the {limit_mb:g} MB limit "
+                               "(RAGTUNE_FINETUNE_MAX_FILE_MB)", param="file", code="file_too_large")
+        stored = await run_in_threadpool(svc.upload, data, file.filename or "dataset.jsonl", purpose)
+        return stored.model_dump(mode="json")
+
+    @router.get("/files")
+    def list_files(purpose: str | None = None, after: str | None = None,
+                   limit: Annotated[int, Query(ge=1, le=10_000)] = 100) -> dict[str, Any]:
+        """List uploaded files, newest first."""
+        return svc.list_files(purpose=purpose, after=after, limit=limit).model_dump(mode="json")
+
+    @router.get("/files/{file_id}")
+    def get_file(file_id: str) -> dict[str, Any]:
+        """Return a file's metadata and validation report."""
+        return svc.get_file(file_id).model_dump(mode="json")
+
+    @router.get("/files/{file_id}/content")
+    def file_content(file_id: str) -> Response:
+        """Return a file's original bytes."""
+        return Response(svc.file_content(file_id), media_type="application/octet-stream")
+
+    @router.delete("/files/{file_id}")
+    def delete_file(file_id: str) -> dict[str, Any]:
+        """Delete a file (refused while an unfinished job uses it)."""
+        return {"id": svc.delete_file(file_id).id, "object": "file", "deleted": True}
+
+    @router.post("/fine_tuning/jobs")
+    def create_job(body: JobRequest) -> dict[str, Any]:
+        """Create a fine-tuning job; it is queued for a worker (or failed with the reason)."""
+        return _job(svc.create_job(body))
+
+    @router.get("/fine_tuning/jobs")
+    def list_jobs(request: Request, after: str | None = None, limit: Annotated[int, Query(ge=1, le=100)] = 20,
+                  status: str | None = None) -> dict[str, Any]:
+        """List jobs newest first; `metadata[key]=value` filters like OpenAI's."""
+        wanted = {k[9:-1]: v for k, v in request.query_params.items() if k.startswith("metadata[") and k.endswith("]")}
+        if not wanted:
+            return _jobs(svc.list_jobs(after=after, limit=limit, status=status))
+        matches = [j for j in svc.list_jobs(after=after, limit=10_000, status=status).data
+                   if all((j.metadata or {}).get(k) == v for k, v in wanted.items())]
+        return {"object": "list", "data": [_job(j) for j in matches[:limit]], "has_more": len(matches) > limit}
+
+    @router.get("/fine_tuning/jobs/{job_id}")
+    def get_job(job_id: str) -> dict[str, Any]:
+        """Return a job."""
+        return _job(svc.get_job(job_id))
+
+    @router.post("/fine_tuning/jobs/{job_id}/cancel")
+    def cancel_job(job_id: str) -> dict[str, Any]:
+        """Cancel a job."""
+        return _job(svc.cancel_job(job_id))
+
+    @router.post("/fine_tuning/jobs/{job_id}/pause")
+    def pause_job(job_id: str) -> dict[str, Any]:
+        """Pause a queued or running job."""
+        return _job(svc.pause_job(job_id))
+
+    @router.post("/fine_tuning/jobs/{job_id}/resume")
+    def resume_job(job_id: str) -> dict[str, Any]:
+        """Resume a paused job."""
+        return _job(svc.resume_job(job_id))
+
+    @router.get("/fine_tuning/jobs/{job_id}/events")
+    def list_events(job_id: str, after: str | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 20,
+                    order: Literal["asc", "desc"] = "desc") -> dict[str, Any]:
+        """List a job's events, newest first (`order=asc` tails forward from `after`)."""
+        return svc.events(job_id, after=after, limit=limit, order=order).model_dump(mode="json")
+
+    @router.get("/fine_tuning/jobs/{job_id}/checkpoints")
+    def list_checkpoints(job_id: str, after: str | None = None,
+                         limit: Annotated[int, Query(ge=1, le=100)] = 10) -> dict[str, Any]:
+        """List a job's checkpoints, newest first."""
+        return svc.checkpoints(job_id, after=after, limit=limit).model_dump(mode="json")
+
+    @router.post("/ragtune/recommend")
+    def recommend(body: advisor.Situation) -> advisor.Recommendation:
+        """Advise which method fits (ragtune extra)."""
+        return advisor.recommend_method(body)
+
+    @router.post("/ragtune/estimate_memory")
+    def estimate(body: EstimateRequest) -> advisor.MemoryEstimate:
+        """Estimate training memory (ragtune extra)."""
+        try:
+            return advisor.estimate_memory(body.model, params=body.params_b * 1e9 if body.params_b else None,
+                                           **body.model_dump(exclude={"model", "params_b"}))
+        except ValueError as e:
+            raise ServiceError(400, str(e)) from e
+
+    @router.post("/ragtune/validate")
+    async def validate(file: Annotated[UploadFile, File()], format: Annotated[str | None, Form()] = None
+                       ) -> dict[str, Any]:
+        """Validate a dataset without storing it (ragtune extra); 400 lists the bad lines."""
+        data = await file.read(int(limit_mb * 1e6) + 1)
+        loaded = await run_in_threadpool(svc.validate, data, filename=file.filename or "dataset", format=format)
+        return {"valid": True, "format": loaded.format, "report": loaded.report}
+
+    return router
+
+
+def _job(job: Job) -> dict[str, Any]:
+    return job.model_dump(mode="json")
+
+
+def _jobs(page: Page) -> dict[str, Any]:
+    return page.model_dump(mode="json")

@@ -1,0 +1,44 @@
+"""The HTTP app: MCP at /mcp, the OpenAI-compatible REST API at /v1, and an open /health, in one process."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from ragtune.config import FinetuneSettings
+from servers.finetune.api import build_router, install_error_handlers
+from servers.finetune.http import public_url, transport_security
+from servers.finetune.server import build_server
+from servers.finetune.service import FinetuneService
+
+
+def build_app(settings: FinetuneSettings, *, service: FinetuneService | None = None, host: str | None = None,
+              port: int | None = None) -> FastAPI:
+    """Build the FastAPI app; its lifespan runs the MCP session manager (required when mounting MCP)."""
+    host = host or settings.finetune_host
+    port = port or settings.finetune_port
+    svc = service or FinetuneService(settings)
+    mcp = build_server(settings, service=svc, base_url=public_url(host, port))
+    mcp_app = mcp.streamable_http_app(transport_security=transport_security(host), host=host)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        async with mcp.session_manager.run():
+            yield
+        if service is None:
+            svc.close()
+
+    app = FastAPI(title="ragtune fine-tuning", version="0.1.0", lifespan=lifespan,
+                  description="OpenAI-compatible fine-tuning jobs (/v1) and MCP tools (/mcp).")
+    install_error_handlers(app)
+    app.include_router(build_router(svc, settings.token()), prefix="/v1")
+
+    @app.get("/health", include_in_schema=False)
+    def health() -> dict[str, str]:
+        """Report liveness without a token (for compose healthchecks)."""
+        return {"status": "ok", "dispatch": svc.dispatcher.name}
+
+    app.mount("/", mcp_app)  # /mcp and the OAuth protected-resource metadata
+    return app

@@ -1,0 +1,175 @@
+"""Turn a job request's `method`, `peft` and "auto" hyperparameters into the concrete values a worker runs.
+
+Rules (documented in docs/guide; mirror of OpenAI's where OpenAI has one):
+- n_epochs "auto": 3, raised so that epochs x examples >= 100 (at most 25 epochs) and lowered so that
+  it stays <= 25,000 (at least 1), as OpenAI's fine-tuning guide does.
+- batch_size "auto": examples // 50, rounded down to a power of two, between 1 and 32.
+- learning_rate_multiplier "auto": 1.0; learning_rate = multiplier x the base rate of the method and PEFT
+  type (`BASE_LR`), unless the request gives `learning_rate` itself.
+- max_length "auto": the longest example's (estimated) tokens + 25%, rounded up to a power of two, 256..4096.
+- dpo beta "auto": 0.1. rejection_sampling: n_samples 4, temperature 0.8, reward "reference_similarity",
+  max_new_tokens 128.
+- peft: LoRA (r 16, alpha 32, dropout 0.05, all linear projections) unless `{"type": "full"}`; cpt defaults to
+  full fine-tuning (it teaches new text to every weight), the other methods to LoRA.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+METHODS = ("supervised", "dpo", "cpt", "rejection_sampling")
+ACCEPTS: dict[str, tuple[str, ...]] = {
+    "supervised": ("chat",), "rejection_sampling": ("chat",), "dpo": ("preference",), "cpt": ("text", "chat"),
+}
+BASE_LR: dict[tuple[str, str], float] = {
+    ("supervised", "lora"): 2e-4, ("supervised", "full"): 2e-5,
+    ("rejection_sampling", "lora"): 2e-4, ("rejection_sampling", "full"): 2e-5,
+    ("dpo", "lora"): 5e-6, ("dpo", "full"): 5e-7,
+    ("cpt", "lora"): 1e-4, ("cpt", "full"): 2e-5,
+}
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+DEFAULT_LORA: dict[str, Any] = {"type": "lora", "r": 16, "alpha": 32, "dropout": 0.05, "target_modules": LORA_TARGETS}
+REWARDS = ("reference_similarity", "exact_match", "length_penalty", "regex:<pattern>")
+_HYPER_KEYS = {"n_epochs", "batch_size", "learning_rate_multiplier", "learning_rate", "max_steps", "max_length",
+               "beta", "warmup_ratio", "gradient_accumulation_steps", "packing", "save_steps", "eval_steps",
+               "logging_steps", "weight_decay"}
+_OPTIONS = {"dpo": {"beta"}, "rejection_sampling": {"n_samples", "reward", "temperature", "max_new_tokens"}}
+
+
+class RequestError(ValueError):
+    """A job request that cannot run as written; `param` names the offending field."""
+
+    def __init__(self, message: str, *, param: str | None = None, code: str = "invalid_value") -> None:
+        super().__init__(message)
+        self.message, self.param, self.code = message, param, code
+
+
+def parse_method(method: dict[str, Any] | str | None, legacy: dict[str, Any] | None = None) -> tuple[str, dict]:
+    """Return (type, options) from OpenAI's `method` object; top-level `hyperparameters` (deprecated) merge in."""
+    if method is None or isinstance(method, str):
+        method = {"type": method or "supervised"}
+    if not isinstance(method, dict):
+        raise RequestError("method must be an object such as {\"type\": \"supervised\"}", param="method")
+    kind = method.get("type", "supervised")
+    if kind == "reinforcement":
+        raise RequestError("method 'reinforcement' is not supported here; use rejection_sampling (sample, score "
+                           "with a reward, keep the best, then SFT)", param="method.type", code="unsupported_method")
+    if kind not in METHODS:
+        raise RequestError(f"unknown method type {kind!r}; use one of {', '.join(METHODS)}", param="method.type")
+    options = dict(method.get(kind) or {})
+    hyper = {**(legacy or {}), **(options.pop("hyperparameters", None) or {})}
+    unknown = set(hyper) - _HYPER_KEYS
+    if unknown:
+        raise RequestError(f"unknown hyperparameters {sorted(unknown)}; known: {sorted(_HYPER_KEYS)}",
+                           param=f"method.{kind}.hyperparameters")
+    extra = set(options) - _OPTIONS.get(kind, set())
+    if extra:
+        raise RequestError(f"unknown {kind} options {sorted(extra)}; known: {sorted(_OPTIONS.get(kind, set()))}",
+                           param=f"method.{kind}")
+    if "beta" in options:
+        hyper["beta"] = options.pop("beta")
+    return kind, {"hyperparameters": hyper, **options}
+
+
+def parse_peft(peft: dict[str, Any] | str | None, kind: str) -> dict[str, Any] | None:
+    """Return the job's LoRA settings, or None for full fine-tuning."""
+    if peft is None:
+        return None if kind == "cpt" else dict(DEFAULT_LORA)
+    if isinstance(peft, str):
+        peft = {"type": peft}
+    ptype = peft.get("type", "lora")
+    if ptype == "full":
+        return None
+    if ptype != "lora":
+        raise RequestError(f"unknown peft type {ptype!r}; use 'lora' or 'full'", param="peft.type")
+    out = {**DEFAULT_LORA, **peft}
+    unknown = set(out) - set(DEFAULT_LORA)
+    if unknown:
+        raise RequestError(f"unknown LoRA settings {sorted(unknown)}; use r, alpha, dropout, target_modules",
+                           param="peft")
+    _check_number(out["r"], "peft.r", integer=True, low=1)
+    _check_number(out["alpha"], "peft.alpha", low=0)
+    _check_number(out["dropout"], "peft.dropout", low=0, high=1)
+    if not (out["target_modules"] == "all-linear" or (isinstance(out["target_modules"], list)
+                                                      and all(isinstance(t, str) for t in out["target_modules"]))):
+        raise RequestError("peft.target_modules must be a list of module names or 'all-linear'",
+                           param="peft.target_modules")
+    return out
+
+
+def resolve(kind: str, options: dict[str, Any], peft: dict[str, Any] | None, report: dict[str, Any]) -> dict:
+    """Return concrete hyperparameters for the job (every "auto" replaced by the documented rule)."""
+    given = options["hyperparameters"]
+    n = int(report.get("examples", 0))
+    out: dict[str, Any] = {}
+    out["n_epochs"] = _value(given, "n_epochs", lambda: _auto_epochs(n), integer=True, low=1)
+    out["batch_size"] = _value(given, "batch_size", lambda: _auto_batch(n), integer=True, low=1)
+    out["learning_rate_multiplier"] = _value(given, "learning_rate_multiplier", lambda: 1.0, low=0)
+    base = BASE_LR[(kind, "lora" if peft else "full")]
+    out["learning_rate"] = _value(given, "learning_rate", lambda: base * out["learning_rate_multiplier"], low=0)
+    longest = int(report.get("tokens", {}).get("max", 0))
+    out["max_length"] = _value(given, "max_length", lambda: _auto_length(longest), integer=True, low=16)
+    for key in _HYPER_KEYS - set(out) - {"beta"}:
+        if key in given and given[key] != "auto":
+            out[key] = given[key]
+    if "max_steps" in out:
+        _check_number(out["max_steps"], "max_steps", integer=True, low=1)
+    if kind == "dpo":
+        out["beta"] = _value(given, "beta", lambda: 0.1, low=0)
+    if kind == "rejection_sampling":
+        out["n_samples"] = _value(options, "n_samples", lambda: 4, integer=True, low=2)
+        out["temperature"] = _value(options, "temperature", lambda: 0.8, low=0)
+        out["max_new_tokens"] = _value(options, "max_new_tokens", lambda: 128, integer=True, low=1)
+        out["reward"] = _reward(options.get("reward", "reference_similarity"))
+    return out
+
+
+def _reward(reward: Any) -> str:
+    if not isinstance(reward, str):
+        raise RequestError(f"reward must be one of {', '.join(REWARDS)}", param="reward")
+    if reward.startswith("regex:"):
+        try:
+            re.compile(reward[6:])
+        except re.error as e:
+            raise RequestError(f"reward regex does not compile: {e}", param="reward") from e
+        return reward
+    if reward not in REWARDS:
+        raise RequestError(f"unknown reward {reward!r}; use one of {', '.join(REWARDS)}", param="reward")
+    return reward
+
+
+def _value(given: dict[str, Any], key: str, auto: Any, *, integer: bool = False, low: float | None = None) -> Any:
+    value = given.get(key, "auto")
+    if value == "auto" or value is None:
+        return auto()
+    _check_number(value, key, integer=integer, low=low)
+    return int(value) if integer else value
+
+
+def _check_number(value: Any, key: str, *, integer: bool = False, low: float | None = None,
+                  high: float | None = None) -> None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and (not integer or float(value).is_integer())
+    if not ok or (low is not None and value < low) or (high is not None and value > high):
+        kind = "an integer" if integer else "a number"
+        bounds = f" >= {low}" if low is not None else ""
+        bounds += f" and <= {high}" if high is not None else ""
+        raise RequestError(f"{key} must be \"auto\" or {kind}{bounds}, got {value!r}", param=key)
+
+
+def _auto_epochs(n: int) -> int:
+    epochs = 3
+    if n and n * epochs < 100:
+        epochs = min(25, math.ceil(100 / n))
+    elif n * epochs > 25_000:
+        epochs = max(1, 25_000 // n)
+    return epochs
+
+
+def _auto_batch(n: int) -> int:
+    return max(1, min(32, 2 ** int(math.log2(max(1, n // 50)))))
+
+
+def _auto_length(longest: int) -> int:
+    return max(256, min(4096, 2 ** math.ceil(math.log2(max(1, longest * 1.25)))))

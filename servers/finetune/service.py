@@ -1,0 +1,336 @@
+"""The fine-tuning service core that both the REST API and the MCP tools call: files, jobs, events.
+
+It validates everything before writing (a bad dataset or request creates nothing), resolves "auto"
+hyperparameters, queues jobs for workers, and never trains.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ragtune.config import FinetuneSettings
+from ragtune.datasets import DatasetError, LoadedDataset, load_dataset, parse_dataset
+from ragtune.jobs import (
+    TERMINAL,
+    Checkpoint,
+    FileObject,
+    IllegalTransition,
+    Job,
+    JobError,
+    JobEvent,
+    JobStatus,
+    JobStore,
+    UnknownId,
+    new_id,
+)
+from ragtune.models import UnknownModel, resolve_base_model
+from servers.finetune import hyper
+from servers.finetune.dispatch import Dispatcher, DispatchError, make_dispatcher
+
+PURPOSE = "fine-tune"
+MIN_EXAMPLES = 10
+
+
+class ServiceError(Exception):
+    """A request the service refuses, with the HTTP status and OpenAI error fields to report."""
+
+    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None,
+                 type: str = "invalid_request_error", problems: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.param, self.code, self.type = status, message, param, code, type
+        self.problems = problems
+
+
+class JobRequest(BaseModel):
+    """Body of `POST /fine_tuning/jobs` (OpenAI's fields plus ragtune's `peft`, via the SDK's extra_body)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = None
+    training_file: str
+    validation_file: str | None = None
+    method: dict[str, Any] | None = None
+    hyperparameters: dict[str, Any] | None = Field(default=None, description="Deprecated: use method")
+    suffix: str | None = Field(default=None, max_length=64)
+    seed: int | None = None
+    metadata: dict[str, str] | None = None
+    integrations: list[Any] | None = None
+    peft: dict[str, Any] | None = None
+    x_ragtune: dict[str, Any] | None = Field(default=None, description="Vendor extras: {peft: {...}}")
+
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    """One page of a list, in OpenAI's shape."""
+
+    object: str = "list"
+    data: list[T]
+    has_more: bool
+
+
+class FinetuneService:
+    """Files and fine-tuning jobs over one JobStore; thread-safe (REST and MCP share one instance)."""
+
+    def __init__(self, settings: FinetuneSettings, *, store: JobStore | None = None,
+                 dispatcher: Dispatcher | None = None) -> None:
+        self.settings = settings
+        self.store = store or JobStore(settings.db_path())
+        self.dispatcher = dispatcher or make_dispatcher(settings)
+        self.files_dir = settings.data_path("files")
+        self.jobs_dir = settings.data_path("jobs")
+        self.files_dir.mkdir(parents=True, exist_ok=True)
+        self.jobs_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+
+    def close(self) -> None:
+        """Close the job store."""
+        self.store.close()
+
+    @contextmanager
+    def _guard(self) -> Iterator[None]:
+        """Serialise store access and turn store errors into HTTP-shaped ones."""
+        with self._lock:
+            try:
+                yield
+            except UnknownId as e:
+                raise ServiceError(404, str(e), code="not_found") from e
+            except IllegalTransition as e:
+                raise ServiceError(409, str(e), code="invalid_state") from e
+
+    # datasets ----------------------------------------------------------------------------------------
+    def validate(self, data: bytes | str, *, filename: str = "dataset.jsonl", format: str | None = None,
+                 max_tokens: int | None = None) -> LoadedDataset:
+        """Validate dataset bytes without storing them; raise ServiceError 400 listing the bad lines."""
+        if len(data) > self.settings.finetune_max_file_mb * 1e6:
+            raise ServiceError(413, f"{filename} is {len(data) / 1e6:.1f} MB; the limit is "
+                               f"{self.settings.finetune_max_file_mb:g} MB (RAGTUNE_FINETUNE_MAX_FILE_MB)",
+                               param="file", code="file_too_large")
+        try:
+            return parse_dataset(data, source=filename, format=format, max_tokens=max_tokens)
+        except DatasetError as e:
+            raise ServiceError(400, str(e), param="file", code="invalid_file", problems=e.problems) from e
+        except ValueError as e:
+            raise ServiceError(400, str(e), param="format") from e
+
+    def read_path(self, path: str) -> tuple[bytes, str]:
+        """Read a dataset file under the allowed roots (symlinks resolved); refuse anything else."""
+        target = Path(path).expanduser().resolve()
+        roots = [r.expanduser().resolve() for r in self.settings.finetune_roots]
+        if not any(target == r or target.is_relative_to(r) for r in roots):
+            raise ServiceError(403, f"{target} is outside the allowed folders ({', '.join(map(str, roots))}); move "
+                               "the file there or add its folder to RAGTUNE_FINETUNE_ROOTS", param="path",
+                               type="permission_error", code="path_not_allowed")
+        if not target.is_file():
+            raise ServiceError(404, f"no file at {target}", param="path", code="not_found")
+        if target.stat().st_size > self.settings.finetune_max_file_mb * 1e6:
+            raise ServiceError(413, f"{target.name} is larger than RAGTUNE_FINETUNE_MAX_FILE_MB="
+                               f"{self.settings.finetune_max_file_mb:g}", param="path", code="file_too_large")
+        return target.read_bytes(), target.name
+
+    # files -------------------------------------------------------------------------------------------
+    def upload(self, data: bytes, filename: str, purpose: str = PURPOSE) -> FileObject:
+        """Validate and store a dataset; nothing is written when it has problems."""
+        if purpose != PURPOSE:
+            raise ServiceError(400, f"purpose {purpose!r} is not supported; upload datasets with purpose "
+                               f"{PURPOSE!r}", param="purpose")
+        loaded = self.validate(data, filename=filename)
+        file_id = new_id("file")
+        safe = re.sub(r"[^\w.-]", "_", Path(filename).name)[-80:] or "dataset.jsonl"
+        path = self.files_dir / f"{file_id}-{safe}"
+        tmp = path.with_suffix(path.suffix + ".part")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+        obj = FileObject(id=file_id, bytes=len(data), created_at=int(time.time()), filename=Path(filename).name,
+                         purpose=purpose, path=str(path), format=loaded.format, report=loaded.report)
+        try:
+            with self._guard():
+                return self.store.add_file(obj)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+
+    def list_files(self, *, purpose: str | None = None, after: str | None = None, limit: int = 100) -> Page:
+        """Return files newest first, paged with `after`."""
+        with self._guard():
+            files = self.store.list_files(purpose)
+        if after:
+            ids = [f.id for f in files]
+            if after not in ids:
+                raise ServiceError(404, f"no file with id {after!r} to page after", param="after", code="not_found")
+            files = files[ids.index(after) + 1:]
+        return Page[FileObject](data=files[:limit], has_more=len(files) > limit)
+
+    def get_file(self, file_id: str) -> FileObject:
+        """Return a file's metadata."""
+        with self._guard():
+            return self.store.get_file(file_id)
+
+    def file_content(self, file_id: str) -> bytes:
+        """Return the original bytes of an uploaded file."""
+        return Path(self.get_file(file_id).path).read_bytes()
+
+    def delete_file(self, file_id: str) -> FileObject:
+        """Delete a file unless an unfinished job still needs it."""
+        with self._guard():
+            self.store.get_file(file_id)
+            for job in self._all_jobs():
+                if job.status not in TERMINAL and file_id in (job.training_file, job.validation_file):
+                    raise ServiceError(409, f"file {file_id} is used by job {job.id}, which is {job.status.value}; "
+                                       "cancel the job or wait for it to finish", code="file_in_use")
+            return self.store.delete_file(file_id)
+
+    def _all_jobs(self) -> list[Job]:
+        return self.store.list_jobs(limit=1_000_000)
+
+    # jobs --------------------------------------------------------------------------------------------
+    def create_job(self, request: JobRequest | dict[str, Any]) -> Job:
+        """Validate a job request, record it, check its files, and queue it (or fail it with the reason)."""
+        req = request if isinstance(request, JobRequest) else JobRequest.model_validate(request)
+        job = self._plan(req)
+        with self._guard():
+            self.store.create_job(job)
+            self.store.add_event(job.id, f"created fine-tuning job: {job.method['type']} of {job.model}"
+                                 f" ({'LoRA r=' + str(job.peft['r']) if job.peft else 'full fine-tuning'})")
+            return self._check_files_and_queue(job)
+
+    def _plan(self, req: JobRequest) -> Job:
+        try:
+            kind, options = hyper.parse_method(req.method, req.hyperparameters)
+            peft = hyper.parse_peft(req.peft or (req.x_ragtune or {}).get("peft"), kind)
+        except hyper.RequestError as e:
+            raise ServiceError(400, e.message, param=e.param, code=e.code) from e
+        model = (req.model or self.settings.default_base_model).strip()
+        try:
+            resolve_base_model(model)
+        except UnknownModel as e:
+            raise ServiceError(400, str(e), param="model", code="model_not_found") from e
+        train = self._job_file(req.training_file, "training_file", kind)
+        if req.validation_file:
+            valid = self._job_file(req.validation_file, "validation_file", kind)
+            if valid.format != train.format:
+                raise ServiceError(400, f"validation_file is {valid.format} but training_file is {train.format}; "
+                                   "use the same format", param="validation_file")
+        if req.metadata and (len(req.metadata) > 16 or any(len(k) > 64 or len(v) > 512
+                                                          for k, v in req.metadata.items())):
+            raise ServiceError(400, "metadata holds at most 16 pairs, keys up to 64 and values up to 512 characters",
+                               param="metadata")
+        try:
+            resolved = hyper.resolve(kind, options, peft, train.report)
+        except hyper.RequestError as e:
+            raise ServiceError(400, e.message, param=e.param, code=e.code) from e
+        public = {k: resolved[k] for k in ("n_epochs", "batch_size", "learning_rate_multiplier", "beta")
+                  if k in resolved}
+        method = {"type": kind, kind: {**{k: v for k, v in options.items() if k != "hyperparameters"},
+                                       **{k: resolved[k] for k in ("n_samples", "temperature", "reward",
+                                                                  "max_new_tokens") if k in resolved},
+                                       "hyperparameters": public}}
+        job_id = new_id("ftjob")
+        return Job(id=job_id, created_at=int(time.time()), model=model, status=JobStatus.validating_files,
+                   hyperparameters=resolved, training_file=train.id, validation_file=req.validation_file,
+                   seed=req.seed if req.seed is not None else 42, method=method, metadata=req.metadata,
+                   integrations=req.integrations or [], user_provided_suffix=req.suffix, peft=peft,
+                   output_dir=str((self.jobs_dir / job_id).resolve()))
+
+    def _job_file(self, file_id: str, param: str, kind: str) -> FileObject:
+        with self._lock:
+            try:
+                file = self.store.get_file(file_id)
+            except UnknownId as e:
+                raise ServiceError(400, f"{param} {file_id!r} does not exist; upload it first (POST /v1/files, "
+                                   "purpose=fine-tune) and pass the returned id", param=param,
+                                   code="file_not_found") from e
+        accepts = hyper.ACCEPTS[kind]
+        if file.format not in accepts:
+            raise ServiceError(400, f"{param} {file_id} holds {file.format} records but method {kind!r} needs "
+                               f"{' or '.join(accepts)} records; upload a matching file or pick another method "
+                               "(chat -> supervised/rejection_sampling, preference -> dpo, text -> cpt)",
+                               param=param, code="invalid_file_format")
+        return file
+
+    def _check_files_and_queue(self, job: Job) -> Job:
+        """Re-read the stored files (they may have changed on disk) and queue the job, or fail it."""
+        notes: list[str] = []
+        try:
+            for fid in filter(None, (job.training_file, job.validation_file)):
+                report = load_dataset(self.store.get_file(fid).path).report
+                notes += report["warnings"]
+                if report["tokens"]["max"] > job.hyperparameters["max_length"]:
+                    notes.append(f"{fid}: some examples (up to ~{report['tokens']['max']} tokens) are longer than "
+                                 f"max_length {job.hyperparameters['max_length']} and will be truncated")
+        except DatasetError as e:
+            return self.store.transition(job.id, JobStatus.failed, message=f"validation failed: {e}",
+                                         error=JobError(code="invalid_training_file", message=str(e),
+                                                        param="training_file"))
+        if job.method["type"] == "cpt" and self.store.get_file(job.training_file).format == "chat":
+            notes.append("chat records are flattened to plain text for continued pretraining")
+        for note in notes:
+            self.store.add_event(job.id, note, level="warn")
+        job = self.store.transition(job.id, JobStatus.queued, message="validated files; job queued")
+        return self._dispatch(job)
+
+    def _dispatch(self, job: Job) -> Job:
+        try:
+            note = self.dispatcher.submit(job)
+        except DispatchError as e:
+            return self.store.transition(job.id, JobStatus.failed, message=str(e),
+                                         error=JobError(code="dispatch_failed", message=str(e)))
+        self.store.add_event(job.id, note)
+        return self.store.get_job(job.id)
+
+    def list_jobs(self, *, after: str | None = None, limit: int = 20, status: str | None = None) -> Page:
+        """Return jobs newest first, paged OpenAI-style."""
+        with self._guard():
+            jobs = self.store.list_jobs(after=after, limit=limit + 1, status=status)
+        return Page[Job](data=jobs[:limit], has_more=len(jobs) > limit)
+
+    def get_job(self, job_id: str) -> Job:
+        """Return a job."""
+        with self._guard():
+            return self.store.get_job(job_id)
+
+    def cancel_job(self, job_id: str) -> Job:
+        """Cancel a job; a running worker notices at its next heartbeat and stops."""
+        return self._move(job_id, JobStatus.cancelled, "cancelled by request")
+
+    def pause_job(self, job_id: str) -> Job:
+        """Pause a queued or running job; the worker saves a checkpoint and releases it."""
+        return self._move(job_id, JobStatus.paused, "paused by request")
+
+    def resume_job(self, job_id: str) -> Job:
+        """Re-queue a paused job to continue from its last checkpoint."""
+        job = self._move(job_id, JobStatus.queued, "resumed by request; queued to continue from the last checkpoint")
+        with self._guard():
+            return self._dispatch(job)
+
+    def _move(self, job_id: str, to: JobStatus, message: str) -> Job:
+        with self._guard():
+            return self.store.transition(job_id, to, message=message)
+
+    def events(self, job_id: str, *, after: str | None = None, limit: int = 20, order: str = "desc") -> Page:
+        """Return a job's events, newest first by default (OpenAI's order); `asc` tails forward."""
+        with self._guard():
+            events = self.store.list_events(job_id, after=after, limit=limit + 1, order=order)  # type: ignore[arg-type]
+        return Page[JobEvent](data=events[:limit], has_more=len(events) > limit)
+
+    def latest_metrics(self, job_id: str) -> dict[str, Any] | None:
+        """Return the data of a job's newest metrics event, if any."""
+        with self._guard():
+            events = self.store.list_events(job_id, limit=1, type="metrics")
+        return events[0].data if events else None
+
+    def checkpoints(self, job_id: str, *, after: str | None = None, limit: int = 10) -> Page:
+        """Return a job's checkpoints, newest first."""
+        with self._guard():
+            ckpts = self.store.list_checkpoints(job_id, after=after, limit=limit + 1)
+        return Page[Checkpoint](data=ckpts[:limit], has_more=len(ckpts) > limit)
