@@ -1,0 +1,229 @@
+"""Serve a LangGraph graph as an A2A 1.0 agent (0.3 compat on): card, JSON-RPC + REST, SQLite task store, bearer token.
+
+Named a2a_app (not a2a) so `python agents/run.py`, which puts agents/ on sys.path, cannot shadow the a2a-sdk.
+The graph contract: input `{"request": text}`; nodes report progress with `get_stream_writer()({"status": str})`;
+`interrupt({"question": str})` becomes input-required; the final state's `answer` becomes the "answer" artifact.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+from a2a.helpers import new_task_from_user_message
+from a2a.server.agent_execution import AgentExecutor, RequestContext
+from a2a.server.events import EventQueue
+from a2a.server.request_handlers import DefaultRequestHandler
+from a2a.server.routes import (
+    add_a2a_routes_to_fastapi,
+    create_agent_card_routes,
+    create_jsonrpc_routes,
+    create_rest_routes,
+)
+from a2a.server.tasks import DatabaseTaskStore, TaskUpdater
+from a2a.types import (
+    AgentCapabilities,
+    AgentCard,
+    AgentInterface,
+    AgentSkill,
+    HTTPAuthSecurityScheme,
+    Part,
+    SecurityRequirement,
+    SecurityScheme,
+    StringList,
+    TaskState,
+)
+from a2a.utils.errors import InvalidParamsError
+from fastapi import FastAPI
+from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import Command
+from sqlalchemy.ext.asyncio import create_async_engine
+from starlette.authentication import (
+    AuthCredentials,
+    AuthenticationBackend,
+    AuthenticationError,
+    SimpleUser,
+)
+from starlette.middleware.authentication import AuthenticationMiddleware
+from starlette.requests import HTTPConnection
+from starlette.responses import JSONResponse, Response
+
+from ragtune import __version__
+from ragtune.config import AgentSettings, check_bind
+
+log = logging.getLogger(__name__)
+
+OPEN_PATHS = ("/.well-known/", "/health")
+GraphFactory = Callable[[AsyncSqliteSaver], Awaitable[CompiledStateGraph]]
+CancelHook = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+@dataclass
+class AgentSpec:
+    """What makes one agent: its name, card text, skills and how to build its graph."""
+
+    name: str
+    description: str
+    skills: list[AgentSkill]
+    build_graph: GraphFactory
+    on_cancel: CancelHook | None = None
+    cleanup: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+
+def skill(id: str, name: str, description: str, tags: Sequence[str], examples: Sequence[str]) -> AgentSkill:
+    """Build one card skill; every skill carries examples so a caller knows what to send."""
+    return AgentSkill(id=id, name=name, description=description, tags=list(tags), examples=list(examples))
+
+
+def build_card(spec: AgentSpec, base_url: str, token: str | None) -> AgentCard:
+    """Return the agent card: 1.0 JSON-RPC and REST interfaces plus 0.3, bearer scheme when a token is set."""
+    base = base_url.rstrip("/")
+    card = AgentCard(
+        name=spec.name,
+        description=spec.description,
+        version=__version__,
+        supported_interfaces=[
+            AgentInterface(protocol_binding="JSONRPC", protocol_version="1.0", url=f"{base}/"),
+            AgentInterface(protocol_binding="HTTP+JSON", protocol_version="1.0", url=f"{base}/rest"),
+            AgentInterface(protocol_binding="JSONRPC", protocol_version="0.3", url=f"{base}/"),
+        ],
+        capabilities=AgentCapabilities(streaming=True),
+        default_input_modes=["text/plain"],
+        default_output_modes=["text/plain"],
+        skills=spec.skills,
+    )
+    if token:
+        card.security_schemes["bearer"].CopyFrom(
+            SecurityScheme(http_auth_security_scheme=HTTPAuthSecurityScheme(scheme="Bearer"))
+        )
+        card.security_requirements.append(SecurityRequirement(schemes={"bearer": StringList()}))
+    return card
+
+
+class BearerBackend(AuthenticationBackend):
+    """Require `Authorization: Bearer <token>` on every RPC; the card and /health stay open for discovery."""
+
+    def __init__(self, token: str | None) -> None:
+        self.token = token
+
+    async def authenticate(self, conn: HTTPConnection) -> tuple[AuthCredentials, SimpleUser] | None:
+        if self.token is None or conn.url.path.startswith(OPEN_PATHS):
+            return None
+        scheme, _, value = conn.headers.get("authorization", "").partition(" ")
+        if not value:
+            raise AuthenticationError("missing bearer token: send 'Authorization: Bearer <RAGTUNE_API_TOKEN>'")
+        if scheme.lower() != "bearer" or not secrets.compare_digest(value.strip(), self.token):
+            raise AuthenticationError("wrong bearer token: use the value of RAGTUNE_API_TOKEN")
+        return AuthCredentials(["authenticated"]), SimpleUser("ragtune")
+
+
+def _auth_error(_conn: HTTPConnection, exc: AuthenticationError) -> Response:
+    return JSONResponse({"error": str(exc)}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
+
+
+class GraphExecutor(AgentExecutor):
+    """Run the agent's graph for each A2A turn: contextId is the LangGraph thread, interrupts are input-required."""
+
+    def __init__(self, spec: AgentSpec) -> None:
+        self.spec = spec
+        self.graph: CompiledStateGraph | None = None
+
+    async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
+        text = context.get_user_input().strip()
+        if not text:
+            raise InvalidParamsError(message="empty message: send your request as a non-empty text part")
+        task = context.current_task or new_task_from_user_message(context.message)
+        await event_queue.enqueue_event(task)  # first on every turn: the SDK wants the Task before any update
+        updater = TaskUpdater(event_queue, task.id, task.context_id)
+        if self.graph is None:
+            await updater.failed(_msg(updater, f"{self.spec.name} is still starting; retry in a few seconds"))
+            return
+        config = {"configurable": {"thread_id": task.context_id, "task_id": task.id}}
+        await updater.start_work()
+        try:
+            await self._run(text, config, updater)
+        except Exception as e:  # a turn's failure is reported on the task, never as a bare -32603
+            log.exception("%s failed", self.spec.name)
+            await updater.failed(_msg(updater, f"{self.spec.name} failed: {type(e).__name__}: {e}"))
+
+    async def _run(self, text: str, config: dict[str, Any], updater: TaskUpdater) -> None:
+        assert self.graph is not None
+        state = await self.graph.aget_state(config)
+        waiting = bool(state and any(t.interrupts for t in state.tasks))
+        payload: Any = Command(resume=text) if waiting else {"request": text}
+        async for mode, chunk in self.graph.astream(payload, config, stream_mode=["custom", "updates"]):
+            if mode == "custom" and isinstance(chunk, dict) and chunk.get("status"):
+                await updater.update_status(TaskState.TASK_STATE_WORKING, _msg(updater, str(chunk["status"])))
+            elif mode == "updates" and "__interrupt__" in chunk:
+                question = chunk["__interrupt__"][0].value
+                question = question.get("question", str(question)) if isinstance(question, dict) else str(question)
+                await updater.requires_input(_msg(updater, question))
+                return
+        values = (await self.graph.aget_state(config)).values
+        await updater.add_artifact([Part(text=str(values.get("answer", "")))], name="answer")
+        await updater.complete()
+
+    async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
+        if self.spec.on_cancel and self.graph is not None:
+            config = {"configurable": {"thread_id": context.context_id}}
+            try:
+                await self.spec.on_cancel((await self.graph.aget_state(config)).values)
+            except Exception:
+                log.exception("cancel hook of %s failed", self.spec.name)
+        updater = TaskUpdater(event_queue, context.task_id, context.context_id)
+        await updater.cancel(_msg(updater, "canceled"))
+
+
+def _msg(updater: TaskUpdater, text: str) -> Any:
+    return updater.new_agent_message([Part(text=text)])
+
+
+def build_app(spec: AgentSpec, settings: AgentSettings, base_url: str) -> FastAPI:
+    """Return the agent's FastAPI app; its lifespan opens the SQLite checkpointer and compiles the graph."""
+    home = settings.data_path("agents")
+    home.mkdir(parents=True, exist_ok=True)
+    slug = spec.name.removeprefix("ragtune-")
+    engine = create_async_engine(f"sqlite+aiosqlite:///{home / f'{slug}-tasks.db'}")
+    token = settings.token()
+    card = build_card(spec, base_url, token)
+    executor = GraphExecutor(spec)
+    handler = DefaultRequestHandler(agent_executor=executor, task_store=DatabaseTaskStore(engine), agent_card=card)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            saver = await stack.enter_async_context(
+                AsyncSqliteSaver.from_conn_string(str(home / f"{slug}-checkpoints.db"))
+            )
+            executor.graph = await spec.build_graph(saver)
+            yield
+            for close in spec.cleanup:
+                await close()
+        await engine.dispose()
+
+    app = FastAPI(title=spec.name, lifespan=lifespan)
+    add_a2a_routes_to_fastapi(
+        app,
+        agent_card_routes=create_agent_card_routes(card),
+        jsonrpc_routes=create_jsonrpc_routes(handler, rpc_url="/", enable_v0_3_compat=True),
+        rest_routes=create_rest_routes(handler, path_prefix="/rest", enable_v0_3_compat=True),
+    )
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"ok": executor.graph is not None, "agent": spec.name}
+
+    app.add_middleware(AuthenticationMiddleware, backend=BearerBackend(token), on_error=_auth_error)
+    return app
+
+
+def serve(app: FastAPI, host: str, port: int, settings: AgentSettings) -> None:
+    """Run the app with uvicorn, refusing a non-loopback bind without a token."""
+    check_bind(host, settings)
+    uvicorn.run(app, host=host, port=port, log_level=settings.log_level.lower(), lifespan="on")

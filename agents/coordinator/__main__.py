@@ -1,0 +1,53 @@
+"""Serve the coordinator over A2A: `python -m agents.coordinator [--host H --port P]`."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from fastapi import FastAPI
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.graph.state import CompiledStateGraph
+
+from agents.a2a_app import AgentSpec, build_app, serve
+from agents.a2a_peer import A2APeer
+from agents.coordinator import card
+from agents.coordinator.graph import CoordinatorDeps, build_coordinator_graph, peer_context
+from ragtune.config import AgentSettings, configure_logging
+from ragtune.llm import make_chat_model, supports_tools
+
+
+def make_app(settings: AgentSettings, base_url: str) -> FastAPI:
+    """Build the coordinator's A2A app; it reaches its peers only over A2A (HTTP)."""
+    research = A2APeer(settings.research_agent_url, settings.token())
+    finetune = A2APeer(settings.finetune_agent_url, settings.token())
+    model = make_chat_model(settings)
+    # The embedded model never routes: the keyword router does, and the model is not even loaded here.
+    deps = CoordinatorDeps(research, finetune, model if supports_tools(model) else None)
+
+    async def build(saver: BaseCheckpointSaver) -> CompiledStateGraph:
+        return build_coordinator_graph(deps, saver)
+
+    async def on_cancel(values: dict[str, Any]) -> None:
+        if task_id := peer_context(values):
+            await finetune.cancel(task_id)
+
+    spec = AgentSpec(card.NAME, card.DESCRIPTION, card.skills(), build, on_cancel,
+                     cleanup=[research.aclose, finetune.aclose])
+    return build_app(spec, settings, base_url)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse flags, read settings once and serve."""
+    p = argparse.ArgumentParser(prog="python -m agents.coordinator", description=card.DESCRIPTION)
+    p.add_argument("--host", help="bind address (default RAGTUNE_AGENT_HOST or 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default RAGTUNE_COORDINATOR_PORT or 8711)")
+    args = p.parse_args(argv)
+    settings = AgentSettings()
+    configure_logging(settings.log_level)
+    host, port = args.host or settings.agent_host, args.port or settings.coordinator_port
+    serve(make_app(settings, f"http://{host}:{port}"), host, port, settings)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,146 @@
+"""Coordinator graph: route -> research | finetune | chain (Q/A pairs from research, then finetune).
+
+Peers are called over A2A only (`A2APeer`); their status updates are relayed as the coordinator's own, and a
+peer's input-required becomes the coordinator's (the user's reply is passed back to the same peer task).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, TypedDict
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import HumanMessage, SystemMessage
+from langchain_core.runnables import RunnableConfig
+from langchain_core.tools import tool
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.config import get_stream_writer
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import interrupt
+
+from agents.a2a_peer import A2APeer, PeerEvent
+from agents.coordinator import prompts
+from agents.coordinator.router import Route
+from agents.coordinator.router import route as keyword_route
+from agents.finetune.situation import extract_jsonl
+from ragtune.llm import model_label, supports_tools
+
+
+class CoordinatorState(TypedDict, total=False):
+    """What the coordinator carries: the route, the peer task it waits on, the answer."""
+
+    request: str
+    route: str
+    routed_by: str
+    dataset: str
+    peer_task_id: str
+    peer_state: str
+    peer_question: str
+    reply: str
+    answer: str
+
+
+@dataclass
+class CoordinatorDeps:
+    """The two peers and the model that may route."""
+
+    research: A2APeer
+    finetune: A2APeer
+    model: BaseChatModel | None = None
+
+
+@tool
+def route(agent: Route) -> str:
+    """Send the request to 'research' (answers from documents), 'finetune' (advice or a job) or 'chain'."""
+    return agent
+
+
+def _status(text: str) -> None:
+    get_stream_writer()({"status": text})
+
+
+async def _relay(peer: A2APeer, name: str, text: str, context_id: str, task_id: str | None = None) -> PeerEvent:
+    """Stream a peer's answer, relaying its status lines; return the answer or its last status."""
+    answer, last = None, None
+    async for ev in peer.stream(text, context_id=context_id, task_id=task_id):
+        last = ev
+        if ev.kind == "answer":
+            answer = ev
+        elif ev.text and ev.state_name == "working":
+            _status(f"[{name}] {ev.text}")
+    if last is None:
+        raise RuntimeError(f"the {name} agent answered nothing")
+    if answer is not None and last.state_name == "completed":
+        return PeerEvent("answer", last.state, answer.text, last.task_id, last.context_id)
+    return last
+
+
+def build_coordinator_graph(deps: CoordinatorDeps, checkpointer: BaseCheckpointSaver | None = None) -> CompiledStateGraph:
+    """Compile the coordinator graph for these dependencies."""
+
+    async def choose(state: CoordinatorState) -> CoordinatorState:
+        text, picked, by = state["request"], None, "keywords"
+        if deps.model is not None and supports_tools(deps.model):
+            msg = await deps.model.bind_tools([route]).ainvoke([SystemMessage(prompts.ROUTE_SYSTEM), HumanMessage(text)])
+            calls = getattr(msg, "tool_calls", None) or []
+            if calls and calls[0]["args"].get("agent") in ("research", "finetune", "chain"):
+                picked, by = calls[0]["args"]["agent"], model_label(deps.model)
+        picked = picked or keyword_route(text)
+        _status(f"routing to {picked} (by {by})")
+        return {"route": picked, "routed_by": by, "dataset": "", "peer_task_id": "", "peer_state": "",
+                "peer_question": "", "reply": "", "answer": ""}
+
+    async def research(state: CoordinatorState, config: RunnableConfig) -> CoordinatorState:
+        ev = await _relay(deps.research, "research", state["request"], _thread(config))
+        return {"answer": ev.text or f"the research agent ended with {ev.state_name}"}
+
+    async def make_dataset(state: CoordinatorState, config: RunnableConfig) -> CoordinatorState:
+        ask = prompts.QA_REQUEST.format(topic=state["request"])
+        ev = await _relay(deps.research, "research", ask, _thread(config))
+        rows = extract_jsonl(ev.text)
+        _status(f"the research agent built {len(rows)} Q/A pairs")
+        return {"dataset": "\n".join(line for line in ev.text.splitlines() if line.strip().startswith("{"))}
+
+    async def finetune(state: CoordinatorState, config: RunnableConfig) -> CoordinatorState:
+        if state.get("peer_task_id"):  # the user answered the peer's question: continue that peer task
+            text, task_id = state.get("reply", ""), state["peer_task_id"]
+        else:
+            text, task_id = state["request"], None
+            if state.get("dataset"):
+                text = prompts.TRAIN_ON.format(request=state["request"], jsonl=state["dataset"])
+        ev = await _relay(deps.finetune, "finetune", text, _thread(config), task_id)
+        if ev.state_name == "input_required":
+            return {"peer_task_id": ev.task_id, "peer_state": ev.state_name, "peer_question": ev.text}
+        return {"peer_task_id": "", "peer_state": ev.state_name,
+                "answer": ev.text or f"the finetune agent ended with {ev.state_name}"}
+
+    async def ask_user(state: CoordinatorState) -> CoordinatorState:
+        return {"reply": str(interrupt({"question": state["peer_question"]}))}
+
+    def after_choose(state: CoordinatorState) -> str:
+        return {"research": "research", "finetune": "finetune", "chain": "make_dataset"}[state["route"]]
+
+    def after_finetune(state: CoordinatorState) -> str:
+        return "ask_user" if state.get("peer_state") == "input_required" else END
+
+    g = StateGraph(CoordinatorState)
+    for name, fn in [("choose", choose), ("research", research), ("make_dataset", make_dataset),
+                     ("finetune", finetune), ("ask_user", ask_user)]:
+        g.add_node(name, fn)
+    g.add_edge(START, "choose")
+    g.add_conditional_edges("choose", after_choose, ["research", "finetune", "make_dataset"])
+    g.add_edge("make_dataset", "finetune")
+    g.add_conditional_edges("finetune", after_finetune, ["ask_user", END])
+    g.add_edge("ask_user", "finetune")
+    g.add_edge("research", END)
+    return g.compile(checkpointer=checkpointer, name="coordinator")
+
+
+def _thread(config: RunnableConfig) -> str:
+    return str(config["configurable"]["thread_id"])
+
+
+def peer_context(values: dict[str, Any]) -> str | None:
+    """Return the peer task the coordinator is waiting on, if any."""
+    return values.get("peer_task_id") or None

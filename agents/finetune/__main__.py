@@ -1,0 +1,48 @@
+"""Serve the fine-tuning agent over A2A: `python -m agents.finetune [--host H --port P]`."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from fastapi import FastAPI
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.graph.state import CompiledStateGraph
+
+from agents.a2a_app import AgentSpec, build_app, serve
+from agents.a2a_peer import A2APeer
+from agents.finetune import card
+from agents.finetune.graph import FinetuneDeps, build_finetune_graph, cancel_job
+from agents.mcp_tools import McpTools
+from ragtune.config import AgentSettings, configure_logging
+
+
+def make_app(settings: AgentSettings, base_url: str, poll_seconds: float = 1.0) -> FastAPI:
+    """Build the fine-tuning agent's A2A app from settings."""
+    research = A2APeer(settings.research_agent_url, settings.token())
+    deps = FinetuneDeps(McpTools(settings.finetune_url, settings.token()), research, poll_seconds=poll_seconds)
+
+    async def build(saver: BaseCheckpointSaver) -> CompiledStateGraph:
+        return build_finetune_graph(deps, saver)
+
+    async def on_cancel(values: dict[str, Any]) -> None:
+        await cancel_job(deps, values)
+
+    spec = AgentSpec(card.NAME, card.DESCRIPTION, card.skills(), build, on_cancel, cleanup=[research.aclose])
+    return build_app(spec, settings, base_url)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse flags, read settings once and serve."""
+    p = argparse.ArgumentParser(prog="python -m agents.finetune", description=card.DESCRIPTION)
+    p.add_argument("--host", help="bind address (default RAGTUNE_AGENT_HOST or 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default RAGTUNE_FINETUNE_AGENT_PORT or 8713)")
+    args = p.parse_args(argv)
+    settings = AgentSettings()
+    configure_logging(settings.log_level)
+    host, port = args.host or settings.agent_host, args.port or settings.finetune_agent_port
+    serve(make_app(settings, f"http://{host}:{port}"), host, port, settings)
+
+
+if __name__ == "__main__":
+    main()

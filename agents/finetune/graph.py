@@ -1,0 +1,160 @@
+"""Fine-tuning agent graph: assess -> advise -> prepare -> confirm -> submit -> follow.
+
+The model never decides here: the situation is read with rules, the method comes from
+`finetune_recommend_method`, launching waits for a human "yes" (`interrupt()` = A2A input-required).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass
+from typing import Any, TypedDict
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.config import get_stream_writer
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import interrupt
+
+from agents.a2a_peer import A2APeer
+from agents.finetune import prompts
+from agents.finetune.situation import extract_jsonl, is_yes, parse_situation, requested_steps, wants_training
+from agents.mcp_tools import McpTools, ToolFailed
+
+TERMINAL = {"succeeded", "failed", "cancelled"}
+
+
+class FinetuneState(TypedDict, total=False):
+    """What the fine-tuning graph carries through one request."""
+
+    request: str
+    situation: dict[str, Any]
+    recommendation: dict[str, Any]
+    advice: str
+    train: bool
+    dataset: list[dict[str, Any]]
+    file_id: str
+    confirmed: bool
+    job_id: str
+    job: dict[str, Any]
+    answer: str
+
+
+@dataclass
+class FinetuneDeps:
+    """What the fine-tuning graph needs at run time."""
+
+    finetune: McpTools
+    research: A2APeer | None = None
+    default_steps: int = 30
+    poll_seconds: float = 1.0
+    max_follow_seconds: float = 3600.0
+
+
+def _status(text: str) -> None:
+    get_stream_writer()({"status": text})
+
+
+def build_finetune_graph(deps: FinetuneDeps, checkpointer: BaseCheckpointSaver | None = None) -> CompiledStateGraph:
+    """Compile the fine-tuning graph for these dependencies."""
+
+    async def assess(state: FinetuneState) -> FinetuneState:
+        request = state["request"]
+        dataset = extract_jsonl(request)
+        situation = parse_situation(request, n_examples=len(dataset) if dataset else None)
+        _status(f"assessing: goal={situation['goal']}, examples={situation['n_examples']}")
+        rec = await deps.finetune.call("finetune_recommend_method", **situation)
+        fresh: FinetuneState = {"situation": situation, "recommendation": rec, "advice": prompts.advice(rec),
+                                "train": wants_training(request, bool(dataset)), "dataset": dataset,
+                                "file_id": "", "confirmed": False, "job_id": "", "job": {}, "answer": ""}
+        return fresh
+
+    def after_assess(state: FinetuneState) -> str:
+        return "prepare" if state.get("train") else "advise"
+
+    async def advise(state: FinetuneState) -> FinetuneState:
+        return {"answer": f"{state['advice']}\n\n[mode: rules + finetune_recommend_method]"}
+
+    async def prepare(state: FinetuneState) -> FinetuneState:
+        dataset = state.get("dataset") or []
+        if not dataset and deps.research is not None:
+            _status("asking the research agent for Q/A pairs from your documents")
+            reply = await deps.research.ask("Make Q/A pairs from my docs for instruction tuning")
+            dataset = extract_jsonl(reply.text)
+        if not dataset:
+            return {"answer": prompts.NO_DATASET, "train": False}
+        content = "\n".join(json.dumps(r, ensure_ascii=False) for r in dataset)
+        _status(f"validating and uploading {len(dataset)} examples")
+        try:
+            file = await deps.finetune.call("finetune_upload_dataset", content=content, filename="agent-qa.jsonl")
+        except ToolFailed as e:
+            return {"answer": f"The dataset was refused, nothing was launched:\n{e}", "train": False}
+        return {"dataset": dataset, "file_id": file["id"]}
+
+    def after_prepare(state: FinetuneState) -> str:
+        return "confirm" if state.get("file_id") else END
+
+    async def confirm(state: FinetuneState) -> FinetuneState:
+        question = prompts.CONFIRM.format(n=len(state.get("dataset") or []), steps=_steps(state),
+                                          advice=state.get("advice", ""))
+        reply = interrupt({"question": question})
+        return {"confirmed": is_yes(str(reply))}
+
+    def after_confirm(state: FinetuneState) -> str:
+        return "submit" if state.get("confirmed") else "decline"
+
+    async def decline(state: FinetuneState) -> FinetuneState:
+        return {"answer": prompts.DECLINED.format(file_id=state.get("file_id", ""))}
+
+    async def submit(state: FinetuneState) -> FinetuneState:
+        hp = {"max_steps": _steps(state), "batch_size": 4, "learning_rate": 1e-3, "max_length": 256}
+        job = await deps.finetune.call("finetune_create_job", training_file=state["file_id"], method="supervised",
+                                       hyperparameters=hp, peft={"type": "lora", "r": 8, "alpha": 16})
+        _status(f"submitted job {job['id']} ({hp['max_steps']} steps of LoRA SFT on {job.get('model')})")
+        return {"job_id": job["id"], "job": job}
+
+    async def follow(state: FinetuneState) -> FinetuneState:
+        job_id, last_event, last_status = state["job_id"], None, ""
+        deadline = time.monotonic() + deps.max_follow_seconds
+        while True:
+            view = await deps.finetune.call("finetune_get_job", job_id=job_id)
+            job = view["job"]
+            if job["status"] != last_status:
+                last_status = job["status"]
+                _status(f"job {job_id}: {last_status}")
+            events = await deps.finetune.call("finetune_job_events", job_id=job_id, after=last_event, order="asc",
+                                              limit=100)
+            for ev in events["events"]:
+                last_event = ev["id"]
+                _status(prompts.event_line(ev))
+            if job["status"] in TERMINAL:
+                return {"job": job, "answer": prompts.outcome(job, view.get("latest_metrics"))}
+            if time.monotonic() > deadline:
+                return {"job": job, "answer": prompts.STILL_RUNNING.format(job_id=job_id)}
+            await asyncio.sleep(deps.poll_seconds)
+
+    g = StateGraph(FinetuneState)
+    for name, fn in [("assess", assess), ("advise", advise), ("prepare", prepare), ("confirm", confirm),
+                     ("decline", decline), ("submit", submit), ("follow", follow)]:
+        g.add_node(name, fn)
+    g.add_edge(START, "assess")
+    g.add_conditional_edges("assess", after_assess, ["advise", "prepare"])
+    g.add_conditional_edges("prepare", after_prepare, ["confirm", END])
+    g.add_conditional_edges("confirm", after_confirm, ["submit", "decline"])
+    g.add_edge("submit", "follow")
+    for end in ("advise", "decline", "follow"):
+        g.add_edge(end, END)
+    return g.compile(checkpointer=checkpointer, name="finetune")
+
+
+def _steps(state: FinetuneState) -> int:
+    return requested_steps(state.get("request", "")) or 30
+
+
+async def cancel_job(deps: FinetuneDeps, values: dict[str, Any]) -> None:
+    """Cancel the job this conversation launched, when the A2A task is cancelled while it runs."""
+    job_id = values.get("job_id")
+    if job_id and (values.get("job") or {}).get("status") not in TERMINAL:
+        await deps.finetune.call("finetune_cancel_job", job_id=job_id)

@@ -1,0 +1,48 @@
+"""Serve the research agent over A2A: `python -m agents.research [--host H --port P]`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from fastapi import FastAPI
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.graph.state import CompiledStateGraph
+
+from agents.a2a_app import AgentSpec, build_app, serve
+from agents.mcp_tools import McpTools
+from agents.research import card
+from agents.research.graph import ResearchDeps, build_research_graph
+from ragtune.config import AgentSettings, configure_logging
+from ragtune.llm import make_chat_model
+
+
+def make_app(settings: AgentSettings, base_url: str, collection: str | None = None) -> FastAPI:
+    """Build the research agent's A2A app from settings."""
+    model = make_chat_model(settings)
+    deps = ResearchDeps(McpTools(settings.retrieval_url, settings.token()), model, collection=collection)
+
+    async def build(saver: BaseCheckpointSaver) -> CompiledStateGraph:
+        if hasattr(model, "load"):
+            await asyncio.to_thread(model.load)  # before the first question, without blocking the loop
+        return build_research_graph(deps, saver)
+
+    spec = AgentSpec(card.NAME, card.DESCRIPTION, card.skills(), build)
+    return build_app(spec, settings, base_url)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse flags, read settings once and serve."""
+    p = argparse.ArgumentParser(prog="python -m agents.research", description=card.DESCRIPTION)
+    p.add_argument("--host", help="bind address (default RAGTUNE_AGENT_HOST or 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default RAGTUNE_RESEARCH_PORT or 8712)")
+    p.add_argument("--collection", help="retrieval collection to search (default: the server's default)")
+    args = p.parse_args(argv)
+    settings = AgentSettings()
+    configure_logging(settings.log_level)
+    host, port = args.host or settings.agent_host, args.port or settings.research_port
+    serve(make_app(settings, f"http://{host}:{port}", args.collection), host, port, settings)
+
+
+if __name__ == "__main__":
+    main()

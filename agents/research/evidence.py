@@ -1,0 +1,135 @@
+"""Hits as citations: normalise search results, judge relevance, answer extractively, check a draft's grounding."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+_WORD = re.compile(r"[A-Za-z][A-Za-z0-9+\-]*|[0-9]+|[\uac00-\ud7a3]+")
+_SENT = re.compile(r"(?<=[.!?。])\s+|(?<=다\.)\s*|\n{1,}")
+_HANGUL = re.compile(r"[\uac00-\ud7a3]")
+STOP = set(
+    "a an the of to in on for and or is are was be it its this that what which how why when where who do does can "
+    "i you we my your our with from by as at about into than then so if not no yes should would could will me "
+    "tell explain give show please use using".split()
+)
+# Common Korean question words/particles-only tokens that say nothing about the topic.
+KO_STOP = {"무엇", "무엇인", "무엇인가요", "어떻게", "언제", "왜", "어떤", "있나요", "하나요", "인가요", "설명", "알려"}
+MIN_OVERLAP = 0.34
+
+
+@dataclass
+class Hit:
+    """One retrieved chunk as the agents cite it."""
+
+    title: str
+    heading: str
+    text: str
+    start: int | None
+    end: int | None
+    score: float
+    document_id: str = ""
+
+    def citation(self, n: int) -> str:
+        """Return the numbered citation line: [n] title > heading (chars a-b)."""
+        where = f" › {self.heading}" if self.heading else ""
+        span = f" (chars {self.start}-{self.end})" if self.start is not None else ""
+        return f"[{n}] {self.title}{where}{span}"
+
+
+def parse_hits(result: Any) -> list[Hit]:
+    """Turn a retrieval_search result (a list of hits, or an object holding `hits`) into Hits."""
+    rows = result.get("hits", result.get("results", [])) if isinstance(result, dict) else result
+    return [_hit(r) for r in rows or [] if isinstance(r, dict) and r.get("text")]
+
+
+def _hit(r: dict[str, Any]) -> Hit:
+    heading = r.get("heading_path", r.get("heading", r.get("headings", "")))
+    if isinstance(heading, list):
+        heading = " › ".join(str(h) for h in heading if h)
+    span = r.get("span") or r.get("char_span")
+    start = r.get("char_start", r.get("start"))
+    end = r.get("char_end", r.get("end"))
+    if isinstance(span, dict):
+        start, end = span.get("start"), span.get("end")
+    elif isinstance(span, list | tuple) and len(span) == 2:
+        start, end = span
+    title = r.get("title") or r.get("document_title") or r.get("source") or r.get("path") or "untitled"
+    return Hit(str(title), str(heading or ""), str(r["text"]), start, end, float(r.get("score") or 0.0),
+               str(r.get("document_id", r.get("doc_id", ""))))
+
+
+def is_korean(text: str) -> bool:
+    """Tell whether the text is mostly Korean (Hangul), where the local model cannot write."""
+    letters = [c for c in text if c.isalpha()]
+    return bool(letters) and sum(bool(_HANGUL.match(c)) for c in letters) / len(letters) > 0.3
+
+
+def terms(text: str) -> set[str]:
+    """Return the content terms of a text: English words without stop words, Korean words cut to their stem."""
+    out: set[str] = set()
+    for w in _WORD.findall(text.lower()):
+        if _HANGUL.match(w):
+            if w not in KO_STOP and len(w) >= 2:
+                out.add(w[:2])  # particles attach at the end; the first two syllables carry the noun
+        elif w not in STOP and len(w) >= 2:
+            out.add(w.rstrip("s") if len(w) > 3 else w)
+    return out
+
+
+def overlap(query: str, text: str) -> float:
+    """Return the share of the query's content terms that occur in the text."""
+    q = terms(query)
+    if not q:
+        return 0.0
+    t = text.lower()
+    return sum(term in t for term in q) / len(q)
+
+
+def relevant(query: str, hits: list[Hit], threshold: float = MIN_OVERLAP) -> list[Hit]:
+    """Keep the hits that share enough of the query's terms; nothing left means nothing relevant was found."""
+    return [h for h in hits if overlap(query, f"{h.title} {h.heading} {h.text}") >= threshold]
+
+
+def sentences(text: str) -> list[str]:
+    """Split a chunk into sentences (English and Korean endings, line breaks), dropping markdown noise."""
+    out = []
+    for s in _SENT.split(text):
+        s = s.strip().lstrip("#>*- ").strip()
+        if len(s) >= 12 and not s.startswith(("```", "|")):
+            out.append(s)
+    return out
+
+
+def extractive_answer(query: str, hits: list[Hit], max_sentences: int = 3) -> str:
+    """Quote the sentences that best match the query, each with its citation number."""
+    scored = []
+    for n, h in enumerate(hits, 1):
+        for i, s in enumerate(sentences(h.text)):
+            scored.append((overlap(query, s), -n, -i, s, n))
+    scored.sort(reverse=True)
+    picked, per_hit = [], {}
+    for _score, _n, _i, s, n in scored:
+        if per_hit.get(n, 0) >= 2:
+            continue
+        per_hit[n] = per_hit.get(n, 0) + 1
+        picked.append(f"“{s}” [{n}]")
+        if len(picked) == max_sentences:
+            break
+    return "\n".join(picked)
+
+
+def grounded(draft: str, hits: list[Hit], threshold: float = 0.6) -> bool:
+    """Tell whether most of a draft's content words come from the retrieved text (else it was invented)."""
+    words = terms(draft)
+    if len(words) < 3:
+        return False
+    source = " ".join(h.text for h in hits).lower()
+    return sum(w in source for w in words) / len(words) >= threshold
+
+
+def format_answer(body: str, hits: list[Hit], mode: str) -> str:
+    """Assemble the answer: body, numbered sources, and which mode produced it."""
+    sources = "\n".join(h.citation(n) for n, h in enumerate(hits, 1))
+    return f"{body}\n\nSources:\n{sources}\n\n[mode: {mode}]" if hits else f"{body}\n\n[mode: {mode}]"
