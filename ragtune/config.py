@@ -28,18 +28,6 @@ class CommonSettings(BaseSettings):
         default=None, description="Bearer token every HTTP surface requires; needed to bind beyond loopback."
     )
     log_level: str = Field(default="INFO", description="Log level for stderr logging (DEBUG, INFO, WARNING).")
-    allowed_hosts: Annotated[list[str], NoDecode] = Field(
-        default_factory=list,
-        description="Host names (host or host:port, separated by ',') HTTP servers accept besides loopback, "
-        "e.g. compose service names; MCP's DNS-rebinding protection answers 421 to others.",
-    )
-
-    @field_validator("allowed_hosts", mode="before")
-    @classmethod
-    def _split_hosts(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [h.strip() for h in value.split(",") if h.strip()]
-        return value
 
     def data_path(self, name: str) -> Path:
         """Return a path under `home`, creating the folder so SQLite can open files there."""
