@@ -1,0 +1,208 @@
+"""The launcher behind `python agents/run.py`: run the whole kit offline: two MCP servers, a worker and three A2A agents on loopback, then a scripted demo.
+
+`python agents/run.py` (what `make demo` runs) ingests docs/ and talks to the coordinator over A2A: a Korean and
+an English question with citations, fine-tuning advice, and a small real fine-tuning job followed to the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from rich.console import Console
+from rich.panel import Panel
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from agents.a2a_peer import A2APeer
+from agents.launcher import ROOT, LaunchError, Service, Supervisor
+from agents.mcp_tools import McpTools, ToolFailed
+from ragtune.config import AgentSettings, FinetuneSettings, RetrievalSettings
+
+console = Console(highlight=False)
+KOREAN_Q = "RAG와 파인튜닝 중 무엇을 먼저 시도해야 하나요?"
+ENGLISH_Q = "How does ragtune search Korean text?"
+ADVICE_Q = (
+    "We have about 3,000 customer-support conversations and want the assistant to answer in our house style "
+    "and tone. Our product facts live in docs that change every week. Should we fine-tune, and how?"
+)
+CHAIN_Q = "Make a Q/A set from my docs and instruction-tune a model on it for {steps} steps."
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse the launcher's flags."""
+    p = argparse.ArgumentParser(
+        prog="python agents/run.py",
+        description="Start ragtune (retrieval + fine-tuning MCP servers, a worker, three A2A agents) on loopback, "
+        "ingest docs/, and run a scripted conversation through the coordinator.",
+    )
+    p.add_argument("--ask", metavar="TEXT", help="ask one question through the coordinator instead of the demo")
+    p.add_argument("--interactive", action="store_true", help="a REPL: talk to the coordinator until Ctrl-D")
+    p.add_argument("--serve", action="store_true", help="keep serving; print the MCP and A2A URLs and the Claude "
+                   "Desktop entry, until Ctrl-C")
+    p.add_argument("--steps", type=int, default=30, help="SFT steps of the demo fine-tuning job (default 30)")
+    p.add_argument("--docs", default=str(ROOT / "docs"), help="folder to ingest as the corpus (default docs/)")
+    p.add_argument("--yes", action="store_true", help="answer 'yes' to confirmations in --ask/--interactive")
+    return p.parse_args(argv)
+
+
+def child_env(home: Path) -> dict[str, str]:
+    """Return the environment every child gets: one RAGTUNE_HOME, loopback URLs, offline hub."""
+    env = dict(os.environ)
+    env.update(RAGTUNE_HOME=str(home), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
+               PYTHONUNBUFFERED="1", PYTHONPATH=str(ROOT))
+    env.setdefault("RAGTUNE_RETRIEVAL_ROOTS", str(ROOT))
+    env.setdefault("RAGTUNE_FINETUNE_ROOTS", str(ROOT))
+    return env
+
+
+def services(settings: AgentSettings, rs: RetrievalSettings, fs: FinetuneSettings) -> list[Service]:
+    """Describe the six processes, in start order."""
+    local = "http://127.0.0.1"
+    return [
+        Service("retrieval", ["-m", "servers.retrieval", "serve", "--transport", "http", "--port", str(rs.retrieval_port)],
+                rs.retrieval_port, f"{local}:{rs.retrieval_port}/health"),
+        Service("finetune", ["-m", "servers.finetune", "serve", "--transport", "http", "--port", str(fs.finetune_port)],
+                fs.finetune_port, f"{local}:{fs.finetune_port}/health"),
+        Service("worker", ["-m", "servers.worker"]),
+        Service("research-agent", ["-m", "agents.research", "--port", str(settings.research_port)],
+                settings.research_port, f"{local}:{settings.research_port}/health"),
+        Service("finetune-agent", ["-m", "agents.finetune", "--port", str(settings.finetune_agent_port)],
+                settings.finetune_agent_port, f"{local}:{settings.finetune_agent_port}/health"),
+        Service("coordinator", ["-m", "agents.coordinator", "--port", str(settings.coordinator_port)],
+                settings.coordinator_port, f"{local}:{settings.coordinator_port}/health"),
+    ]
+
+
+def start_all(sup: Supervisor, svcs: list[Service]) -> None:
+    """Start every service, then wait for each; the agents load the embedded model (~10-30 s)."""
+    for svc in svcs:
+        sup.start(svc)
+    t0 = time.monotonic()
+    with console.status("starting services…") as status:
+        for svc in svcs:
+            status.update(f"waiting for {svc.name} (loading the embedded model takes ~10-30 s)…")
+            sup.wait_ready(svc)
+            console.print(f"  [green]✓[/] {svc.name}" + (f"  [dim]127.0.0.1:{svc.port}[/]" if svc.port else ""))
+    console.print(f"[dim]all services up in {time.monotonic() - t0:.0f} s; logs in {sup.logs}[/]")
+
+
+async def ingest(retrieval: McpTools, docs: Path) -> None:
+    """Ingest the demo corpus through the retrieval MCP server, showing its progress notifications."""
+    with Progress(TextColumn("ingesting {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True) as bar:
+        task = bar.add_task(str(docs.relative_to(ROOT) if docs.is_relative_to(ROOT) else docs), total=None)
+
+        async def progress(done: float, total: float | None, message: str | None) -> None:
+            bar.update(task, completed=done, total=total)
+
+        report = await retrieval.call("retrieval_ingest_path", progress=progress, paths=[str(docs)])
+    console.print(f"[green]✓[/] ingested: {report.get('message') or report}")
+
+
+async def converse(coordinator: A2APeer, text: str, *, auto_yes: bool | None = True, context_id: str | None = None) -> str:
+    """Send one request to the coordinator, print its live status, answer its confirmation, print the answer."""
+    console.print(Panel(text, title="you → coordinator", border_style="cyan"))
+    context_id, task_id = context_id or uuid.uuid4().hex, None
+    while True:
+        last = answer = None
+        with console.status("working…") as status:
+            async for ev in coordinator.stream(text, context_id=context_id, task_id=task_id):
+                last = ev
+                if ev.kind == "answer":
+                    answer = ev
+                elif ev.text and ev.state_name == "working":
+                    status.update(ev.text)
+                    console.print(f"  [dim]{ev.text}[/]")
+        if last is None:
+            raise RuntimeError("the coordinator answered nothing")
+        if last.state_name != "input_required":
+            break
+        console.print(Panel(last.text, title="coordinator asks", border_style="yellow"))
+        reply = "yes" if auto_yes else console.input("[yellow]your answer> [/]")
+        console.print(f"[yellow]you:[/] {reply}")
+        text, task_id = reply, last.task_id
+    body = answer.text if answer is not None else last.text or f"(task {last.state_name})"
+    style = "green" if last.state_name == "completed" else "red"
+    console.print(Panel(body, title=f"coordinator ({last.state_name})", border_style=style))
+    return last.state_name
+
+
+async def demo(coordinator: A2APeer, steps: int) -> bool:
+    """The scripted conversation; return True when every turn completed."""
+    states = [await converse(coordinator, q) for q in (KOREAN_Q, ENGLISH_Q, ADVICE_Q, CHAIN_Q.format(steps=steps))]
+    return all(s == "completed" for s in states)
+
+
+def print_urls(settings: AgentSettings, rs: RetrievalSettings, fs: FinetuneSettings, home: Path) -> None:
+    """Print where everything listens and a Claude Desktop entry for the two MCP servers (stdio)."""
+    console.print(Panel("\n".join([
+        f"retrieval MCP   http://127.0.0.1:{rs.retrieval_port}/mcp",
+        f"finetune MCP    http://127.0.0.1:{fs.finetune_port}/mcp   REST http://127.0.0.1:{fs.finetune_port}/v1",
+        f"coordinator A2A http://127.0.0.1:{settings.coordinator_port}/.well-known/agent-card.json",
+        f"research A2A    http://127.0.0.1:{settings.research_port}/.well-known/agent-card.json",
+        f"finetune A2A    http://127.0.0.1:{settings.finetune_agent_port}/.well-known/agent-card.json",
+    ]), title="serving (Ctrl-C stops everything)"))
+    env = {"RAGTUNE_HOME": str(home), "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    entry = {"mcpServers": {
+        f"ragtune-{name}": {"command": sys.executable, "args": ["-m", f"servers.{name}", "serve", "--transport", "stdio"],
+                            "env": env} for name in ("retrieval", "finetune")}}
+    console.print("Claude Desktop (claude_desktop_config.json):")
+    console.print_json(json.dumps(entry))
+
+
+async def session(args: argparse.Namespace, settings: AgentSettings, rs: RetrievalSettings, fs: FinetuneSettings,
+                  home: Path) -> int:
+    """Ingest, then run the chosen mode against the running services."""
+    await ingest(McpTools(f"http://127.0.0.1:{rs.retrieval_port}/mcp", settings.token()), Path(args.docs).resolve())
+    coordinator = A2APeer(f"http://127.0.0.1:{settings.coordinator_port}", settings.token())
+    try:
+        if args.ask:
+            return 0 if await converse(coordinator, args.ask, auto_yes=args.yes or None) == "completed" else 1
+        if args.interactive:
+            context = uuid.uuid4().hex
+            while True:
+                try:
+                    text = console.input("[cyan]you> [/]").strip()
+                except EOFError:
+                    return 0
+                if text:
+                    await converse(coordinator, text, auto_yes=args.yes or None, context_id=context)
+        if args.serve:
+            print_urls(settings, rs, fs, home)
+            await asyncio.Event().wait()
+        return 0 if await demo(coordinator, args.steps) else 1
+    finally:
+        await coordinator.aclose()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Start everything, run the session, stop everything (also on Ctrl-C and errors)."""
+    args = parse_args(argv)
+    os.environ.setdefault("RAGTUNE_HOME", str(Path(".ragtune").resolve()))
+    home = Path(os.environ["RAGTUNE_HOME"]).resolve()
+    os.environ["RAGTUNE_HOME"] = str(home)
+    settings, rs, fs = AgentSettings(), RetrievalSettings(), FinetuneSettings()
+    console.rule("ragtune")
+    console.print(f"data in {home}")
+    sup = Supervisor(child_env(home), home / "logs", settings.token())
+    try:
+        start_all(sup, services(settings, rs, fs))
+        return asyncio.run(session(args, settings, rs, fs, home))
+    except LaunchError as e:
+        console.print(f"[red]cannot start:[/] {e}")
+        return 2
+    except ToolFailed as e:
+        console.print(f"[red]{e}[/]")
+        return 1
+    except KeyboardInterrupt:
+        console.print("\n[yellow]interrupted[/]")
+        return 130
+    finally:
+        with console.status("stopping every process…"):
+            sup.stop()

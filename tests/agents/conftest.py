@@ -1,0 +1,55 @@
+"""Fixtures for the agent tests: apps on real loopback ports, a scripted chat model, a shared model cache."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+import uvicorn
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+
+
+def free_port() -> int:
+    """Return a loopback port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@asynccontextmanager
+async def serving(app: Any, port: int | None = None) -> AsyncIterator[str]:
+    """Run an ASGI app with uvicorn on a loopback port for the duration of the block; yield its base URL."""
+    port = port or free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    task = asyncio.create_task(server.serve())
+    try:
+        with anyio.fail_after(60):
+            while not server.started:
+                if task.done():
+                    task.result()
+                    raise RuntimeError("server stopped before starting")
+                await asyncio.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        with anyio.fail_after(30):
+            await task
+
+
+class ScriptedModel(GenericFakeChatModel):
+    """A scripted 'remote' chat model for the tool-calling path; the generic fake cannot bind tools."""
+
+    def bind_tools(self, tools: Any, **kwargs: Any) -> ScriptedModel:
+        return self
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache for the embedded model's fp32 copy, so the GGUF is converted once per test session."""
+    return tmp_path_factory.mktemp("models")
