@@ -1,0 +1,55 @@
+"""The command line: validate (exit 1 with line numbers), estimate, recommend, claude-config, --help."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from servers.finetune.__main__ import main
+
+from .conftest import BAD, CHAT
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def test_validate_prints_a_report_or_the_bad_lines(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good, bad = tmp_path / "good.jsonl", tmp_path / "bad.jsonl"
+    good.write_text(CHAT)
+    bad.write_text(BAD)
+    assert main(["validate", str(good)]) == 0
+    out = capsys.readouterr().out
+    assert "examples" in out and "12" in out and "chat" in out
+    assert main(["validate", str(bad)]) == 1
+    out = capsys.readouterr().out
+    assert "line 13: no assistant turn" in out and "line 14: bad JSON" in out
+
+
+def test_estimate_recommend_and_claude_config(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["estimate", "--params", "7B", "--method", "full", "--precision", "bf16"]) == 0
+    out = capsys.readouterr().out
+    assert "14.00" in out and "H200" in out
+    assert main(["estimate", "--model", "nonesuch"]) == 2
+    assert main(["recommend", "--goal", "preference", "--examples", "2000", "--pairs"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("dpo") and '"type": "dpo"' in out
+    assert main(["claude-config"]) == 0
+    config = json.loads(capsys.readouterr().out)
+    entry = config["mcpServers"]["ragtune-finetune"]
+    assert entry["args"][-2:] == ["--transport", "stdio"] and Path(entry["command"]).is_absolute()
+
+
+def test_help_runs_as_a_module() -> None:
+    done = subprocess.run([sys.executable, "-m", "servers.finetune", "serve", "--help"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "--transport" in done.stdout
+
+
+def test_http_refuses_a_public_bind_without_a_token() -> None:
+    from ragtune.config import InsecureBindError
+
+    with pytest.raises(InsecureBindError, match="RAGTUNE_API_TOKEN"):
+        main(["serve", "--transport", "http", "--host", "0.0.0.0", "--port", "1"])
