@@ -81,7 +81,11 @@ def build_finetune_graph(deps: FinetuneDeps, checkpointer: BaseCheckpointSaver |
         dataset = state.get("dataset") or []
         if not dataset and deps.research is not None:
             _status("asking the research agent for Q/A pairs from your documents")
-            reply = await deps.research.ask("Make Q/A pairs from my docs for instruction tuning")
+            try:
+                reply = await deps.research.ask("Make Q/A pairs from my docs for instruction tuning")
+            except Exception as e:  # the peer is optional: say what is missing instead of failing the task
+                return {"answer": f"{prompts.NO_DATASET}\n(The research agent at {deps.research.url} could not be "
+                                  f"reached: {type(e).__name__}.)", "train": False}
             dataset = extract_jsonl(reply.text)
         if not dataset:
             return {"answer": prompts.NO_DATASET, "train": False}

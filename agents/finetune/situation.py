@@ -7,7 +7,7 @@ import re
 from typing import Any
 
 _NUM = r"(\d[\d,]*(?:\.\d+)?)\s*(k|천|만)?"
-_COUNT = re.compile(_NUM + r"\s*(?:examples?|pairs?|rows?|records?|samples?|transcripts?|conversations?|"
+_COUNT = re.compile(_NUM + r"\s*(?:[a-z-]+\s+){0,2}(?:examples?|pairs?|rows?|records?|samples?|transcripts?|conversations?|"
                     r"questions?|documents?|tickets?|dialogues?|개|건|쌍)", re.I)
 _GPU = re.compile(r"(\d+)\s*(?:gb|gib|기가)", re.I)
 _PARAMS = re.compile(r"(\d+(?:\.\d+)?)\s*b\b(?:\s*(?:param|model))?", re.I)

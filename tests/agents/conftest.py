@@ -49,6 +49,18 @@ class ScriptedModel(GenericFakeChatModel):
         return self
 
 
+@pytest.fixture(name="free_port")
+def free_port_fixture():
+    """Give tests the free-port finder."""
+    return free_port
+
+
+@pytest.fixture(name="serving")
+def serving_fixture():
+    """Give tests the uvicorn runner."""
+    return serving
+
+
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One cache for the embedded model's fp32 copy, so the GGUF is converted once per test session."""

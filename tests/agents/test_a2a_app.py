@@ -22,7 +22,6 @@ from langgraph.types import interrupt
 from agents.a2a_app import AgentSpec, build_app, skill
 from agents.a2a_peer import A2APeer
 from ragtune.config import AgentSettings
-from tests.agents.conftest import free_port, serving
 
 pytestmark = pytest.mark.anyio
 
@@ -76,7 +75,7 @@ async def collect(peer: A2APeer, text: str, **kw) -> list:
         return [ev async for ev in peer.stream(text, **kw)]
 
 
-async def test_card_send_stream_get_list_and_follow_up():
+async def test_card_send_stream_get_list_and_follow_up(free_port, serving):
     port = free_port()
     async with serving(echo_app(port), port) as url:
         card = (await aget(f"{url}/.well-known/agent-card.json")).json()
@@ -100,7 +99,7 @@ async def test_card_send_stream_get_list_and_follow_up():
         await peer.aclose()
 
 
-async def test_input_required_then_resume_on_the_same_task():
+async def test_input_required_then_resume_on_the_same_task(free_port, serving):
     port = free_port()
     async with serving(echo_app(port), port) as url:
         peer = A2APeer(url)
@@ -112,7 +111,7 @@ async def test_input_required_then_resume_on_the_same_task():
         await peer.aclose()
 
 
-async def test_cancel_a_running_task():
+async def test_cancel_a_running_task(free_port, serving):
     port = free_port()
     async with serving(echo_app(port), port) as url:
         peer, seen = A2APeer(url), asyncio.Event()
@@ -137,7 +136,7 @@ async def test_cancel_a_running_task():
         await other.aclose()
 
 
-async def test_tasks_survive_a_restart():
+async def test_tasks_survive_a_restart(free_port, serving):
     port = free_port()
     async with serving(echo_app(port), port) as url:
         peer = A2APeer(url)
@@ -153,7 +152,7 @@ async def test_tasks_survive_a_restart():
         await peer.aclose()
 
 
-async def test_bad_input_gets_clear_errors():
+async def test_bad_input_gets_clear_errors(free_port, serving):
     port = free_port()
     async with serving(echo_app(port), port) as url:
         peer = A2APeer(url)
@@ -164,7 +163,7 @@ async def test_bad_input_gets_clear_errors():
         await peer.aclose()
 
 
-async def test_bearer_token_guards_rpc_but_not_the_card():
+async def test_bearer_token_guards_rpc_but_not_the_card(free_port, serving):
     port = free_port()
     async with serving(echo_app(port, token="s3cret"), port) as url:
         card = (await aget(f"{url}/.well-known/agent-card.json")).json()
