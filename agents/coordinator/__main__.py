@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from fastapi import FastAPI
+from langchain_core.language_models import BaseChatModel
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph.state import CompiledStateGraph
 
@@ -17,11 +18,11 @@ from ragtune.config import AgentSettings, configure_logging
 from ragtune.llm import make_chat_model, supports_tools
 
 
-def make_app(settings: AgentSettings, base_url: str) -> FastAPI:
+def make_app(settings: AgentSettings, base_url: str, model: BaseChatModel | None = None) -> FastAPI:
     """Build the coordinator's A2A app; it reaches its peers only over A2A (HTTP)."""
     research = A2APeer(settings.research_agent_url, settings.token())
     finetune = A2APeer(settings.finetune_agent_url, settings.token())
-    model = make_chat_model(settings)
+    model = model or make_chat_model(settings)
     # The embedded model never routes: the keyword router does, and the model is not even loaded here.
     deps = CoordinatorDeps(research, finetune, model if supports_tools(model) else None)
 

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 
 from fastapi import FastAPI
+from langchain_core.language_models import BaseChatModel
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph.state import CompiledStateGraph
 
@@ -14,16 +15,17 @@ from agents.mcp_tools import McpTools
 from agents.research import card
 from agents.research.graph import ResearchDeps, build_research_graph
 from ragtune.config import AgentSettings, configure_logging
-from ragtune.llm import make_chat_model
+from ragtune.llm import LocalChatModel, make_chat_model
 
 
-def make_app(settings: AgentSettings, base_url: str, collection: str | None = None) -> FastAPI:
-    """Build the research agent's A2A app from settings."""
-    model = make_chat_model(settings)
+def make_app(settings: AgentSettings, base_url: str, collection: str | None = None,
+             model: BaseChatModel | None = None) -> FastAPI:
+    """Build the research agent's A2A app from settings (or with the given chat model)."""
+    model = model or make_chat_model(settings)
     deps = ResearchDeps(McpTools(settings.retrieval_url, settings.token()), model, collection=collection)
 
     async def build(saver: BaseCheckpointSaver) -> CompiledStateGraph:
-        if hasattr(model, "load"):
+        if isinstance(model, LocalChatModel):
             await asyncio.to_thread(model.load)  # before the first question, without blocking the loop
         return build_research_graph(deps, saver)
 

@@ -65,3 +65,9 @@ def serving_fixture():
 def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One cache for the embedded model's fp32 copy, so the GGUF is converted once per test session."""
     return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture
+def scripted_model():
+    """Build a ScriptedModel that replies with the given messages in order."""
+    return lambda messages: ScriptedModel(messages=iter(messages))

@@ -1,0 +1,62 @@
+"""The coordinator over A2A: the keyword router, and delegation to the real fine-tuning agent (itself in front
+of the real fine-tuning server) with the route chosen by a scripted tool-calling model; input-required is relayed."""
+
+from __future__ import annotations
+
+import uuid
+
+import anyio
+import pytest
+from langchain_core.messages import AIMessage
+
+from agents.a2a_peer import A2APeer
+from agents.coordinator.__main__ import make_app as coordinator_app
+from agents.coordinator.router import route
+from agents.finetune.__main__ import make_app as finetune_agent_app
+from ragtune.config import AgentSettings, FinetuneSettings
+from servers.finetune.app import build_app as finetune_app
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("What is LoRA?", "research"),
+    ("LoRA는 언제 쓰나요?", "research"),
+    ("How does ragtune search Korean text?", "research"),
+    ("We have 3,000 transcripts. Should we fine-tune?", "finetune"),
+    ("문서가 매주 바뀌는데 파인튜닝을 해야 하나요?", "finetune"),
+    ("Launch a LoRA training job", "finetune"),
+    ("Make a Q/A set from my docs and instruction-tune a model on it", "chain"),
+    ("내 문서로 질의응답 데이터를 만들고 모델을 학습시켜 줘", "chain"),
+])
+def test_keyword_router(text, expected):
+    assert route(text) == expected
+
+
+async def test_model_routes_and_input_required_is_relayed(free_port, serving, scripted_model):
+    fport, aport, cport = free_port(), free_port(), free_port()
+    async with serving(finetune_app(FinetuneSettings(finetune_port=fport), port=fport), fport) as ft_url:
+        settings = AgentSettings(finetune_url=f"{ft_url}/mcp", research_agent_url="http://127.0.0.1:9",
+                                 finetune_agent_url=f"http://127.0.0.1:{aport}")
+        async with serving(finetune_agent_app(settings, f"http://127.0.0.1:{aport}"), aport):
+            model = scripted_model([
+                AIMessage("", tool_calls=[{"name": "route", "args": {"agent": "finetune"}, "id": "r1"}]),
+            ])
+            app = coordinator_app(settings, f"http://127.0.0.1:{cport}", model=model)
+            async with serving(app, cport) as url:
+                peer = A2APeer(url)
+                context = uuid.uuid4().hex
+                rows = "\n".join(f'{{"question": "q{i}?", "answer": "answer number {i}"}}' for i in range(12))
+                statuses = []
+                with anyio.fail_after(60):
+                    async for ev in peer.stream(f"Please handle this:\n{rows}", context_id=context):
+                        statuses.append(ev)
+                texts = [e.text for e in statuses]
+                assert any("routing to finetune (by" in t and "keywords" not in t for t in texts)
+                assert any(t.startswith("[finetune] ") for t in texts)  # the peer's status, relayed
+                last = statuses[-1]
+                assert last.state_name == "input_required" and "Reply “yes”" in last.text
+                with anyio.fail_after(60):
+                    done = await peer.ask("no", context_id=context, task_id=last.task_id)
+                assert done.state_name == "completed" and "Not launched" in done.text
+                await peer.aclose()
