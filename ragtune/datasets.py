@@ -370,7 +370,8 @@ def _stats(fmt: str, record: dict[str, Any], count: Callable[[str], int]) -> dic
         msgs = record["messages"]
         per = _turn_tokens(msgs, count)
         trained = sum(t for m, t in zip(msgs, per, strict=True) if m["role"] == "assistant" and m.get("weight", 1))
-        return {"tokens": sum(per), "assistant_tokens": trained, "turns": len(msgs)}
+        answered = any(m["role"] == "assistant" for m in msgs)
+        return {"tokens": sum(per), "assistant_tokens": trained, "turns": len(msgs), "prompt_only": int(not answered)}
     prompt = sum(_turn_tokens(record["prompt"], count))
     chosen, rejected = sum(_turn_tokens(record["chosen"], count)), sum(_turn_tokens(record["rejected"], count))
     return {"tokens": prompt + max(chosen, rejected), "assistant_tokens": chosen + rejected,
@@ -396,6 +397,8 @@ def _report(fmt: Format, kinds: Counter[str], stats: list[dict[str, int]], *, es
     if fmt != "text":
         report["assistant_tokens"] = _summary([s["assistant_tokens"] for s in stats])
         report["turns"] = _summary([s["turns"] for s in stats])
+    if fmt == "chat":
+        report["prompt_only"] = sum(s["prompt_only"] for s in stats)  # only non-zero with allow_prompt_only
     if len(stats) < MIN_RECOMMENDED:
         plural = "s" if len(stats) != 1 else ""
         report["warnings"].append(f"only {len(stats)} example{plural}; at least {MIN_RECOMMENDED} are needed for a "

@@ -115,7 +115,7 @@ def recommend_method(situation: Situation) -> Recommendation:
         warnings.append("the base model is not instruction-tuned; start from its instruct variant for a narrow "
                         "task or style, or expect to need more data")
     if method == "rejection_sampling_sft" and not situation.has_reference_answers:
-        warnings.append("no reference answers: use a rule reward such as regex:<pattern> or length_penalty, "
+        warnings.append("no reference answers: use a rule reward such as regex:<pattern>, contains:<text> or length, "
                         "or collect preference pairs for DPO")
     if method in ("dpo", "rejection_sampling_sft") and situation.base_is_instruct is False:
         warnings.append("preference tuning expects an instruction-tuned model; run supervised tuning first")
@@ -132,7 +132,7 @@ def _job_method(method: Method, situation: Situation) -> dict[str, Any] | None:
     if method == "dpo":
         return {"type": "dpo", "dpo": {"hyperparameters": {**auto, "beta": 0.1}}}
     if method == "rejection_sampling_sft":
-        reward = "reference_similarity" if situation.has_reference_answers else "length_penalty"
+        reward = "reference_similarity" if situation.has_reference_answers else "length"
         return {"type": "rejection_sampling", "rejection_sampling": {
             "hyperparameters": auto, "n_samples": 4, "reward": reward, "temperature": 0.8}}
     if method == "cpt_then_sft":

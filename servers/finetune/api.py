@@ -73,14 +73,15 @@ def build_router(svc: FinetuneService, token: str | None) -> APIRouter:
     limit_mb = svc.settings.finetune_max_file_mb
 
     @router.post("/files")
-    async def upload_file(request: Request, file: Annotated[UploadFile, File()],
-                          purpose: Annotated[str, Form()] = "fine-tune") -> dict[str, Any]:
-        """Upload and validate a dataset (multipart `file` + `purpose`)."""
+    async def upload_file(file: Annotated[UploadFile, File()], purpose: Annotated[str, Form()] = "fine-tune",
+                          allow_prompt_only: Annotated[bool, Form()] = False) -> dict[str, Any]:
+        """Upload and validate a dataset (multipart `file` + `purpose`; ragtune's `allow_prompt_only`)."""
         data = await file.read(int(limit_mb * 1e6) + 1)
         if len(data) > limit_mb * 1e6:
             raise ServiceError(413, f"{file.filename} is larger than the {limit_mb:g} MB limit "
                                "(RAGTUNE_FINETUNE_MAX_FILE_MB)", param="file", code="file_too_large")
-        stored = await run_in_threadpool(svc.upload, data, file.filename or "dataset.jsonl", purpose)
+        stored = await run_in_threadpool(svc.upload, data, file.filename or "dataset.jsonl", purpose,
+                                         allow_prompt_only=allow_prompt_only)
         return stored.model_dump(mode="json")
 
     @router.get("/files")

@@ -8,7 +8,8 @@ Rules (documented in docs/guide; mirror of OpenAI's where OpenAI has one):
   type (`BASE_LR`), unless the request gives `learning_rate` itself.
 - max_length "auto": the longest example's (estimated) tokens + 25%, rounded up to a power of two, 256..4096.
 - dpo beta "auto": 0.1. rejection_sampling: n_samples 4, temperature 0.8, reward "reference_similarity",
-  max_new_tokens 128.
+  max_new_tokens 64 (rewards: reference_similarity | regex:<pattern> | contains:<text> | length[:<max words>];
+  "length_penalty" is accepted as "length").
 - peft: LoRA (r 16, alpha 32, dropout 0.05, all linear projections) unless `{"type": "full"}`; cpt defaults to
   full fine-tuning (it teaches new text to every weight), the other methods to LoRA.
 """
@@ -31,11 +32,13 @@ BASE_LR: dict[tuple[str, str], float] = {
 }
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 DEFAULT_LORA: dict[str, Any] = {"type": "lora", "r": 16, "alpha": 32, "dropout": 0.05, "target_modules": LORA_TARGETS}
-REWARDS = ("reference_similarity", "exact_match", "length_penalty", "regex:<pattern>")
+REWARDS = ("reference_similarity", "regex:<pattern>", "contains:<text>", "length[:<max words>]")
+# What the worker's recipes read (servers/worker/recipes: TrainingOptions and each recipe's config).
 _HYPER_KEYS = {"n_epochs", "batch_size", "learning_rate_multiplier", "learning_rate", "max_steps", "max_length",
-               "beta", "warmup_ratio", "gradient_accumulation_steps", "packing", "save_steps", "eval_steps",
-               "logging_steps", "weight_decay"}
-_OPTIONS = {"dpo": {"beta"}, "rejection_sampling": {"n_samples", "reward", "temperature", "max_new_tokens"}}
+               "beta", "loss_type", "lr_scheduler", "warmup_steps", "save_steps", "save_total_limit", "merge",
+               "packing"}
+_OPTIONS = {"dpo": {"beta", "loss_type"},
+            "rejection_sampling": {"n_samples", "reward", "temperature", "top_p", "max_new_tokens", "threshold"}}
 
 
 class RequestError(ValueError):
@@ -121,23 +124,30 @@ def resolve(kind: str, options: dict[str, Any], peft: dict[str, Any] | None, rep
     if kind == "rejection_sampling":
         out["n_samples"] = _value(options, "n_samples", lambda: 4, integer=True, low=2)
         out["temperature"] = _value(options, "temperature", lambda: 0.8, low=0)
-        out["max_new_tokens"] = _value(options, "max_new_tokens", lambda: 128, integer=True, low=1)
+        out["max_new_tokens"] = _value(options, "max_new_tokens", lambda: 64, integer=True, low=1)
         out["reward"] = _reward(options.get("reward", "reference_similarity"))
+        for key in ("top_p", "threshold"):
+            if key in options:
+                out[key] = _value(options, key, lambda: None, low=0)
     return out
 
 
 def _reward(reward: Any) -> str:
+    """Check a reward name against the ones the worker implements (servers/worker/recipes/rewards.py)."""
     if not isinstance(reward, str):
         raise RequestError(f"reward must be one of {', '.join(REWARDS)}", param="reward")
-    if reward.startswith("regex:"):
+    name, _, arg = reward.partition(":")
+    if reward in ("length_penalty", "length") or (name == "length" and arg.strip().isdigit()):
+        return "length" if reward == "length_penalty" else reward
+    if name == "regex":
         try:
-            re.compile(reward[6:])
+            re.compile(arg)
         except re.error as e:
             raise RequestError(f"reward regex does not compile: {e}", param="reward") from e
         return reward
-    if reward not in REWARDS:
-        raise RequestError(f"unknown reward {reward!r}; use one of {', '.join(REWARDS)}", param="reward")
-    return reward
+    if reward == "reference_similarity" or (name == "contains" and arg):
+        return reward
+    raise RequestError(f"unknown reward {reward!r}; use one of {', '.join(REWARDS)}", param="reward")
 
 
 def _value(given: dict[str, Any], key: str, auto: Any, *, integer: bool = False, low: float | None = None) -> Any:

@@ -110,10 +110,12 @@ def build_server(settings: FinetuneSettings, *, service: FinetuneService | None 
         path: Annotated[str | None, Field(description="Dataset file under the allowed folders")] = None,
         content: Annotated[str | None, Field(description="Inline JSONL text instead of a path")] = None,
         filename: Annotated[str, Field(description="Name for inline content")] = "dataset.jsonl",
+        allow_prompt_only: Annotated[bool, Field(
+            description="Accept chat examples without an answer (rejection sampling with a rule reward)")] = False,
     ) -> DatasetFile:
         """Validate and store a JSONL dataset (a path or inline text); returns the file id for a job."""
         data, name = _source(svc, path, content, filename)
-        file = _call(svc.upload, data, name)
+        file = _call(svc.upload, data, name, allow_prompt_only=allow_prompt_only)
         return DatasetFile(**file.model_dump(include=set(DatasetFile.model_fields)))
 
     @mcp.tool(annotations=READ)
@@ -175,14 +177,14 @@ def build_server(settings: FinetuneSettings, *, service: FinetuneService | None 
         model: Annotated[str | None, Field(description="Base model; default the embedded smollm2-135m-instruct")] = None,
         method: Literal["supervised", "dpo", "cpt", "rejection_sampling"] = "supervised",
         hyperparameters: Annotated[dict[str, Any] | None, Field(
-            description='n_epochs, batch_size, learning_rate_multiplier, learning_rate, max_steps, max_length: '
-                        'numbers or "auto"')] = None,
+            description='n_epochs, batch_size, learning_rate_multiplier, learning_rate, max_steps, max_length '
+                        '(numbers or "auto"), warmup_steps, save_steps, lr_scheduler, packing, merge')] = None,
         peft: Annotated[dict[str, Any] | None, Field(
             description='{"type": "lora", "r": 16, "alpha": 32} (default) or {"type": "full"}')] = None,
         beta: Annotated[float | None, Field(gt=0, description="DPO strength (dpo only)")] = None,
         n_samples: Annotated[int | None, Field(ge=2, description="Answers per prompt (rejection_sampling)")] = None,
-        reward: Annotated[str | None, Field(description="reference_similarity | exact_match | length_penalty | "
-                                            "regex:<pattern> (rejection_sampling)")] = None,
+        reward: Annotated[str | None, Field(description="reference_similarity | regex:<pattern> | contains:<text> | "
+                                            "length[:<max words>] (rejection_sampling)")] = None,
         temperature: Annotated[float | None, Field(ge=0, description="Sampling temperature")] = None,
         validation_file: str | None = None,
         suffix: Annotated[str | None, Field(max_length=64)] = None, seed: int | None = None,

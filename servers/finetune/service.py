@@ -110,14 +110,15 @@ class FinetuneService:
 
     # datasets ----------------------------------------------------------------------------------------
     def validate(self, data: bytes | str, *, filename: str = "dataset.jsonl", format: str | None = None,
-                 max_tokens: int | None = None) -> LoadedDataset:
+                 max_tokens: int | None = None, allow_prompt_only: bool = False) -> LoadedDataset:
         """Validate dataset bytes without storing them; raise ServiceError 400 listing the bad lines."""
         if len(data) > self.settings.finetune_max_file_mb * 1e6:
             raise ServiceError(413, f"{filename} is {len(data) / 1e6:.1f} MB; the limit is "
                                f"{self.settings.finetune_max_file_mb:g} MB (RAGTUNE_FINETUNE_MAX_FILE_MB)",
                                param="file", code="file_too_large")
         try:
-            return parse_dataset(data, source=filename, format=format, max_tokens=max_tokens)
+            return parse_dataset(data, source=filename, format=format, max_tokens=max_tokens,
+                                 allow_prompt_only=allow_prompt_only)
         except DatasetError as e:
             raise ServiceError(400, str(e), param="file", code="invalid_file", problems=e.problems) from e
         except ValueError as e:
@@ -139,12 +140,17 @@ class FinetuneService:
         return target.read_bytes(), target.name
 
     # files -------------------------------------------------------------------------------------------
-    def upload(self, data: bytes, filename: str, purpose: str = PURPOSE) -> FileObject:
-        """Validate and store a dataset; nothing is written when it has problems."""
+    def upload(self, data: bytes, filename: str, purpose: str = PURPOSE, *,
+               allow_prompt_only: bool = False) -> FileObject:
+        """Validate and store a dataset; nothing is written when it has problems.
+
+        `allow_prompt_only` accepts chat records without an answer (prompts for rejection sampling with a rule
+        reward); jobs of other methods refuse such files.
+        """
         if purpose != PURPOSE:
             raise ServiceError(400, f"purpose {purpose!r} is not supported; upload datasets with purpose "
                                f"{PURPOSE!r}", param="purpose")
-        loaded = self.validate(data, filename=filename)
+        loaded = self.validate(data, filename=filename, allow_prompt_only=allow_prompt_only)
         file_id = new_id("file")
         safe = re.sub(r"[^\w.-]", "_", Path(filename).name)[-80:] or "dataset.jsonl"
         path = self.files_dir / f"{file_id}-{safe}"
@@ -229,6 +235,12 @@ class FinetuneService:
             resolved = hyper.resolve(kind, options, peft, train.report)
         except hyper.RequestError as e:
             raise ServiceError(400, e.message, param=e.param, code=e.code) from e
+        unanswered = train.report.get("prompt_only", 0)
+        if unanswered and not (kind == "rejection_sampling" and resolved["reward"] != "reference_similarity"):
+            raise ServiceError(400, f"training_file {train.id} has {unanswered} examples without an assistant answer; "
+                               f"{kind} needs one in every example (only rejection_sampling with a rule reward such "
+                               "as regex:<pattern> trains from prompts alone)", param="training_file",
+                               code="invalid_file_format")
         public = {k: resolved[k] for k in ("n_epochs", "batch_size", "learning_rate_multiplier", "beta")
                   if k in resolved}
         method = {"type": kind, kind: {**{k: v for k, v in options.items() if k != "hyperparameters"},
@@ -263,7 +275,7 @@ class FinetuneService:
         notes: list[str] = []
         try:
             for fid in filter(None, (job.training_file, job.validation_file)):
-                report = load_dataset(self.store.get_file(fid).path).report
+                report = load_dataset(self.store.get_file(fid).path, allow_prompt_only=True).report
                 notes += report["warnings"]
                 if report["tokens"]["max"] > job.hyperparameters["max_length"]:
                     notes.append(f"{fid}: some examples (up to ~{report['tokens']['max']} tokens) are longer than "

@@ -52,7 +52,7 @@ def test_lora_and_full_settings_are_job_ready() -> None:
     squeezed = recommend_method(Situation(goal="task", n_examples=50_000, gpu_memory_gb=24, model_params_b=8))
     assert squeezed.method == "lora_sft" and "LoRA instead" in squeezed.reasons[-1]
     rs = recommend_method(Situation(goal="preference", n_examples=500))
-    assert rs.job_method["rejection_sampling"]["reward"] == "length_penalty"  # type: ignore[index]
+    assert rs.job_method["rejection_sampling"]["reward"] == "length"  # type: ignore[index]
     assert any("no reference answers" in w for w in rs.warnings)
 
 

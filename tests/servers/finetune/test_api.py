@@ -185,3 +185,22 @@ def test_limits_and_in_use_files_with_testclient(settings: FinetuneSettings) -> 
         assert est["weights_gb"] == 14.0
         rec = http.post("/v1/ragtune/recommend", json={"goal": "style", "n_examples": 500}).json()
         assert rec["method"] == "lora_sft" and rec["job_method"]["type"] == "supervised"
+
+
+def test_prompt_only_files_serve_rejection_sampling_with_a_rule_reward(
+        settings: FinetuneSettings, serve: Callable[[FinetuneSettings], str]) -> None:
+    api = client(serve(settings))
+    prompts = "".join(f'{{"messages": [{{"role": "user", "content": "Count to {i}."}}]}}\n' for i in range(3, 15))
+    with pytest.raises(openai.BadRequestError, match="line 1: no assistant turn"):
+        api.files.create(file=("p.jsonl", prompts.encode()), purpose="fine-tune")
+    file = api.files.create(file=("p.jsonl", prompts.encode()), purpose="fine-tune",
+                            extra_body={"allow_prompt_only": "true"})
+    assert (file.model_extra or {})["report"]["prompt_only"] == 12
+    with pytest.raises(openai.BadRequestError, match="12 examples without an assistant answer"):
+        api.fine_tuning.jobs.create(model="smollm2-135m-instruct", training_file=file.id)
+    with pytest.raises(openai.BadRequestError, match="without an assistant answer"):
+        api.fine_tuning.jobs.create(model="smollm2-135m-instruct", training_file=file.id,
+                                    method={"type": "rejection_sampling"})  # type: ignore[typeddict-item]
+    job = api.fine_tuning.jobs.create(model="smollm2-135m-instruct", training_file=file.id, method={
+        "type": "rejection_sampling", "rejection_sampling": {"reward": r"regex:\d"}})  # type: ignore[typeddict-item]
+    assert job.status == "queued"

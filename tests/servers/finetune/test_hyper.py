@@ -41,9 +41,15 @@ def test_rejection_sampling_defaults_and_checks() -> None:
     kind, opts = parse_method({"type": "rejection_sampling"})
     out = resolve(kind, opts, DEFAULT_LORA, report(50))
     assert (out["n_samples"], out["temperature"], out["reward"]) == (4, 0.8, "reference_similarity")
-    kind, opts = parse_method({"type": "rejection_sampling", "rejection_sampling": {"reward": "vibes"}})
-    with pytest.raises(RequestError, match="unknown reward 'vibes'"):
-        resolve(kind, opts, DEFAULT_LORA, report(50))
+    assert out["max_new_tokens"] == 64
+    for given, kept in [("length_penalty", "length"), ("length:20", "length:20"), ("contains:Paris", "contains:Paris"),
+                        (r"regex:\d+", r"regex:\d+")]:
+        kind, opts = parse_method({"type": "rejection_sampling", "rejection_sampling": {"reward": given}})
+        assert resolve(kind, opts, DEFAULT_LORA, report(50))["reward"] == kept
+    for bad in ("vibes", "contains:", "length:many"):
+        kind, opts = parse_method({"type": "rejection_sampling", "rejection_sampling": {"reward": bad}})
+        with pytest.raises(RequestError, match="unknown reward"):
+            resolve(kind, opts, DEFAULT_LORA, report(50))
 
 
 @pytest.mark.parametrize(("method", "needle"), [
