@@ -27,8 +27,8 @@ FACT_A = "The codename of Project Orion-7 is Velvet Lantern."
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Convert the embedded SmolLM2 GGUF once per test session and share the folder."""
-    from servers.worker.recipes.common import convert_embedded
     from ragtune.models import smollm2_gguf
+    from servers.worker.recipes.common import convert_embedded
 
     folder = tmp_path_factory.mktemp("models")
     convert_embedded(smollm2_gguf(), folder)
@@ -39,7 +39,7 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def worker_env(monkeypatch: pytest.MonkeyPatch, models_dir: Path) -> None:
     """Fast heartbeats, pinned threads and the shared model cache for every worker test."""
     monkeypatch.setenv("RAGTUNE_MODELS_DIR", str(models_dir))
-    monkeypatch.setenv("RAGTUNE_TRAIN_THREADS", "2")
+    monkeypatch.setenv("RAGTUNE_TRAIN_THREADS", "1")
     monkeypatch.setenv("RAGTUNE_HEARTBEAT_SECONDS", "0.5")
     monkeypatch.setenv("RAGTUNE_POLL_SECONDS", "0.2")
     monkeypatch.setenv("RAGTUNE_LEASE_SECONDS", "30")
