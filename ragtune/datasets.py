@@ -31,6 +31,7 @@ KINDS: dict[str, str] = {
 ROLES = frozenset({"system", "user", "assistant", "tool"})
 MESSAGE_OVERHEAD = 4  # tokens a chat template adds around each turn (role markers, separators)
 MAX_PROBLEMS = 20
+PROGRESS_EVERY = 1000  # lines between progress callbacks
 MIN_RECOMMENDED = 10  # OpenAI's minimum number of training examples
 TOKEN_ESTIMATE = "estimate: 1 token per 6 letters of a word, 1 per punctuation mark or CJK/Hangul character"
 
@@ -77,7 +78,7 @@ def approx_tokens(text: str) -> int:
 # public API ---------------------------------------------------------------------------------------
 def load_dataset(path: Path | str, *, format: str | None = None, max_tokens: int | None = None,
                  count_tokens: Callable[[str], int] | None = None, max_problems: int = MAX_PROBLEMS,
-                 allow_prompt_only: bool = False) -> LoadedDataset:
+                 allow_prompt_only: bool = False, progress: Callable[[int, int], None] | None = None) -> LoadedDataset:
     """Read and validate a dataset file; raise DatasetError naming each bad line."""
     path = Path(path)
     try:
@@ -85,13 +86,17 @@ def load_dataset(path: Path | str, *, format: str | None = None, max_tokens: int
     except OSError as e:
         raise DatasetError([{"line": 0, "message": f"cannot read {path}: {e.strerror or e}"}], source=str(path)) from e
     return parse_dataset(data, source=path.name, format=format, max_tokens=max_tokens, count_tokens=count_tokens,
-                         max_problems=max_problems, allow_prompt_only=allow_prompt_only)
+                         max_problems=max_problems, allow_prompt_only=allow_prompt_only, progress=progress)
 
 
 def parse_dataset(data: bytes | str, *, source: str = "dataset", format: str | None = None,
                   max_tokens: int | None = None, count_tokens: Callable[[str], int] | None = None,
-                  max_problems: int = MAX_PROBLEMS, allow_prompt_only: bool = False) -> LoadedDataset:
-    """Validate dataset bytes or text (uploads, inline JSONL) and convert them to canonical records."""
+                  max_problems: int = MAX_PROBLEMS, allow_prompt_only: bool = False,
+                 progress: Callable[[int, int], None] | None = None) -> LoadedDataset:
+    """Validate dataset bytes or text (uploads, inline JSONL) and convert them to canonical records.
+
+    `progress(done, total)` is called every PROGRESS_EVERY lines and once at the end (for progress bars).
+    """
     if format is not None and format not in FORMATS and format not in KINDS:
         raise ValueError(f"unknown dataset format {format!r}; use one of {', '.join(FORMATS + tuple(KINDS))}")
     want = KINDS.get(format, format) if format else None
@@ -110,7 +115,10 @@ def parse_dataset(data: bytes | str, *, source: str = "dataset", format: str | N
     stats: list[dict[str, int]] = []
     kinds: Counter[str] = Counter()
     first: tuple[int, str] | None = None
-    for line, obj in _items(text, problem):
+    total_lines, items = _items(text, problem)
+    for line, obj in items:
+        if progress and line % PROGRESS_EVERY == 0:
+            progress(line, total_lines)
         try:
             if not isinstance(obj, dict):
                 raise _Problem(f"expected a JSON object, got {_json_type(obj)}")
@@ -135,6 +143,8 @@ def parse_dataset(data: bytes | str, *, source: str = "dataset", format: str | N
         kinds[kind] += 1
         records.append(record)
         stats.append(stat)
+    if progress:
+        progress(total_lines, total_lines)
     if total == 0 and not records:
         problem(0, "the file is empty: put one JSON object per line (see docs/guide for the formats)")
     if total:
@@ -193,17 +203,21 @@ def _decode(data: bytes | str, source: str) -> str:
                              "save the file as UTF-8"}], source=source) from e
 
 
-def _items(text: str, problem: Callable[[int, str], None]) -> Iterator[tuple[int, Any]]:
-    stripped = text.lstrip()
-    if stripped.startswith("["):
+def _items(text: str, problem: Callable[[int, str], None]) -> tuple[int, Iterator[tuple[int, Any]]]:
+    """Return the number of lines (or array items) and an iterator of (line number, parsed value)."""
+    if text.lstrip().startswith("["):
         try:
             array = json.loads(text)
         except json.JSONDecodeError:
             array = None  # not one JSON array: maybe JSONL whose first line is an array; read line by line
         if isinstance(array, list):
-            yield from enumerate(array, start=1)
-            return
-    for n, raw in enumerate(text.splitlines(), start=1):
+            return len(array), enumerate(array, start=1)
+    lines = text.splitlines()
+    return len(lines), _lines(lines, problem)
+
+
+def _lines(lines: list[str], problem: Callable[[int, str], None]) -> Iterator[tuple[int, Any]]:
+    for n, raw in enumerate(lines, start=1):
         if not raw.strip():
             continue
         try:

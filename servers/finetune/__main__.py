@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
+from rich.progress import Progress
 from rich.table import Table
 
 from ragtune.config import FinetuneSettings, check_bind, configure_logging
@@ -84,7 +85,10 @@ def _serve(args: argparse.Namespace) -> int:
 def _validate(args: argparse.Namespace) -> int:
     console = Console()
     try:
-        loaded = load_dataset(args.file, format=args.format, max_tokens=args.max_tokens)
+        with Progress(console=console, transient=True, disable=not console.is_terminal) as bar:
+            task = bar.add_task(f"validating {args.file.name}", total=None)
+            loaded = load_dataset(args.file, format=args.format, max_tokens=args.max_tokens,
+                                  progress=lambda done, total: bar.update(task, completed=done, total=total))
     except DatasetError as err:
         console.print(f"[red]{err.summary()}[/red]", highlight=False)
         return 1

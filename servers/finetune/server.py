@@ -5,10 +5,13 @@ Every tool calls the same `FinetuneService` as the REST API. Tools enqueue and r
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Annotated, Any, Literal, TypeVar
 
+import anyio
 from mcp.server import MCPServer
+from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
 from pydantic import BaseModel, Field
@@ -106,7 +109,8 @@ def build_server(settings: FinetuneSettings, *, service: FinetuneService | None 
     mcp = MCPServer("ragtune-finetune", instructions=INSTRUCTIONS, **mcp_auth_kwargs(settings, url))
 
     @mcp.tool(annotations=WRITE)
-    def finetune_upload_dataset(
+    async def finetune_upload_dataset(
+        ctx: Context,
         path: Annotated[str | None, Field(description="Dataset file under the allowed folders")] = None,
         content: Annotated[str | None, Field(description="Inline JSONL text instead of a path")] = None,
         filename: Annotated[str, Field(description="Name for inline content")] = "dataset.jsonl",
@@ -115,11 +119,13 @@ def build_server(settings: FinetuneSettings, *, service: FinetuneService | None 
     ) -> DatasetFile:
         """Validate and store a JSONL dataset (a path or inline text); returns the file id for a job."""
         data, name = _source(svc, path, content, filename)
-        file = _call(svc.upload, data, name, allow_prompt_only=allow_prompt_only)
+        file = await anyio.to_thread.run_sync(functools.partial(
+            _call, svc.upload, data, name, allow_prompt_only=allow_prompt_only, progress=_progress(ctx)))
         return DatasetFile(**file.model_dump(include=set(DatasetFile.model_fields)))
 
     @mcp.tool(annotations=READ)
-    def finetune_validate_dataset(
+    async def finetune_validate_dataset(
+        ctx: Context,
         path: Annotated[str | None, Field(description="Dataset file under the allowed folders")] = None,
         content: Annotated[str | None, Field(description="Inline JSONL text instead of a path")] = None,
         format: Annotated[Literal["chat", "text", "preference"] | None,
@@ -129,7 +135,8 @@ def build_server(settings: FinetuneSettings, *, service: FinetuneService | None 
         """Check a dataset without storing it: format, problems by line number, token statistics."""
         data, name = _source(svc, path, content, "dataset.jsonl")
         try:
-            loaded = svc.validate(data, filename=name, format=format, max_tokens=max_tokens)
+            loaded = await anyio.to_thread.run_sync(functools.partial(
+                svc.validate, data, filename=name, format=format, max_tokens=max_tokens, progress=_progress(ctx)))
         except ServiceError as e:
             if e.problems is None:
                 raise ToolError(e.message) from e
@@ -259,6 +266,15 @@ def build_server(settings: FinetuneSettings, *, service: FinetuneService | None 
         return svc.list_jobs(limit=50).model_dump_json(indent=2)
 
     return mcp
+
+
+def _progress(ctx: Context) -> Callable[[int, int], None]:
+    """Return a callback that sends MCP progress notifications from a worker thread (no-op without a token)."""
+
+    def report(done: int, total: int) -> None:
+        anyio.from_thread.run(ctx.report_progress, done, total, f"validated {done} of {total} lines")
+
+    return report
 
 
 def _source(svc: FinetuneService, path: str | None, content: str | None, filename: str) -> tuple[bytes, str]:

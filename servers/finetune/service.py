@@ -10,7 +10,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -110,7 +110,8 @@ class FinetuneService:
 
     # datasets ----------------------------------------------------------------------------------------
     def validate(self, data: bytes | str, *, filename: str = "dataset.jsonl", format: str | None = None,
-                 max_tokens: int | None = None, allow_prompt_only: bool = False) -> LoadedDataset:
+                 max_tokens: int | None = None, allow_prompt_only: bool = False,
+                 progress: Callable[[int, int], None] | None = None) -> LoadedDataset:
         """Validate dataset bytes without storing them; raise ServiceError 400 listing the bad lines."""
         if len(data) > self.settings.finetune_max_file_mb * 1e6:
             raise ServiceError(413, f"{filename} is {len(data) / 1e6:.1f} MB; the limit is "
@@ -118,7 +119,7 @@ class FinetuneService:
                                param="file", code="file_too_large")
         try:
             return parse_dataset(data, source=filename, format=format, max_tokens=max_tokens,
-                                 allow_prompt_only=allow_prompt_only)
+                                 allow_prompt_only=allow_prompt_only, progress=progress)
         except DatasetError as e:
             raise ServiceError(400, str(e), param="file", code="invalid_file", problems=e.problems) from e
         except ValueError as e:
@@ -140,8 +141,8 @@ class FinetuneService:
         return target.read_bytes(), target.name
 
     # files -------------------------------------------------------------------------------------------
-    def upload(self, data: bytes, filename: str, purpose: str = PURPOSE, *,
-               allow_prompt_only: bool = False) -> FileObject:
+    def upload(self, data: bytes, filename: str, purpose: str = PURPOSE, *, allow_prompt_only: bool = False,
+               progress: Callable[[int, int], None] | None = None) -> FileObject:
         """Validate and store a dataset; nothing is written when it has problems.
 
         `allow_prompt_only` accepts chat records without an answer (prompts for rejection sampling with a rule
@@ -150,7 +151,7 @@ class FinetuneService:
         if purpose != PURPOSE:
             raise ServiceError(400, f"purpose {purpose!r} is not supported; upload datasets with purpose "
                                f"{PURPOSE!r}", param="purpose")
-        loaded = self.validate(data, filename=filename, allow_prompt_only=allow_prompt_only)
+        loaded = self.validate(data, filename=filename, allow_prompt_only=allow_prompt_only, progress=progress)
         file_id = new_id("file")
         safe = re.sub(r"[^\w.-]", "_", Path(filename).name)[-80:] or "dataset.jsonl"
         path = self.files_dir / f"{file_id}-{safe}"

@@ -135,3 +135,17 @@ async def test_http_mcp_requires_the_token(settings: FinetuneSettings, serve: Ca
     async with httpx2.AsyncClient(headers=headers, timeout=10) as http:
         listed = (await http.get(f"{url}/v1/files")).json()
     assert [f["id"] for f in listed["data"]] == [file["id"]]  # MCP and REST share one store
+
+
+async def test_upload_reports_progress(service: FinetuneService) -> None:
+    rows = CHAT.splitlines() * 200  # 2,400 lines: progress every 1,000 and at the end
+    seen: list[tuple[float, float | None]] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        seen.append((progress, total))
+
+    async with Client(build_server(service.settings, service=service)) as c:
+        result = await c.call_tool("finetune_upload_dataset", {"content": "\n".join(rows)},
+                                   progress_callback=on_progress)
+    assert not result.is_error
+    assert seen == [(1000, 2400), (2000, 2400), (2400, 2400)]
