@@ -1,0 +1,18 @@
+"""Weighted reciprocal-rank fusion: ranks, not scores, so bm25 and cosine need no calibration."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+
+RRF_K = 60
+
+
+def rrf(rankings: Sequence[Sequence[Hashable]], weights: Sequence[float], k: int = RRF_K) -> list[tuple[Hashable, float]]:
+    """Fuse best-first id lists: score(id) = sum of weight / (k + rank); return (id, score) best first."""
+    scores: dict[Hashable, float] = {}
+    first_seen: dict[Hashable, tuple[int, int]] = {}
+    for which, (ranking, weight) in enumerate(zip(rankings, weights, strict=True)):
+        for rank, item in enumerate(ranking, 1):
+            scores[item] = scores.get(item, 0.0) + weight / (k + rank)
+            first_seen.setdefault(item, (rank, which))
+    return sorted(scores.items(), key=lambda kv: (-kv[1], first_seen[kv[0]]))
