@@ -185,7 +185,11 @@ class FinetuneService:
 
     def file_content(self, file_id: str) -> bytes:
         """Return the original bytes of an uploaded file."""
-        return Path(self.get_file(file_id).path).read_bytes()
+        path = Path(self.get_file(file_id).path)
+        if not path.is_file():
+            raise ServiceError(404, f"the bytes of file {file_id} are missing from {path.parent}; upload it again",
+                               code="file_missing")
+        return path.read_bytes()
 
     def delete_file(self, file_id: str) -> FileObject:
         """Delete a file unless an unfinished job still needs it."""
@@ -209,7 +213,12 @@ class FinetuneService:
             self.store.create_job(job)
             self.store.add_event(job.id, f"created fine-tuning job: {job.method['type']} of {job.model}"
                                  f" ({'LoRA r=' + str(job.peft['r']) if job.peft else 'full fine-tuning'})")
-            return self._check_files_and_queue(job)
+            try:
+                return self._check_files_and_queue(job)
+            except Exception as e:  # never leave a job in validating_files: fail it with the reason
+                reason = f"could not queue the job: {type(e).__name__}: {e}"
+                return self.store.transition(job.id, JobStatus.failed, message=reason,
+                                             error=JobError(code="internal_error", message=reason))
 
     def _plan(self, req: JobRequest) -> Job:
         try:

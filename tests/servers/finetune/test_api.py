@@ -173,6 +173,7 @@ def test_limits_and_in_use_files_with_testclient(settings: FinetuneSettings) -> 
         assert r.status_code == 413 and r.json()["error"]["code"] == "file_too_large"
     with TestClient(build_app(settings)) as http:
         fid = http.post("/v1/files", files={"file": ("c.jsonl", CHAT.encode())}, data={"purpose": "fine-tune"}).json()["id"]
+        assert "path" not in http.get(f"/v1/files/{fid}").json()  # the server's disk layout stays private
         job = http.post("/v1/fine_tuning/jobs", json={"training_file": fid}).json()
         assert job["model"] == "smollm2-135m-instruct" and job["status"] == "queued"
         r = http.delete(f"/v1/files/{fid}")

@@ -53,3 +53,33 @@ def test_http_refuses_a_public_bind_without_a_token() -> None:
 
     with pytest.raises(InsecureBindError, match="RAGTUNE_API_TOKEN"):
         main(["serve", "--transport", "http", "--host", "0.0.0.0", "--port", "1"])
+
+
+def test_serve_http_subprocess_answers_health_and_rest(tmp_path: Path) -> None:
+    import os
+    import socket
+    import time
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "RAGTUNE_HOME": str(tmp_path / "home"), "RAGTUNE_API_TOKEN": "t0k",
+           "RAGTUNE_LOG_LEVEL": "WARNING"}
+    proc = subprocess.Popen([sys.executable, "-m", "servers.finetune", "serve", "--transport", "http", "--port",
+                             str(port)], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline, health = time.monotonic() + 30, None
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)  # the port opens when uvicorn is ready; there is no event to await
+        assert health is not None and health.json()["status"] == "ok", proc.stderr.read() if proc.stderr else ""
+        files = httpx.get(f"http://127.0.0.1:{port}/v1/files", headers={"Authorization": "Bearer t0k"}, timeout=5)
+        assert files.json() == {"object": "list", "data": [], "has_more": False}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
