@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 
 from ragtune.config import RetrievalSettings
+from ragtune.embedders.fast_e5 import TorchE5
+from ragtune.embedders.packaged_e5 import PackagedE5
 from ragtune.embedders.remote import EmbeddingEndpointError
 from ragtune.embeddings import Embedder, UnknownEmbedder, covers, detect_language, make_embedder
 
@@ -103,7 +105,7 @@ def _settings(**kw: Any) -> RetrievalSettings:
     return RetrievalSettings(**kw)
 
 
-@pytest.fixture(scope="module", params=["e5-small", "e5-small-packaged"])
+@pytest.fixture(scope="module", params=["e5-small", "e5-small-fp32", "e5-small-packaged"])
 def e5(request: pytest.FixtureRequest) -> Embedder:
     """Each local e5-small engine, loaded once for the module."""
     embedder = make_embedder(RetrievalSettings(embedder=request.param))
@@ -135,6 +137,40 @@ def test_e5_small_is_shared_and_multilingual() -> None:
     assert first is make_embedder(_settings(embedder="E5-Small"))
     assert first is not None and covers(first, "ko") and covers(first, "en")
     assert first.model_id == "multilingual-e5-small-q4"
+
+
+LONG_TEXT = "주민센터에서 생계급여와 주거급여를 함께 신청할 수 있습니다. " * 32  # > 510 tokens: two windows
+ODD_TEXT = "  Odd   spacing\tand ＦＵＬＬＷＩＤＴＨ ﬁ ligatures 😀 <s>"
+
+
+@pytest.fixture(scope="module")
+def packaged_vectors() -> dict[str, np.ndarray]:
+    """The packaged C engine's vectors for the comparison texts, computed once."""
+    packaged = PackagedE5()
+    assert packaged.token_count(LONG_TEXT) > 512
+    return {
+        "queries": packaged.embed_queries([KO_QUERY, ODD_TEXT]),
+        "passages": packaged.embed_passages([*KO_PASSAGES, LONG_TEXT]),
+    }
+
+
+@pytest.mark.parametrize(("name", "min_cosine"), [("e5-small", 0.98), ("e5-small-fp32", 0.999)])
+def test_torch_engines_match_the_packaged_engine(
+    name: str, min_cosine: float, packaged_vectors: dict[str, np.ndarray]
+) -> None:
+    fast = make_embedder(_settings(embedder=name))
+    assert fast is not None and fast.model_id == PackagedE5.model_id
+    queries = (fast.embed_queries([KO_QUERY, ODD_TEXT]) * packaged_vectors["queries"]).sum(axis=1)
+    passages = (fast.embed_passages([*KO_PASSAGES, LONG_TEXT]) * packaged_vectors["passages"]).sum(axis=1)
+    assert queries.min() > min_cosine and passages.min() > min_cosine, (queries, passages)
+
+
+def test_torch_tokenizer_counts_tokens_like_the_packaged_engine() -> None:
+    packaged, fast = PackagedE5(), TorchE5(precision="fp32")
+    texts = ["", "a", "  multiple   spaces ", "é e\u0301 Ⅻ ㈜", "탭\t과\n줄바꿈", KO_PASSAGES[0] * 3]
+    for text in texts:
+        for is_query in (True, False):
+            assert fast.token_count(text, is_query) == packaged.token_count(text, is_query), text
 
 
 def test_none_means_no_embedder() -> None:

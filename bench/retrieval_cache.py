@@ -1,0 +1,66 @@
+"""Disk cache for corpus embeddings, so re-running the bench does not re-embed thousands of passages."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from bench.retrieval_data import REPO
+
+DEFAULT_CACHE = REPO / ".ragtune" / "bench-cache"
+
+
+def cached_vectors(
+    cache: Path | None, engine: str, texts: Sequence[str], embed: Callable[[Sequence[str]], np.ndarray]
+) -> tuple[np.ndarray, bool]:
+    """Return vectors for `texts` from `cache` (keyed by engine and content) or compute and store them."""
+    if cache is None:
+        return embed(texts), False
+    key = hashlib.sha256("\0".join([engine, *texts]).encode()).hexdigest()[:24]
+    path = cache / f"{engine}-{key}.npy"
+    if path.exists():
+        return np.load(path), True
+    vectors = embed(texts)
+    cache.mkdir(parents=True, exist_ok=True)
+    np.save(path, vectors)
+    return vectors, False
+
+
+class CachingEmbedder:
+    """Wrap an embedder so passage vectors are remembered on disk per text (queries are always computed)."""
+
+    def __init__(self, inner: object, cache: Path | None, engine: str) -> None:
+        self.inner = inner
+        self.model_id: str = inner.model_id  # type: ignore[attr-defined]
+        self.dim: int = inner.dim  # type: ignore[attr-defined]
+        self.languages: frozenset[str] = inner.languages  # type: ignore[attr-defined]
+        self.path = cache / f"passages-{engine}.npz" if cache else None
+        self.store: dict[str, np.ndarray] = {}
+        if self.path and self.path.exists():
+            with np.load(self.path) as data:
+                self.store = {k: data[k] for k in data.files}
+        self.computed = 0
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed queries with the wrapped engine."""
+        return self.inner.embed_queries(texts)  # type: ignore[attr-defined]
+
+    def embed_passages(self, texts: Sequence[str]) -> np.ndarray:
+        """Return cached vectors where present, embed the rest in one call."""
+        keys = [hashlib.sha1(t.encode()).hexdigest() for t in texts]
+        missing = [i for i, k in enumerate(keys) if k not in self.store]
+        if missing:
+            fresh = self.inner.embed_passages([texts[i] for i in missing])  # type: ignore[attr-defined]
+            for i, vec in zip(missing, fresh, strict=True):
+                self.store[keys[i]] = vec
+            self.computed += len(missing)
+        return np.stack([self.store[k] for k in keys]) if keys else np.zeros((0, self.dim), np.float32)
+
+    def save(self) -> None:
+        """Write the cache (only if something new was embedded)."""
+        if self.path and self.computed:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(self.path, **self.store)

@@ -1,0 +1,160 @@
+"""Scale section: ingest throughput on real documents, then lexical and vector search latency at growing sizes.
+
+Real ingest (Kiwi analysis, chunking, FTS5 writes) is timed on real documents. Larger sizes replicate those
+analysed chunks straight into the index tables (Kiwi on 100k chunks would take most of an hour on one core)
+with random unit vectors, as the brief allows for latency; queries are real train queries.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.progress import track
+from rich.table import Table
+
+from bench.retrieval_data import data_dir, load_ko_welfare, load_scifact
+from bench.retrieval_metrics import percentile
+from ragtune.config import RetrievalSettings
+from ragtune.db import transaction
+from ragtune.embeddings import make_embedder
+from servers.retrieval.index import Index
+from servers.retrieval.schema import ensure_vec_table
+
+COLLECTION = "bench"
+
+
+def run_scale(args: argparse.Namespace, console: Console) -> dict[str, Any]:
+    """Time real ingest, then grow the index to each size and time searches in both modes."""
+    root = data_dir(args.data)
+    ko, sf = load_ko_welfare(root), load_scifact(root)
+    half = args.ingest_docs // 2
+    docs = [*list(ko.corpus.items())[:half], *list(sf.corpus.items())[: args.ingest_docs - half]]
+    queries = [*list(ko.queries.values())[:100], *list(sf.queries.values())[:100]]
+    embedder = make_embedder(RetrievalSettings(embedder=args.embedder, embed_threads=1))
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        index = Index.open(Path(tmp) / "scale.db", embedder)
+        index.create_collection(COLLECTION)
+        ingest = _time_ingest(index, docs, console)
+        templates = index.conn.execute(
+            "select text, heading_path, char_start, char_end, lex_head, lex_body from chunks"
+        ).fetchall()
+        rng = np.random.default_rng(args.seed)
+        for size in sorted(int(s) for s in args.sizes.split(",")):
+            load_s = _grow(index, templates, size, rng, console)
+            for mode in ("lexical", "vector"):
+                rows.append(
+                    {
+                        "size": size,
+                        "mode": mode,
+                        "grow_s": load_s,
+                        **_time_searches(index, queries, mode, args.searches),
+                    }
+                )
+        index.close()
+    _print(ingest, rows, console)
+    return {"ingest": ingest, "search": rows}
+
+
+def _time_ingest(index: Index, docs: list[tuple[str, str]], console: Console) -> dict[str, float]:
+    start, cpu = time.perf_counter(), time.process_time()
+    chunks = 0
+    for doc_id, text in track(docs, description="ingest real docs", console=console):
+        chunks += index.ingest_text(text, collection=COLLECTION, source=doc_id, title=doc_id).chunks
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    return {
+        "docs": len(docs),
+        "chunks": chunks,
+        "chunks_per_s": chunks / wall,
+        "chunks_per_cpu_s": chunks / cpu,
+    }
+
+
+def _grow(index: Index, templates: list[Any], size: int, rng: np.random.Generator, console: Console) -> float:
+    """Add replicated chunks (one document per 10) with random unit vectors until the index holds `size`."""
+    have = index.conn.execute("select count(*) from chunks").fetchone()[0]
+    start = time.perf_counter()
+    table = ensure_vec_table(index.conn, index.embedder.dim if index.embedder else 384)
+    for base in track(range(have, size, 1000), description=f"grow to {size} chunks", console=console):
+        n = min(1000, size - base)
+        vecs = rng.standard_normal((n, 384)).astype(np.float32)
+        vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+        with index.lock, transaction(index.conn):
+            # The existing real chunks already carry vectors only if embedded; give them random ones too.
+            _vectorise_missing(index, table, rng)
+            for j in range(0, n, 10):
+                pk = index.conn.execute(
+                    "insert into documents(doc_id, collection, source, title, content_hash, text, metadata,"
+                    " created_at, updated_at) values (?,?,?,?,?,?,?,?,?)",
+                    (
+                        f"syn{base + j}",
+                        COLLECTION,
+                        f"synthetic/{base + j}",
+                        f"syn {base + j}",
+                        "x",
+                        "",
+                        "{}",
+                        0,
+                        0,
+                    ),
+                ).lastrowid
+                for i in range(j, min(j + 10, n)):
+                    t = templates[int(rng.integers(len(templates)))]
+                    cid = index.conn.execute(
+                        "insert into chunks(doc_id, collection, ordinal, text, heading_path, char_start, char_end,"
+                        " lex_head, lex_body, embedded) values (?,?,?,?,?,?,?,?,?,1)",
+                        (pk, COLLECTION, i - j, *t),
+                    ).lastrowid
+                    index.conn.execute(
+                        f"insert into {table}(chunk_id, embedding, collection) values (?,?,?)",
+                        (cid, vecs[i].tobytes(), COLLECTION),
+                    )
+    return time.perf_counter() - start
+
+
+def _vectorise_missing(index: Index, table: str, rng: np.random.Generator) -> None:
+    ids = [r[0] for r in index.conn.execute("select id from chunks where embedded = 0")]
+    for cid in ids:
+        vec = rng.standard_normal(384).astype(np.float32)
+        index.conn.execute(
+            f"insert into {table}(chunk_id, embedding, collection) values (?,?,?)",
+            (cid, (vec / np.linalg.norm(vec)).tobytes(), COLLECTION),
+        )
+        index.conn.execute("update chunks set embedded = 1 where id = ?", (cid,))
+
+
+def _time_searches(index: Index, queries: list[str], mode: str, n: int) -> dict[str, float]:
+    for q in queries[:5]:  # warm the page cache and the embedder
+        index.search(q, collection=COLLECTION, k=10, mode=mode)  # type: ignore[arg-type]
+    ms = []
+    for i in range(n):
+        start = time.perf_counter()
+        index.search(queries[i % len(queries)], collection=COLLECTION, k=10, mode=mode)  # type: ignore[arg-type]
+        ms.append((time.perf_counter() - start) * 1000)
+    return {"p50_ms": percentile(ms, 50), "p95_ms": percentile(ms, 95), "searches": n}
+
+
+def _print(ingest: dict[str, float], rows: list[dict[str, Any]], console: Console) -> None:
+    console.print(
+        f"ingest (chunk + Kiwi + FTS5, no vectors): {ingest['docs']} docs, {ingest['chunks']} chunks, "
+        f"{ingest['chunks_per_s']:.1f} chunks/s wall, {ingest['chunks_per_cpu_s']:.1f} chunks/CPU-s"
+    )
+    table = Table(title="Search latency, k=10, one thread (vector includes embedding the query)")
+    for col in ("chunks", "mode", "p50 ms", "p95 ms", "p95 < 50 ms", "grow s"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(
+            f"{r['size']:,}",
+            r["mode"],
+            f"{r['p50_ms']:.1f}",
+            f"{r['p95_ms']:.1f}",
+            "yes" if r["p95_ms"] < 50 else "NO",
+            f"{r['grow_s']:.0f}",
+        )
+    console.print(table)
