@@ -18,7 +18,7 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from ragtune.config import FinetuneSettings
-from ragtune.datasets import DatasetError, LoadedDataset, load_dataset, parse_dataset
+from ragtune.datasets import DatasetError, LoadedDataset, parse_dataset
 from ragtune.jobs import (
     TERMINAL,
     Checkpoint,
@@ -281,19 +281,22 @@ class FinetuneService:
         return file
 
     def _check_files_and_queue(self, job: Job) -> Job:
-        """Re-read the stored files (they may have changed on disk) and queue the job, or fail it."""
+        """Check the stored files are still intact (validated at upload) and queue the job, or fail it."""
         notes: list[str] = []
-        try:
-            for fid in filter(None, (job.training_file, job.validation_file)):
-                report = load_dataset(self.store.get_file(fid).path, allow_prompt_only=True).report
-                notes += report["warnings"]
-                if report["tokens"]["max"] > job.hyperparameters["max_length"]:
-                    notes.append(f"{fid}: some examples (up to ~{report['tokens']['max']} tokens) are longer than "
-                                 f"max_length {job.hyperparameters['max_length']} and will be truncated")
-        except DatasetError as e:
-            return self.store.transition(job.id, JobStatus.failed, message=f"validation failed: {e}",
-                                         error=JobError(code="invalid_training_file", message=str(e),
-                                                        param="training_file"))
+        for param, fid in (("training_file", job.training_file), ("validation_file", job.validation_file)):
+            if not fid:
+                continue
+            file = self.store.get_file(fid)
+            path = Path(file.path)
+            if not path.is_file() or path.stat().st_size != file.bytes:
+                reason = f"{param} {fid} changed or vanished on disk since it was validated; upload it again"
+                return self.store.transition(job.id, JobStatus.failed, message=reason,
+                                             error=JobError(code=f"invalid_{param}", message=reason, param=param))
+            notes += [f"{fid}: {w}" for w in file.report.get("warnings", [])]
+            longest = file.report.get("tokens", {}).get("max", 0)
+            if longest > job.hyperparameters["max_length"]:
+                notes.append(f"{fid}: some examples (up to ~{longest} tokens) are longer than max_length "
+                             f"{job.hyperparameters['max_length']} and will be truncated")
         if job.method["type"] == "cpt" and self.store.get_file(job.training_file).format == "chat":
             notes.append("chat records are flattened to plain text for continued pretraining")
         for note in notes:

@@ -205,3 +205,13 @@ def test_prompt_only_files_serve_rejection_sampling_with_a_rule_reward(
     job = api.fine_tuning.jobs.create(model="smollm2-135m-instruct", training_file=file.id, method={
         "type": "rejection_sampling", "rejection_sampling": {"reward": r"regex:\d"}})  # type: ignore[typeddict-item]
     assert job.status == "queued"
+
+
+def test_a_file_changed_on_disk_fails_the_job_with_the_reason(settings: FinetuneSettings) -> None:
+    with TestClient(build_app(settings)) as http:
+        file = http.post("/v1/files", files={"file": ("c.jsonl", CHAT.encode())}, data={"purpose": "fine-tune"}).json()
+        stored = next((settings.home / "files").iterdir())
+        stored.write_text(CHAT + CHAT)  # someone edited the upload behind the service's back
+        job = http.post("/v1/fine_tuning/jobs", json={"training_file": file["id"]}).json()
+        assert job["status"] == "failed" and job["error"]["code"] == "invalid_training_file"
+        assert "changed or vanished on disk" in job["error"]["message"]
