@@ -127,7 +127,9 @@ def summarize(index: Index, collection: str, reports: list[DocReport], problems:
     if problems:
         message += f"; {len(problems)} file(s) skipped, see errors"
     coverage = index.coverage(collection)
-    if coverage.embedded < coverage.total:
+    if index.embedder is None:
+        message += ". No embedder is configured: search is lexical only"
+    elif coverage.embedded < coverage.total:
         message += (f". Lexical search works now; vectors: {coverage.embedded}/{coverage.total} chunks "
                     "(filled in the background)")
     return IngestReport(collection=collection, chunks=written, documents=reports, errors=problems,

@@ -1,0 +1,89 @@
+"""Command line of the retrieval server: serve (stdio|http), ingest, search, status, claude-config."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ragtune.config import RetrievalSettings, check_bind, configure_logging
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Describe every subcommand (each has --help)."""
+    parser = argparse.ArgumentParser(prog="python -m servers.retrieval", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the MCP server", description="Run the MCP server over stdio or HTTP.")
+    serve.add_argument("--transport", choices=["stdio", "http"], default="stdio")
+    serve.add_argument("--host", help="HTTP host (default RAGTUNE_RETRIEVAL_HOST)")
+    serve.add_argument("--port", type=int, help="HTTP port (default RAGTUNE_RETRIEVAL_PORT)")
+    ingest = sub.add_parser("ingest", help="ingest files or folders", description="Ingest files or folders.")
+    ingest.add_argument("paths", nargs="+", metavar="PATH")
+    ingest.add_argument("--collection", help="collection (default RAGTUNE_RETRIEVAL_DEFAULT_COLLECTION)")
+    ingest.add_argument("--text-field", default="text", help="text field of .json/.jsonl records")
+    ingest.add_argument("--no-wait", action="store_true", help="return before vectors are filled")
+    search = sub.add_parser("search", help="search a collection", description="Search and print a table of hits.")
+    search.add_argument("query")
+    search.add_argument("--k", type=int, default=5)
+    search.add_argument("--mode", choices=["hybrid", "lexical", "vector"], default="hybrid")
+    search.add_argument("--collection")
+    search.add_argument("--filters", type=json.loads, help='JSON, e.g. \'{"year": {"gte": 2020}}\'')
+    search.add_argument("--weight", type=float, default=0.5, help="vector share in hybrid fusion")
+    search.add_argument("--json", action="store_true", help="print the result as JSON")
+    sub.add_parser("status", help="print index status as JSON", description="Print index status as JSON.")
+    sub.add_parser("claude-config", help="print a Claude Desktop entry",
+                   description="Print a Claude Desktop mcpServers entry for this checkout (stdio).")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one subcommand; settings come from RAGTUNE_* variables, flags override."""
+    args = build_parser().parse_args(argv)
+    settings = RetrievalSettings()
+    configure_logging(settings.log_level)
+    if args.command == "serve":
+        return serve(settings, args.transport, args.host, args.port)
+    if args.command == "claude-config":
+        print(json.dumps(claude_config(settings), indent=2))
+        return 0
+    from servers.retrieval import cli
+
+    return cli.run(settings, args)
+
+
+def serve(settings: RetrievalSettings, transport: str, host: str | None, port: int | None) -> int:
+    """Serve over stdio (nothing but protocol on stdout) or streamable HTTP at /mcp."""
+    if transport == "stdio":
+        from servers.retrieval.server import build_server
+
+        build_server(settings).run("stdio")
+        return 0
+    import uvicorn
+
+    host = host or settings.retrieval_host
+    port = port or settings.retrieval_port
+    check_bind(host, settings)
+    settings = settings.model_copy(update={"retrieval_host": host, "retrieval_port": port})
+    from servers.retrieval.server import build_app
+
+    uvicorn.run(build_app(settings, host=host), host=host, port=port, log_level=settings.log_level.lower())
+    return 0
+
+
+def claude_config(settings: RetrievalSettings) -> dict[str, object]:
+    """Return a Claude Desktop `mcpServers` entry launching this Python over stdio."""
+    root = Path(__file__).resolve().parents[2]
+    env = {"RAGTUNE_HOME": str(settings.home.expanduser().resolve()),
+           "RAGTUNE_RETRIEVAL_ROOTS": ":".join(str(r.expanduser().resolve()) for r in settings.retrieval_roots),
+           "PYTHONPATH": str(root)}  # Desktop starts servers from an arbitrary folder
+    return {"mcpServers": {"ragtune-retrieval": {
+        "command": str(Path(sys.executable).absolute()),
+        "args": ["-m", "servers.retrieval", "serve", "--transport", "stdio"],
+        "env": env,
+    }}}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

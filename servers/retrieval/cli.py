@@ -1,0 +1,82 @@
+"""The CLI's index commands: ingest with progress bars, search as a table, status as JSON."""
+
+from __future__ import annotations
+
+import argparse
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from ragtune.config import RetrievalSettings
+from ragtune.embeddings import make_embedder
+from servers.retrieval.errors import RetrievalError
+from servers.retrieval.index import Index
+
+out = Console()
+err = Console(stderr=True)
+
+
+def run(settings: RetrievalSettings, args: argparse.Namespace) -> int:
+    """Open the index, run `args.command`, and report domain errors as one red line (exit 1)."""
+    index = Index.open(settings, make_embedder(settings))
+    try:
+        if args.command == "ingest":
+            return ingest(index, args)
+        if args.command == "search":
+            return search(index, args)
+        out.print_json(index.status().model_dump_json())
+        return 0
+    except RetrievalError as e:
+        err.print(f"[red]error:[/red] {e}")
+        return 1
+    finally:
+        index.close()
+
+
+def _bar() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    console=err, transient=False)
+
+
+def ingest(index: Index, args: argparse.Namespace) -> int:
+    """Ingest with a bar per file, then (unless --no-wait) fill vectors with a second bar."""
+    with _bar() as bar:
+        task = bar.add_task("ingest", total=None)
+        report = index.ingest_path(
+            args.paths, collection=args.collection, text_field=args.text_field,
+            progress=lambda done, total, msg: bar.update(task, completed=done, total=total, description=msg[:40]),
+        )
+    out.print(report.message)
+    for problem in report.errors:
+        err.print(f"[yellow]skipped[/yellow] {problem.path}: {problem.error}")
+    if not args.no_wait and index.embedder is not None and index.pending_count():
+        with _bar() as bar:
+            task = bar.add_task("vectors", total=index.pending_count())
+            index.embed_pending(progress=lambda done, total, msg: bar.update(task, completed=done, total=total))
+        out.print(f"vectors: {index.coverage(report.collection).embedded}/{index.coverage(report.collection).total}")
+    return 0
+
+
+def search(index: Index, args: argparse.Namespace) -> int:
+    """Print hits as a table (or JSON), with the signals used and any skipped."""
+    result = index.search(args.query, collection=args.collection, k=args.k, mode=args.mode,
+                          filters=args.filters, weight=args.weight)
+    if args.json:
+        out.print_json(result.model_dump_json())
+        return 0
+    table = Table(title=f"{result.query!r} in {result.collection} ({'+'.join(result.signals) or 'nothing'})")
+    for column in ("#", "score", "lex", "vec", "title / heading", "span", "text"):
+        table.add_column(column, overflow="fold")
+    for n, hit in enumerate(result.hits, 1):
+        where = " > ".join([hit.title, *hit.heading_path[1:]])
+        table.add_row(str(n), f"{hit.score:.4g}", str(hit.lexical_rank or "-"), str(hit.vector_rank or "-"),
+                      where, f"{hit.char_start}-{hit.char_end}", " ".join(hit.text.split())[:160])
+    out.print(table)
+    for signal, why in result.skipped.items():
+        err.print(f"[dim]{signal} skipped: {why}[/dim]")
+    cov = result.coverage
+    err.print(f"[dim]vector coverage {cov.embedded}/{cov.total}[/dim]")
+    return 0
+
+

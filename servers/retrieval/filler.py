@@ -1,0 +1,56 @@
+"""Fill missing vectors in a background thread, so ingest returns as soon as text is searchable lexically."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from servers.retrieval.index import Index
+
+log = logging.getLogger(__name__)
+
+
+class VectorFiller:
+    """A daemon thread that embeds pending chunks batch by batch whenever the index signals new work."""
+
+    def __init__(self, index: Index, *, idle_seconds: float = 30.0, retry_seconds: float = 10.0) -> None:
+        self.index = index
+        self.idle_seconds = idle_seconds
+        self.retry_seconds = retry_seconds
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ragtune-vector-filler", daemon=True)
+
+    def start(self) -> VectorFiller:
+        """Start the thread (a no-op without an embedder)."""
+        if self.index.embedder is not None:
+            self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Ask the thread to stop after its current batch and wait up to `timeout` seconds."""
+        self._stop.set()
+        self.index.pending.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.index.pending.wait(self.idle_seconds)
+            self.index.pending.clear()
+            if self._stop.is_set() or self.index.closed:
+                return
+            try:
+                self.index.embedding = True
+                done = self.index.embed_pending(progress=self._log, stop=self._stop)
+                if done:
+                    log.info("vector filler embedded %d chunks", done)
+            except Exception:  # keep serving lexical search; retry later
+                log.exception("vector filler failed; retrying in %.0f s", self.retry_seconds)
+                self._stop.wait(self.retry_seconds)
+                self.index.pending.set()
+            finally:
+                self.index.embedding = False
+
+    @staticmethod
+    def _log(done: float, total: float | None, message: str) -> None:
+        log.debug("vector filler: %s", message)
