@@ -24,11 +24,12 @@ METHODS = ("supervised", "dpo", "cpt", "rejection_sampling")
 ACCEPTS: dict[str, tuple[str, ...]] = {
     "supervised": ("chat",), "rejection_sampling": ("chat",), "dpo": ("preference",), "cpt": ("text", "chat"),
 }
+# The same base rates as the worker's recipes (LORA_LR / FULL_LR there; a test keeps them equal).
 BASE_LR: dict[tuple[str, str], float] = {
     ("supervised", "lora"): 2e-4, ("supervised", "full"): 2e-5,
     ("rejection_sampling", "lora"): 2e-4, ("rejection_sampling", "full"): 2e-5,
-    ("dpo", "lora"): 5e-6, ("dpo", "full"): 5e-7,
-    ("cpt", "lora"): 1e-4, ("cpt", "full"): 2e-5,
+    ("dpo", "lora"): 5e-5, ("dpo", "full"): 5e-5,
+    ("cpt", "lora"): 2e-4, ("cpt", "full"): 5e-5,
 }
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 DEFAULT_LORA: dict[str, Any] = {"type": "lora", "r": 16, "alpha": 32, "dropout": 0.05, "target_modules": LORA_TARGETS}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from servers.finetune.hyper import DEFAULT_LORA, RequestError, parse_method, parse_peft, resolve
+from servers.finetune.hyper import BASE_LR, DEFAULT_LORA, RequestError, parse_method, parse_peft, resolve
 
 
 def report(n: int, longest: int = 100) -> dict:
@@ -25,7 +25,7 @@ def test_learning_rate_depends_on_method_and_peft() -> None:
     assert resolve(kind, opts, None, report(50))["learning_rate"] == pytest.approx(4e-5)
     kind, opts = parse_method({"type": "dpo"})
     out = resolve(kind, opts, DEFAULT_LORA, report(50))
-    assert out["learning_rate"] == pytest.approx(5e-6) and out["beta"] == 0.1
+    assert out["learning_rate"] == pytest.approx(5e-5) and out["beta"] == 0.1
     kind, opts = parse_method({"type": "supervised", "supervised": {"hyperparameters": {"learning_rate": 1e-3}}})
     assert resolve(kind, opts, DEFAULT_LORA, report(50))["learning_rate"] == 1e-3
 
@@ -71,3 +71,12 @@ def test_peft_defaults_and_validation() -> None:
                         ({"target_modules": 5}, "target_modules")]:
         with pytest.raises(RequestError, match=needle):
             parse_peft(bad, "supervised")
+
+
+def test_base_rates_match_the_worker_recipes() -> None:
+    from servers.worker.recipes import cpt, dpo, sft
+
+    assert BASE_LR[("supervised", "lora")] == BASE_LR[("rejection_sampling", "lora")] == sft.LORA_LR
+    assert BASE_LR[("supervised", "full")] == BASE_LR[("rejection_sampling", "full")] == sft.FULL_LR
+    assert BASE_LR[("dpo", "lora")] == BASE_LR[("dpo", "full")] == dpo.LORA_LR
+    assert (BASE_LR[("cpt", "lora")], BASE_LR[("cpt", "full")]) == (cpt.LORA_LR, cpt.FULL_LR)
