@@ -67,8 +67,10 @@ def test_serve_http_subprocess_answers_health_and_rest(tmp_path: Path) -> None:
         port = s.getsockname()[1]
     env = {**os.environ, "RAGTUNE_HOME": str(tmp_path / "home"), "RAGTUNE_API_TOKEN": "t0k",
            "RAGTUNE_LOG_LEVEL": "WARNING"}
-    proc = subprocess.Popen([sys.executable, "-m", "servers.finetune", "serve", "--transport", "http", "--port",
-                             str(port)], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    log = tmp_path / "serve.log"
+    with log.open("wb") as sink:
+        proc = subprocess.Popen([sys.executable, "-m", "servers.finetune", "serve", "--transport", "http", "--port",
+                                 str(port)], cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT)
     try:
         deadline, health = time.monotonic() + 30, None
         while time.monotonic() < deadline and proc.poll() is None:
@@ -77,7 +79,7 @@ def test_serve_http_subprocess_answers_health_and_rest(tmp_path: Path) -> None:
                 break
             except httpx.TransportError:
                 time.sleep(0.1)  # the port opens when uvicorn is ready; there is no event to await
-        assert health is not None and health.json()["status"] == "ok", proc.stderr.read() if proc.stderr else ""
+        assert health is not None and health.json()["status"] == "ok", log.read_text()
         files = httpx.get(f"http://127.0.0.1:{port}/v1/files", headers={"Authorization": "Bearer t0k"}, timeout=5)
         assert files.json() == {"object": "list", "data": [], "has_more": False}
     finally:
