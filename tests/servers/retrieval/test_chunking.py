@@ -1,0 +1,48 @@
+"""Chunking follows headings, paragraphs and sentences (Korean endings too) and records exact spans."""
+
+from __future__ import annotations
+
+from servers.retrieval.chunking import Span, chunk_text, count_tokens, split_sentences
+
+DOC = (
+    "# 안내\n\n첫 문단입니다. 짧아요.\n\n## 설치\n\n"
+    "설치는 쉽습니다. 명령을 실행하세요. 잘 되나요? 됩니다! 끝났다. 다음으로 갑니다.\n\n"
+    "```\n# not a heading inside code\n```\n\n# English\n\nOne sentence here. Another one there.\n"
+)
+
+
+def test_every_chunk_is_an_exact_slice_of_the_document() -> None:
+    chunks = chunk_text(DOC, budget=12, overlap=4)
+    assert chunks
+    for c in chunks:
+        assert 0 <= c.start < c.end <= len(DOC)
+        assert DOC[c.start : c.end].strip() == DOC[c.start : c.end]
+
+
+def test_chunks_carry_their_heading_path_and_never_mix_sections() -> None:
+    chunks = chunk_text(DOC, budget=200, overlap=0)
+    paths = [c.headings for c in chunks]
+    assert paths == [("안내",), ("안내", "설치"), ("English",)]
+    assert "not a heading inside code" in DOC[chunks[1].start : chunks[1].end]
+
+
+def test_korean_sentence_endings_split_long_paragraphs() -> None:
+    text = "설치는 쉽습니다. 명령을 실행하세요. 잘 되나요? 됩니다! 끝났다."
+    sentences = [text[s.start : s.end] for s in split_sentences(text, Span(0, len(text)))]
+    assert sentences == ["설치는 쉽습니다.", "명령을 실행하세요.", "잘 되나요?", "됩니다!", "끝났다."]
+
+
+def test_chunks_respect_the_budget_and_overlap() -> None:
+    text = " ".join(f"Sentence number {i} is here." for i in range(40))
+    chunks = chunk_text(text, budget=30, overlap=10)
+    assert len(chunks) > 3
+    assert all(count_tokens(text[c.start : c.end]) <= 30 for c in chunks)
+    assert all(b.start < a.end for a, b in zip(chunks, chunks[1:], strict=False)), "neighbours overlap"
+    assert [c.ordinal for c in chunks] == list(range(len(chunks)))
+
+
+def test_a_giant_sentence_is_cut_hard_within_budget() -> None:
+    text = "word " * 500
+    chunks = chunk_text(text.strip(), budget=50, overlap=0)
+    assert all(count_tokens(text[c.start : c.end]) <= 50 for c in chunks)
+    assert chunks[-1].end == len(text.strip())

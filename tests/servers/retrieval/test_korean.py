@@ -1,0 +1,25 @@
+"""Lexical analysis: Kiwi strips particles and endings, English words are stemmed."""
+
+from __future__ import annotations
+
+from servers.retrieval.korean import get_analyzer
+
+
+def test_particles_are_removed_so_whitespace_variants_match() -> None:
+    analyzer = get_analyzer()
+    assert "검색" in analyzer.terms("검색을")
+    assert "검색" in analyzer.terms("검색엔진에서")
+    assert "을" not in analyzer.terms("검색을")
+
+
+def test_english_words_are_lowercased_stemmed_and_stopwords_dropped() -> None:
+    assert get_analyzer().terms("The Running tests") == ["run", "test"]
+
+
+def test_fts_query_quotes_and_ors_unique_terms() -> None:
+    query = get_analyzer().fts_query('검색을 검색 "quoted"')
+    assert query == '"검색" OR "quot"'
+
+
+def test_the_analyzer_is_created_once_per_process() -> None:
+    assert get_analyzer() is get_analyzer()
