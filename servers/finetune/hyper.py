@@ -74,6 +74,9 @@ def parse_method(method: dict[str, Any] | str | None, legacy: dict[str, Any] | N
                            param=f"method.{kind}")
     if "beta" in options:
         hyper["beta"] = options.pop("beta")
+    for key in ("beta", "loss_type"):
+        if key in hyper and kind != "dpo":
+            raise RequestError(f"{key} only applies to method dpo, not {kind}", param=f"method.{kind}.hyperparameters")
     return kind, {"hyperparameters": hyper, **options}
 
 

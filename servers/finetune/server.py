@@ -112,7 +112,8 @@ def build_server(settings: FinetuneSettings, *, service: FinetuneService | None 
     async def finetune_upload_dataset(
         ctx: Context,
         path: Annotated[str | None, Field(description="Dataset file under the allowed folders")] = None,
-        content: Annotated[str | None, Field(description="Inline JSONL text instead of a path")] = None,
+        content: Annotated[str | None, Field(description="Inline JSONL text instead of a path (up to ~4 MB over "
+                                             "HTTP; use a path or POST /v1/files for larger files)")] = None,
         filename: Annotated[str, Field(description="Name for inline content")] = "dataset.jsonl",
         allow_prompt_only: Annotated[bool, Field(
             description="Accept chat examples without an answer (rejection sampling with a rule reward)")] = False,

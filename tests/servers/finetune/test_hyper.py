@@ -57,6 +57,7 @@ def test_rejection_sampling_defaults_and_checks() -> None:
     ({"type": "reinforcement"}, "use rejection_sampling"),
     ({"type": "supervised", "supervised": {"hyperparameters": {"epochs": 3}}}, "unknown hyperparameters"),
     ({"type": "dpo", "dpo": {"n_samples": 3}}, "unknown dpo options"),
+    ({"type": "supervised", "supervised": {"hyperparameters": {"beta": 0.1}}}, "beta only applies to method dpo"),
 ])
 def test_bad_methods_name_the_problem(method: dict, needle: str) -> None:
     with pytest.raises(RequestError, match=needle):
