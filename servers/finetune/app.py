@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from ragtune.config import FinetuneSettings
+from ragtune.config import FinetuneSettings, check_bind
 from servers.finetune.api import build_router, install_error_handlers
 from servers.finetune.http import public_url, transport_security
 from servers.finetune.server import build_server
@@ -19,6 +19,7 @@ def build_app(settings: FinetuneSettings, *, service: FinetuneService | None = N
     """Build the FastAPI app; its lifespan runs the MCP session manager (required when mounting MCP)."""
     host = host or settings.finetune_host
     port = port or settings.finetune_port
+    check_bind(host, settings)  # also here, for anyone serving the app with their own uvicorn command
     svc = service or FinetuneService(settings)
     mcp = build_server(settings, service=svc, base_url=public_url(host, port))
     mcp_app = mcp.streamable_http_app(transport_security=transport_security(host), host=host)

@@ -53,6 +53,11 @@ def test_http_refuses_a_public_bind_without_a_token() -> None:
 
     with pytest.raises(InsecureBindError, match="RAGTUNE_API_TOKEN"):
         main(["serve", "--transport", "http", "--host", "0.0.0.0", "--port", "1"])
+    from ragtune.config import FinetuneSettings
+    from servers.finetune.app import build_app
+
+    with pytest.raises(InsecureBindError):
+        build_app(FinetuneSettings(), host="0.0.0.0")
 
 
 def test_serve_http_subprocess_answers_health_and_rest(tmp_path: Path) -> None:
