@@ -152,3 +152,27 @@ def _wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
 def wait_for() -> Callable[[Callable[[], Any], float, str], Any]:
     """Poll a condition (the job store has no push channel) until it holds or the timeout passes."""
     return _wait_for
+
+
+@pytest.fixture
+def finetune_url(settings: WorkerSettings) -> Iterator[str]:
+    """Serve the real fine-tuning app (REST /v1 + MCP /mcp) under uvicorn on a free loopback port."""
+    import socket
+
+    import uvicorn
+
+    from ragtune.config import FinetuneSettings
+    from servers.finetune.app import build_app
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app = build_app(FinetuneSettings(), host="127.0.0.1", port=port)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    _wait_for(lambda: server.started or not thread.is_alive(), 30, "uvicorn to start")
+    assert thread.is_alive(), "uvicorn failed to start"
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
