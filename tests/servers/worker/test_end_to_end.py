@@ -42,7 +42,7 @@ def test_openai_sdk_job_trains_and_the_adapter_teaches_the_fact(
         model="smollm2-135m-instruct", training_file=file.id, seed=0, suffix="orion",
         method={"type": "supervised", "supervised": {"hyperparameters": {  # type: ignore[typeddict-unknown-key]
             "batch_size": 4, "learning_rate": 1e-3, "max_steps": 12, "max_length": 128,
-            "lr_scheduler": "constant"}}},
+            "lr_scheduler": "constant", "save_steps": 6}}},
         extra_body={"peft": LORA})
     assert job.status == "queued"
     worker = worker_thread(max_jobs=1)
@@ -57,9 +57,20 @@ def test_openai_sdk_job_trains_and_the_adapter_teaches_the_fact(
     assert job.trained_tokens and job.trained_tokens > 0
 
     events = list(client.fine_tuning.jobs.list_events(job.id, limit=100))
-    losses = [e.data["train_loss"] for e in reversed(events) if e.type == "metrics"]
-    assert len(losses) == 12
+    metrics = [e.data for e in reversed(events) if e.type == "metrics"]
+    assert [m["step"] for m in metrics] == list(range(1, 13))
+    assert {"train_loss", "learning_rate", "tokens_per_second", "epoch", "total_steps"} <= set(metrics[0])
+    assert all(m["tokens_per_second"] > 0 and m["total_steps"] == 12 for m in metrics)
+    losses = [m["train_loss"] for m in metrics]
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 / 4, losses
+    checkpoints = client.fine_tuning.jobs.checkpoints.list(job.id)
+    assert [c.step_number for c in checkpoints.data] == [12, 6]
+
+    out = Path(job.result_files[0]).parent
+    assert job.result_files[0] == str(out / "adapter")
+    assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 12
+    assert json.loads((out / "config.json").read_text())["learning_rate"] == 1e-3
 
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer

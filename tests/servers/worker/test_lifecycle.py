@@ -42,7 +42,7 @@ def test_cancel_mid_run_stops_the_child_within_seconds(store: JobStore, make_job
 
 def test_pause_checkpoints_and_resume_continues_from_it(store: JobStore, make_job, fact_records, worker_thread,
                                                         wait_for) -> None:
-    job = make_job(fact_records, max_steps=4)
+    job = make_job(fact_records, max_steps=3)
     w = worker_thread(once=True)
     wait_for(lambda: _first_metrics(store, job.id), 180, "the first training step")
     store.transition(job.id, JobStatus.paused, message="paused by the test")
@@ -50,7 +50,7 @@ def test_pause_checkpoints_and_resume_continues_from_it(store: JobStore, make_jo
 
     assert store.get_job(job.id).status is JobStatus.paused
     ckpt = store.list_checkpoints(job.id)[0]
-    assert 1 <= ckpt.step_number < 4 and Path(ckpt.fine_tuned_model_checkpoint).is_dir()
+    assert 1 <= ckpt.step_number < 3 and Path(ckpt.fine_tuned_model_checkpoint).is_dir()
 
     store.transition(job.id, JobStatus.queued, message="resumed by the test")
     worker_thread(once=True).join(240)
@@ -59,13 +59,13 @@ def test_pause_checkpoints_and_resume_continues_from_it(store: JobStore, make_jo
     messages = [e.message for e in store.list_events(job.id, limit=100)]
     assert f"resuming from checkpoint-{ckpt.step_number}" in messages
     steps = [e.data["step"] for e in store.list_events(job.id, type="metrics", order="asc", limit=100)]
-    assert steps[-1] == 4 and steps.count(1) == 1  # the second attempt did not start over
+    assert steps[-1] == 3 and steps.count(1) == 1  # the second attempt did not start over
 
 
 def test_killed_worker_job_is_recovered_by_another_worker(store: JobStore, make_job, fact_records, worker_thread,
                                                           wait_for, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RAGTUNE_LEASE_SECONDS", "3")
-    job = make_job(fact_records, max_steps=5, save_steps=2)
+    job = make_job(fact_records, max_steps=3, save_steps=1)
     proc = subprocess.Popen([sys.executable, "-m", "servers.worker", "--once", "--worker-id", "doomed"], cwd=ROOT,
                             env={**os.environ}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

@@ -1,38 +1,25 @@
-"""The worker against a real job store: it leases, trains SmolLM2 in a child process and finishes jobs."""
+"""The worker against a real job store: failures are recorded with a reason, never left running."""
 
 from __future__ import annotations
 
-import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from ragtune.config import WorkerSettings
 from ragtune.jobs import JobStatus, JobStore
+from servers.worker.worker import Worker
 
-pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[3]
 
 
-def test_supervised_job_succeeds_with_adapter_plot_metrics_and_checkpoints(
-        store: JobStore, make_job, fact_records, worker_thread) -> None:
-    job = make_job(fact_records, max_steps=3, learning_rate=1e-3, save_steps=2)
-    worker_thread(once=True).join(240)
-
-    done = store.get_job(job.id)
-    assert done.status is JobStatus.succeeded, done.error
-    assert done.fine_tuned_model == f"ft:smollm2-135m-instruct:ragtune:{job.id}"
-    assert done.trained_tokens and done.trained_tokens > 0
-    out = Path(done.output_dir)
-    assert (out / "adapter" / "adapter_model.safetensors").exists()
-    assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert str(out / "adapter") in done.result_files
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows] == [1, 2, 3]
-    assert all(r["train_loss"] > 0 and r["tokens_per_second"] > 0 for r in rows)
-    metrics = store.list_events(job.id, type="metrics", order="asc")
-    assert [e.data["step"] for e in metrics] == [1, 2, 3]
-    assert {"train_loss", "learning_rate", "tokens_per_second", "epoch", "total_steps"} <= set(metrics[0].data)
-    assert [c.step_number for c in store.list_checkpoints(job.id)] == [3, 2]
-    assert json.loads((out / "config.json").read_text())["learning_rate"] == 1e-3
+def test_cli_help_names_the_options() -> None:
+    out = subprocess.run([sys.executable, "-m", "servers.worker", "--help"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0
+    assert all(flag in out.stdout for flag in ("--once", "--max-jobs", "--job"))
 
 
 def test_unknown_base_model_fails_with_a_clear_error(store: JobStore, make_job, fact_records, worker_thread) -> None:
@@ -43,3 +30,43 @@ def test_unknown_base_model_fails_with_a_clear_error(store: JobStore, make_job, 
     assert failed.status is JobStatus.failed
     assert failed.error.code == "model_not_found"
     assert "unknown base model 'no-such/model-xyz'" in failed.error.message
+
+
+def test_run_by_job_id_leases_only_that_queued_job(store: JobStore, make_job, fact_records,
+                                                   settings: WorkerSettings) -> None:
+    other = make_job(fact_records, model="no-such/other", max_steps=1)
+    job = make_job(fact_records, model="no-such/model-xyz", max_steps=1)
+    worker = Worker(settings, store, progress=False)
+
+    assert worker.run(job_id=job.id) == 1
+    assert store.get_job(job.id).status is JobStatus.failed
+    assert store.get_job(job.id).attempts == 1
+    assert store.get_job(other.id).status is JobStatus.queued
+    assert worker.run(job_id=job.id) == 0  # no longer queued: nothing to run
+
+
+def test_crashed_training_process_fails_the_job_with_its_last_lines(
+        store: JobStore, make_job, fact_records, settings: WorkerSettings, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A child killed by the OOM killer leaves no result: the job must fail with what the child last said.
+    crash = "import sys; print('loading model'); print('RuntimeError: out of memory', file=sys.stderr); sys.exit(137)"
+    monkeypatch.setattr(Worker, "_command", lambda self, job, out: [sys.executable, "-c", crash])
+    job = make_job(fact_records, max_steps=1)
+
+    assert Worker(settings, store, progress=False).run(once=True) == 1
+    failed = store.get_job(job.id)
+    assert failed.status is JobStatus.failed
+    assert failed.error.code == "training_crashed"
+    assert "exited with code 137" in failed.error.message
+    assert "RuntimeError: out of memory" in failed.error.message
+
+
+def test_missing_training_file_fails_with_the_reason(store: JobStore, make_job, fact_records,
+                                                     settings: WorkerSettings) -> None:
+    job = make_job(fact_records, max_steps=1)
+    Path(store.get_file(job.training_file).path).unlink()
+
+    assert Worker(settings, store, progress=False).run(once=True) == 1
+    failed = store.get_job(job.id)
+    assert failed.status is JobStatus.failed
+    assert failed.error.code == "invalid_training_job"
+    assert "cannot read" in failed.error.message
