@@ -245,8 +245,8 @@ class Index:
         doc_id = hashlib.sha1(f"{name}\0{doc.source}".encode()).hexdigest()[:16]
         with self.lock:
             old = self.conn.execute("select id, content_hash from documents where doc_id = ?", (doc_id,)).fetchone()
+            n = self.conn.execute("select count(*) from chunks where doc_id = ?", (old["id"],)).fetchone()[0] if old else 0
         if old is not None and old["content_hash"] == content_hash:
-            n = self.conn.execute("select count(*) from chunks where doc_id = ?", (old["id"],)).fetchone()[0]
             return DocReport(doc_id=doc_id, source=doc.source, title=doc.title, status="unchanged", chunks=n)
         rows = self._chunk_rows(doc)
         with self.lock, transaction(self.conn):

@@ -1,17 +1,23 @@
 """Lexical analysis for FTS5: Kiwi morphemes for Korean, Snowball stems for Latin-script words.
 
 Whitespace tokens miss Korean words with particles attached ("검색을" vs "검색"), so both the indexed text
-and the query go through Kiwi; Kiwi tags Latin words `SL`, which we lowercase and stem with PyStemmer.
+and the query go through Kiwi; Latin words and digits are taken by a regex, lowercased and stemmed (PyStemmer).
 """
 
 from __future__ import annotations
 
 import functools
+import re
 import threading
 from typing import Any
 
-# Content-bearing tag prefixes: nouns, verb/adjective stems, roots, foreign words, numbers, adverbs, pronouns.
-KEEP_TAGS = ("NN", "VV", "VA", "XR", "SL", "SN", "SH", "MAG", "NR", "NP")
+# Content-bearing Kiwi tags: nouns, verb/adjective stems, roots, Hanja, adverbs, numerals, pronouns. Latin words
+# (SL) and digits (SN) come from LATIN_WORD instead.
+KIWI_TAGS = ("NN", "VV", "VA", "XR", "SH", "MAG", "NR", "NP")
+
+# Only text with Hangul, kana or CJK ideographs needs Kiwi.
+NEEDS_KIWI = re.compile(r"[\u1100-\u11ff\u3040-\u30ff\u3130-\u318f\u3400-\u9fff\uac00-\ud7a3\uf900-\ufaff]")
+LATIN_WORD = re.compile(r"[A-Za-z]+|\d+")
 
 # A short English stop list: OR-queries over "the"/"of" only add noise to bm25 candidates.
 EN_STOPWORDS = frozenset(
@@ -29,20 +35,16 @@ class Analyzer:
         self._lock = threading.Lock()  # PyStemmer objects are not thread-safe
 
     def terms(self, text: str) -> list[str]:
-        """Return the lexical terms of `text`, in order (duplicates kept: bm25 needs term frequency)."""
+        """Return the lexical terms of `text` (duplicates kept: bm25 needs term frequency)."""
         if not text.strip():
             return []
-        out: list[str] = []
+        # Latin words and digits come from a regex in every text: Kiwi mangles English at sentence ends
+        # ("organization." -> "organizat" + "ion."), and the regex is ~100x faster.
+        words = [w.lower() for w in LATIN_WORD.findall(text)]
         with self._lock:
-            for token in self._kiwi.tokenize(text):
-                if not token.tag.startswith(KEEP_TAGS):
-                    continue
-                form = token.form.lower()
-                if token.tag == "SL":
-                    if form in EN_STOPWORDS:
-                        continue
-                    form = self._stemmer.stemWord(form)
-                out.append(form)
+            out = [w if w.isdigit() else self._stemmer.stemWord(w) for w in words if w not in EN_STOPWORDS]
+            if NEEDS_KIWI.search(text):
+                out += [t.form for t in self._kiwi.tokenize(text) if t.tag.startswith(KIWI_TAGS)]
         return out
 
     def lexical(self, text: str) -> str:
