@@ -130,6 +130,9 @@ def _local_env(service: dict[str, Any], home: Path) -> dict[str, str]:
             continue
         value = str(value).replace("/app/docs", str(ROOT / "docs")).replace("/data", str(home)).replace("/models", str(home / "models"))
         env[key] = re.sub(r"http://([a-z-]+):(\d+)", "http://127.0.0.1:9", value)  # peers are not started here
+    # Agents warm the embedded chat model up at start (a minute on 2 cores, covered by tests/agents); here a
+    # remote model that is never called keeps the check about the command, the card and the port.
+    env |= {"RAGTUNE_CHAT_MODEL": "unused", "RAGTUNE_CHAT_BASE_URL": "http://127.0.0.1:9/v1"}
     return env
 
 
