@@ -178,3 +178,25 @@ def test_lexical_only_index_searches_without_vectors(retrieval_settings: object)
             ix.search("lexical", mode="vector")
     finally:
         ix.close()
+
+
+def test_hybrid_skips_vectors_for_a_language_the_embedder_does_not_cover(index: Index) -> None:
+    english_only = FakeEmbedder()
+    english_only.languages = frozenset({"en"})
+    ix = Index(index.conn, index.config, english_only)
+    ix.ingest_text("검색 문서와 search document", source="mixed.md")
+    ix.embed_pending()
+    korean = ix.search("검색을 해요")
+    assert korean.query_language == "ko" and korean.signals == ["lexical"]
+    assert "does not cover the query language (ko)" in korean.skipped["vector"]
+    assert ix.search("search documents").signals == ["lexical", "vector"]
+
+
+def test_weight_one_ranks_by_vectors_alone(index: Index) -> None:
+    for n, text in enumerate(["apple banana", "apple apple cherry", "banana cherry date", "apple date"]):
+        index.ingest_text(text, source=f"{n}.md")
+    index.embed_pending()
+    vector = [h.chunk_id for h in index.search("apple cherry", mode="vector", k=4).hits]
+    fused = index.search("apple cherry", weight=1.0, k=4)
+    assert [h.chunk_id for h in fused.hits][: len(vector)] == vector
+    assert [h.vector_rank for h in fused.hits] == [1, 2, 3, 4]
