@@ -151,7 +151,7 @@ def test_another_embedder_on_the_same_collection_is_refused(index: Index, row_co
     assert other.pending_count() == 0, "it never embeds another model's collection"
 
 
-def test_collections_record_the_embedder_and_count_documents(index: Index) -> None:
+def test_collections_record_the_embedder_and_count_documents(index: Index, row_counts: Counts) -> None:
     info = index.create_collection("notes")
     assert (info.embedder_model, info.dim, info.languages) == ("fake-hash-64", 64, ["*"])
     with pytest.raises(CollectionExists):
@@ -163,9 +163,11 @@ def test_collections_record_the_embedder_and_count_documents(index: Index) -> No
     page = index.list_documents("notes", offset=0, limit=1)
     assert page.total == 2 and page.next_offset == 1 and len(page.documents) == 1
     assert index.list_documents("notes", offset=1, limit=1).next_offset is None
+    index.embed_pending()
+    assert row_counts(index)["vec_64"] == 2
     assert index.delete_collection("notes") == 2
     assert "notes" not in [c.name for c in index.list_collections()]
-    assert index.conn.execute("select count(*) from chunks").fetchone()[0] == 0
+    assert row_counts(index) == {"documents": 0, "chunks": 0, "chunks_fts_docsize": 0, "vec_64": 0}
 
 
 def test_lexical_only_index_searches_without_vectors(retrieval_settings: object) -> None:
