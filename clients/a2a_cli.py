@@ -90,7 +90,7 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--expect", action="append", help="acceptable end states (default completed, input-required)")
     parser.add_argument("--expect-text", help="fail unless the answer contains this text")
     parser.add_argument("--timeout", type=float, default=600, help="seconds to wait for the agent")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # the message may follow the options
 
     headers = {"Authorization": f"Bearer {args.token}"} if args.token else {}
     async with httpx.AsyncClient(headers=headers, timeout=httpx.Timeout(30.0, read=args.timeout)) as http:

@@ -120,7 +120,7 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base-url", default=os.environ.get("OPENAI_BASE_URL"), help="OpenAI-compatible endpoint")
     parser.add_argument("--model", default=os.environ.get("RAGTUNE_CHAT_MODEL"), help="chat model at that endpoint")
     parser.add_argument("--api-key", default=os.environ.get("OPENAI_API_KEY"))
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # the message may follow the options
 
     retriever = McpRetriever(url=args.mcp_url, token=args.token, k=args.k, collection=args.collection)
     docs = await retriever.ainvoke(args.question)

@@ -75,7 +75,7 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--api-key", default=os.environ.get("OPENAI_API_KEY"), help="key for that endpoint")
     parser.add_argument("--expect-tool", help="fail unless the model calls this tool")
     parser.add_argument("--max-rounds", type=int, default=4, help="most model turns before giving up")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # the message may follow the options
 
     headers = {"Authorization": f"Bearer {args.token}"} if args.token else {}
     llm = AsyncOpenAI(base_url=args.base_url, api_key=args.api_key or "not-needed", max_retries=0)

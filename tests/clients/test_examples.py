@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -226,4 +227,19 @@ def test_a2a_cli_talks_to_a_ragtune_agent(finetune_url: str, tmp_path: Path) -> 
         assert "security: bearer" in card.stdout.lower()
         refused = run_client("a2a_cli.py", f"http://127.0.0.1:{port}", "hello")
         assert refused.returncode != 0 and "401" in refused.stderr
+        advice = run_client("a2a_cli.py", f"http://127.0.0.1:{port}", "--stream", "--token", TOKEN, "--expect",
+                            "completed", "--expect-text", "LoRA",
+                            "We have 500 support tickets answered in our format. Which fine-tuning method fits?")
+        assert advice.returncode == 0, advice.stderr[-3000:]
+        assert "[working]" in advice.stdout and "lora-sft" in advice.stdout
+        ask = run_client("a2a_cli.py", f"http://127.0.0.1:{port}", "--stream", "--token", TOKEN, "--expect",
+                         "input-required", 'Instruction-tune the model on these Q/A pairs for 2 steps: '
+                         '{"question": "What is ragtune?", "answer": "A kit."}')
+        assert ask.returncode == 0, ask.stderr[-3000:]
+        task_id, context_id = re.search(r"^task (\S+) in context (\S+): input-required", ask.stdout, re.M).groups()
+        declined = run_client("a2a_cli.py", f"http://127.0.0.1:{port}", "--stream", "--token", TOKEN,
+                              "--task-id", task_id, "--context-id", context_id, "--expect", "completed",
+                              "--expect-text", "Not launched", "no")
+        assert declined.returncode == 0, declined.stderr[-3000:]
+        assert f"task {task_id} in context {context_id}: completed" in declined.stdout
 
