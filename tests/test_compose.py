@@ -170,11 +170,12 @@ def test_service_command_starts_and_answers_its_healthcheck(name: str, spec: dic
 
 
 @pytest.mark.parametrize("name", ["worker", "worker-cpu"])
-def test_worker_command_runs(name: str, spec: dict[str, Any], tmp_path: Path) -> None:
+def test_worker_command_starts_on_the_job_store(name: str, spec: dict[str, Any], tmp_path: Path) -> None:
+    """The worker opens the job store named by the service's environment; `--once` returns when none is queued."""
     service = spec["services"][name]
-    result = subprocess.run(
-        [*_local_command(service["command"], None), "--help"], cwd=ROOT, env=_local_env(service, tmp_path),
-        capture_output=True, text=True, timeout=120,
-    )
+    env = _local_env(service, tmp_path)
+    result = subprocess.run([*_local_command(service["command"], None), "--once"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert "usage" in result.stdout.lower()
+    assert "0 job(s) processed" in result.stderr
+    assert (Path(env["RAGTUNE_HOME"]) / "jobs.db").exists()
