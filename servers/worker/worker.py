@@ -165,8 +165,12 @@ class Worker:
         if ended == "cancelled" or job.status is JobStatus.cancelled:
             self.store.add_event(job_id, "training stopped: the job was cancelled")
             return job
-        if ended in ("lease lost", "worker stopping"):
-            self.store.add_event(job_id, f"training stopped: {ended}", level="warn")
+        if ended == "worker stopping" and job.status is JobStatus.running:
+            return self.store.transition(job_id, JobStatus.queued, worker_id=None,
+                                         message=f"worker {self.worker_id} stopped; re-queued to resume from "
+                                                 "the last checkpoint")
+        if ended == "lease lost":
+            self.store.add_event(job_id, "training stopped: another worker holds the job now", level="warn")
             return job
         if rc == EXIT_PAUSED or job.status is JobStatus.paused:
             ckpt = next(iter(self.store.list_checkpoints(job_id, limit=1)), None)

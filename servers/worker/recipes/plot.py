@@ -20,7 +20,8 @@ def read_metrics(path: Path) -> list[dict]:
 
 def plot_loss(metrics_file: Path, out: Path, title: str = "training loss") -> Path | None:
     """Plot train_loss against step into a PNG; return its path, or None when nothing was logged."""
-    rows = [r for r in read_metrics(metrics_file) if r.get("train_loss") is not None]
+    by_step = {r["step"]: r for r in read_metrics(metrics_file) if r.get("train_loss") is not None}
+    rows = [by_step[s] for s in sorted(by_step)]  # a resumed run redoes steps after its checkpoint: last wins
     if not rows:
         return None
     import matplotlib

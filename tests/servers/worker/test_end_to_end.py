@@ -96,7 +96,7 @@ async def test_mcp_created_job_is_trained_by_the_worker(
             up = await c.call_tool("finetune_upload_dataset", {"content": jsonl(fact_records).decode()})
             created = await c.call_tool("finetune_create_job", {
                 "training_file": up.structured_content["id"], "peft": LORA, "seed": 0,
-                "hyperparameters": {"max_steps": 2, "batch_size": 2, "max_length": 128}})
+                "hyperparameters": {"max_steps": 2, "batch_size": 2, "max_length": 128, "merge": True}})
             job_id = created.structured_content["id"]
             worker_thread(max_jobs=1)
             with anyio.fail_after(300):
@@ -111,3 +111,5 @@ async def test_mcp_created_job_is_trained_by_the_worker(
     metrics = [e for e in events["events"] if e["type"] == "metrics"]
     assert [e["data"]["step"] for e in metrics] == [2, 1]
     assert any(e["message"].startswith("job succeeded") for e in events["events"])
+    merged = Path(view["job"]["output_dir"]) / "merged"
+    assert (merged / "model.safetensors").exists() and str(merged) in view["job"]["result_files"]

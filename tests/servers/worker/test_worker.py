@@ -70,3 +70,19 @@ def test_missing_training_file_fails_with_the_reason(store: JobStore, make_job, 
     assert failed.status is JobStatus.failed
     assert failed.error.code == "invalid_training_job"
     assert "cannot read" in failed.error.message
+
+
+def test_stopping_worker_requeues_its_job_and_ends_the_child(
+        store: JobStore, make_job, fact_records, settings: WorkerSettings, monkeypatch: pytest.MonkeyPatch,
+        worker_thread, wait_for) -> None:
+    monkeypatch.setattr(Worker, "_command", lambda self, job, out: [sys.executable, "-c", "import time; time.sleep(120)"])
+    job = make_job(fact_records, max_steps=1)
+    w = worker_thread(once=True)
+    child = wait_for(lambda: w.worker.child, 30, "the child to start")
+
+    w.worker.stop.set()
+    w.join(15)
+    assert child.poll() is not None
+    requeued = store.get_job(job.id)
+    assert requeued.status is JobStatus.queued and requeued.worker_id is None
+    assert "re-queued to resume" in store.list_events(job.id, limit=1)[0].message
