@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -51,6 +52,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sizes", default="1000,10000,100000", help="chunk counts for the scale section")
     p.add_argument("--searches", type=int, default=200, help="searches timed per size and mode")
     p.add_argument(
+        "--max-seconds", type=float, default=60.0, help="stop timing one size/mode after this long"
+    )
+    p.add_argument(
         "--ingest-docs", type=int, default=200, help="real docs ingested to time ingest (chunks/s)"
     )
     p.add_argument("--engines", default="e5-small,e5-small-packaged", help="embedding engines compared")
@@ -88,10 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _section(console: Console, name: str, run: object) -> object:
+def _section(console: Console, name: str, run: Callable[[], object]) -> object:
     console.rule(f"[bold]{name}")
     try:
-        return run()  # type: ignore[operator]
+        return run()
     except DataMissing as e:
         console.print(f"[yellow]skipping {name}: {e}[/yellow]")
         return {"skipped": str(e)}

