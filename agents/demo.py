@@ -18,6 +18,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.panel import Panel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
 from agents.a2a_peer import A2APeer
 from agents.launcher import ROOT, LaunchError, Service, Supervisor
@@ -25,7 +26,7 @@ from agents.mcp_tools import McpTools, ToolFailed
 from ragtune.config import AgentSettings, FinetuneSettings, RetrievalSettings
 
 console = Console(highlight=False)
-KOREAN_Q = "RAG와 파인튜닝 중 무엇을 먼저 시도해야 하나요?"
+KOREAN_Q = "ragtune은 한국어 문서를 어떻게 검색하나요?"
 ENGLISH_Q = "How does ragtune search Korean text?"
 ADVICE_Q = (
     "We have about 3,000 customer-support conversations and want the assistant to answer in our house style "
@@ -45,7 +46,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--interactive", action="store_true", help="a REPL: talk to the coordinator until Ctrl-D")
     p.add_argument("--serve", action="store_true", help="keep serving; print the MCP and A2A URLs and the Claude "
                    "Desktop entry, until Ctrl-C")
-    p.add_argument("--steps", type=int, default=30, help="SFT steps of the demo fine-tuning job (default 30)")
+    p.add_argument("--steps", type=int, default=20, help="SFT steps of the demo fine-tuning job (default 20)")
     p.add_argument("--docs", default=str(ROOT / "docs"), help="folder to ingest as the corpus (default docs/)")
     p.add_argument("--yes", action="store_true", help="answer 'yes' to confirmations in --ask/--interactive")
     return p.parse_args(argv)
@@ -102,12 +103,12 @@ async def ingest(retrieval: McpTools, docs: Path) -> None:
             bar.update(task, completed=done, total=total)
 
         report = await retrieval.call("retrieval_ingest_path", progress=progress, paths=[str(docs)])
-    console.print(f"[green]✓[/] ingested: {report.get('message') or report}")
+    console.print(Text(f"✓ ingested: {report.get('message') or report}", style="green"))
 
 
 async def converse(coordinator: A2APeer, text: str, *, auto_yes: bool | None = True, context_id: str | None = None) -> str:
     """Send one request to the coordinator, print its live status, answer its confirmation, print the answer."""
-    console.print(Panel(text, title="you → coordinator", border_style="cyan"))
+    console.print(Panel(Text(text), title="you → coordinator", border_style="cyan"))
     context_id, task_id = context_id or uuid.uuid4().hex, None
     while True:
         last = answer = None
@@ -118,18 +119,18 @@ async def converse(coordinator: A2APeer, text: str, *, auto_yes: bool | None = T
                     answer = ev
                 elif ev.text and ev.state_name == "working":
                     status.update(ev.text)
-                    console.print(f"  [dim]{ev.text}[/]")
+                    console.print(Text(f"  {ev.text}", style="dim"))
         if last is None:
             raise RuntimeError("the coordinator answered nothing")
         if last.state_name != "input_required":
             break
-        console.print(Panel(last.text, title="coordinator asks", border_style="yellow"))
+        console.print(Panel(Text(last.text), title="coordinator asks", border_style="yellow"))
         reply = "yes" if auto_yes else console.input("[yellow]your answer> [/]")
-        console.print(f"[yellow]you:[/] {reply}")
+        console.print(Text(f"you: {reply}", style="yellow"))
         text, task_id = reply, last.task_id
     body = answer.text if answer is not None else last.text or f"(task {last.state_name})"
     style = "green" if last.state_name == "completed" else "red"
-    console.print(Panel(body, title=f"coordinator ({last.state_name})", border_style=style))
+    console.print(Panel(Text(body), title=f"coordinator ({last.state_name})", border_style=style))
     return last.state_name
 
 
@@ -195,10 +196,10 @@ def main(argv: list[str] | None = None) -> int:
         start_all(sup, services(settings, rs, fs))
         return asyncio.run(session(args, settings, rs, fs, home))
     except LaunchError as e:
-        console.print(f"[red]cannot start:[/] {e}")
+        console.print(Text(f"cannot start: {e}", style="red"))
         return 2
     except ToolFailed as e:
-        console.print(f"[red]{e}[/]")
+        console.print(Text(str(e), style="red"))
         return 1
     except KeyboardInterrupt:
         console.print("\n[yellow]interrupted[/]")

@@ -29,13 +29,26 @@ McpTools = importlib.import_module("agents.mcp_tools").McpTools
 config = importlib.import_module("ragtune.config")
 
 QUESTIONS = [
-    "What is LoRA?", "When should I use RAG instead of fine-tuning?", "How does ragtune search Korean text?",
-    "What does the worker do?", "How do I connect Claude Desktop?", "What is continued pretraining?",
-    "When is DPO the right method?", "What is rejection sampling?", "How much memory does full fine-tuning need?",
-    "What does the retrieval server store?", "How are fine-tuning jobs followed?", "What is the agent card?",
-    "LoRA는 무엇인가요?", "RAG와 파인튜닝 중 무엇을 먼저 해야 하나요?", "한국어 검색은 어떻게 하나요?",
-    "전체 파인튜닝은 언제 하나요?", "DPO는 언제 쓰나요?", "데이터가 자주 바뀌면 어떻게 하나요?",
-    "ragtune은 무엇인가요?", "빠른 시작 방법을 알려 주세요",
+    "What is LoRA?",
+    "When should I use RAG instead of fine-tuning?",
+    "How does ragtune search Korean text?",
+    "What does the worker do?",
+    "How do I connect Claude Desktop?",
+    "What is continued pretraining?",
+    "When is DPO the right method?",
+    "What is rejection sampling?",
+    "How much memory does full fine-tuning need?",
+    "What does the retrieval server store?",
+    "How are fine-tuning jobs followed?",
+    "What is the agent card?",
+    "LoRA는 무엇인가요?",
+    "RAG와 파인튜닝 중 무엇을 먼저 해야 하나요?",
+    "한국어 검색은 어떻게 하나요?",
+    "전체 파인튜닝은 언제 하나요?",
+    "DPO는 언제 쓰나요?",
+    "데이터가 자주 바뀌면 어떻게 하나요?",
+    "ragtune은 무엇인가요?",
+    "빠른 시작 방법을 알려 주세요",
 ]
 HOPS = ["total", "coordinator A2A hop", "research A2A hop", "MCP search (in agent)", "model", "other"]
 
@@ -55,7 +68,11 @@ async def time_question(coordinator: A2APeer, question: str) -> dict[str, float]
             marks.setdefault("retrieved", now)
         elif text.startswith("[research] writing"):
             marks.setdefault("writing", now)
-        elif "writing" in marks and "written" not in marks and (text.startswith("[research]") or ev.kind == "answer"):
+        elif (
+            "writing" in marks
+            and "written" not in marks
+            and (text.startswith("[research]") or ev.kind == "answer")
+        ):
             marks["written"] = now
         if ev.kind == "answer":
             marks.setdefault("answered", now)
@@ -64,11 +81,19 @@ async def time_question(coordinator: A2APeer, question: str) -> dict[str, float]
     model = marks.get("written", 0) - marks.get("writing", 0)
     coord = marks.get("routed", 0) + (total - marks.get("answered", total))
     research = marks.get("retrieving", 0) - marks.get("routed", 0)
-    return {"total": total, "coordinator A2A hop": coord, "research A2A hop": research,
-            "MCP search (in agent)": search, "model": model, "other": total - coord - research - search - model}
+    return {
+        "total": total,
+        "coordinator A2A hop": coord,
+        "research A2A hop": research,
+        "MCP search (in agent)": search,
+        "model": model,
+        "other": total - coord - research - search - model,
+    }
 
 
-async def run(n: int, settings: config.AgentSettings, rs: config.RetrievalSettings) -> tuple[list[dict[str, float]], list[float]]:
+async def run(
+    n: int, settings: config.AgentSettings, rs: config.RetrievalSettings
+) -> tuple[list[dict[str, float]], list[float]]:
     """Ingest, warm up, then time n questions and n bare MCP searches."""
     retrieval = McpTools(f"http://127.0.0.1:{rs.retrieval_port}/mcp", settings.token())
     await demo.ingest(retrieval, ROOT / "docs")
@@ -118,7 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     """Start the kit in a scratch RAGTUNE_HOME, measure, write the markdown report."""
     p = argparse.ArgumentParser(prog="python bench/agents.py", description=__doc__.splitlines()[0])
     p.add_argument("-n", type=int, default=20, help="questions to time (default 20)")
-    p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks" / "agents.md"), help="markdown report path")
+    p.add_argument(
+        "--out", default=str(ROOT / "docs" / "benchmarks" / "agents.md"), help="markdown report path"
+    )
     args = p.parse_args(argv)
     home = Path(tempfile.mkdtemp(prefix="ragtune-bench-agents-"))
     os.environ["RAGTUNE_HOME"] = str(home)

@@ -96,8 +96,7 @@ def build_coordinator_graph(deps: CoordinatorDeps, checkpointer: BaseCheckpointS
         return {"answer": ev.text or f"the research agent ended with {ev.state_name}"}
 
     async def make_dataset(state: CoordinatorState, config: RunnableConfig) -> CoordinatorState:
-        ask = prompts.QA_REQUEST.format(topic=state["request"])
-        ev = await _relay(deps.research, "research", ask, _thread(config))
+        ev = await _relay(deps.research, "research", prompts.QA_REQUEST, _thread(config))
         rows = extract_jsonl(ev.text)
         _status(f"the research agent built {len(rows)} Q/A pairs")
         return {"dataset": "\n".join(line for line in ev.text.splitlines() if line.strip().startswith("{"))}

@@ -6,5 +6,5 @@ ROUTE_SYSTEM = (
     "'chain' when the user wants a Q/A dataset built from their documents and a model trained on it."
 )
 
-QA_REQUEST = "Make Q/A pairs from my docs for instruction tuning: {topic}"
-TRAIN_ON = "{request}\n\nTraining data (built by the research agent from your documents):\n{jsonl}"
+QA_REQUEST = "Make Q/A pairs from my docs for instruction tuning"
+TRAIN_ON = "{request}\n\nTraining data (Q/A pairs from the research agent):\n{jsonl}"

@@ -63,7 +63,8 @@ def build_finetune_graph(deps: FinetuneDeps, checkpointer: BaseCheckpointSaver |
     async def assess(state: FinetuneState) -> FinetuneState:
         request = state["request"]
         dataset = extract_jsonl(request)
-        situation = parse_situation(request, n_examples=len(dataset) if dataset else None)
+        prose = "\n".join(line for line in request.splitlines() if not line.lstrip().startswith("{"))
+        situation = parse_situation(prose, n_examples=len(dataset) if dataset else None)
         _status(f"assessing: goal={situation['goal']}, examples={situation['n_examples']}")
         rec = await deps.finetune.call("finetune_recommend_method", **situation)
         fresh: FinetuneState = {"situation": situation, "recommendation": rec, "advice": prompts.advice(rec),

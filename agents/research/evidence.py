@@ -46,8 +46,9 @@ def parse_hits(result: Any) -> list[Hit]:
 
 def _hit(r: dict[str, Any]) -> Hit:
     heading = r.get("heading_path", r.get("heading", r.get("headings", "")))
+    title = r.get("title") or r.get("document_title") or r.get("source") or r.get("path") or "untitled"
     if isinstance(heading, list):
-        heading = " › ".join(str(h) for h in heading if h)
+        heading = " › ".join(str(h) for h in heading[1 if heading[:1] == [title] else 0 :] if h)
     span = r.get("span") or r.get("char_span")
     start = r.get("char_start", r.get("start"))
     end = r.get("char_end", r.get("end"))
@@ -55,7 +56,6 @@ def _hit(r: dict[str, Any]) -> Hit:
         start, end = span.get("start"), span.get("end")
     elif isinstance(span, list | tuple) and len(span) == 2:
         start, end = span
-    title = r.get("title") or r.get("document_title") or r.get("source") or r.get("path") or "untitled"
     return Hit(str(title), str(heading or ""), str(r["text"]), start, end, float(r.get("score") or 0.0),
                str(r.get("document_id", r.get("doc_id", ""))))
 
@@ -120,10 +120,13 @@ def extractive_answer(query: str, hits: list[Hit], max_sentences: int = 3) -> st
     return "\n".join(picked)
 
 
-def grounded(draft: str, hits: list[Hit], threshold: float = 0.6) -> bool:
-    """Tell whether most of a draft's content words come from the retrieved text (else it was invented)."""
+def grounded(draft: str, hits: list[Hit], threshold: float = 0.7) -> bool:
+    """Tell whether a draft is fluent and mostly made of the retrieved text's words (else it was invented)."""
+    tokens = re.findall(r"\w+", draft.lower())
+    if len(tokens) < 6 or len(set(tokens)) / len(tokens) < 0.5 or "question:" in draft.lower():
+        return False  # too short, looping ("A: A: A: ..."), or echoing the prompt
     words = terms(draft)
-    if len(words) < 3:
+    if len(words) < 4:
         return False
     source = " ".join(h.text for h in hits).lower()
     return sum(w in source for w in words) / len(words) >= threshold
@@ -133,3 +136,9 @@ def format_answer(body: str, hits: list[Hit], mode: str) -> str:
     """Assemble the answer: body, numbered sources, and which mode produced it."""
     sources = "\n".join(h.citation(n) for n, h in enumerate(hits, 1))
     return f"{body}\n\nSources:\n{sources}\n\n[mode: {mode}]" if hits else f"{body}\n\n[mode: {mode}]"
+
+
+def extract_citations(answer: str) -> list[str]:
+    """Return the numbered source lines of an answer ("[1] title › heading (chars a-b)")."""
+    _, _, sources = answer.partition("\nSources:\n")
+    return [line for line in sources.splitlines() if re.match(r"\[\d+\] ", line)]

@@ -36,6 +36,7 @@ from ragtune.llm import model_label, supports_tools
 
 QA_REQUEST = re.compile(r"q\s*/\s*a|q&a|qa pairs|question.answer pairs|질의응답|질문.답변", re.I)
 QA_SEEDS = ("fine-tuning LoRA", "RAG retrieval", "dataset format", "파인튜닝 방법", "검색 증강")
+QA_TOPIC = re.compile(r"\babout (.+)$|(.+?)에 대한", re.I)
 FOLLOW_UP_WORDS = 5
 
 
@@ -57,7 +58,7 @@ class ResearchDeps:
     model: BaseChatModel
     collection: str | None = None
     k: int = 5
-    qa_pairs: int = 24
+    qa_pairs: int = 64
 
 
 def _status(text: str) -> None:
@@ -120,7 +121,8 @@ def build_research_graph(deps: ResearchDeps, checkpointer: BaseCheckpointSaver |
         return {"answer": f"{last.text}\n\n[mode: tool-calling {model_label(deps.model)}]", "history": [state["request"]]}
 
     async def build_qa(state: ResearchState) -> ResearchState:
-        topic = QA_REQUEST.sub("", state["request"]).strip(" :-,.") or ""
+        about = QA_TOPIC.search(state["request"])
+        topic = next((g for g in about.groups() if g), "").strip(" .?!") if about else ""
         seen: dict[tuple[str, Any], Hit] = {}
         for query in ([topic] if topic else []) + list(QA_SEEDS):
             _status(f"collecting passages for “{query}” ({len(seen)} so far)")
@@ -151,16 +153,17 @@ async def _draft(model: BaseChatModel, question: str, hits: list[Hit]) -> str:
 
 
 def qa_pairs(hits: list[Hit], limit: int) -> list[dict[str, Any]]:
-    """Make chat Q/A records from passages: the heading becomes the question, its first sentences the answer."""
+    """Make chat Q/A records from passages: questions about the heading, answered by its first sentences."""
     out: list[dict[str, Any]] = []
     for h in hits:
         topic = (h.heading.split(" › ")[-1] if h.heading else h.title).strip("# ")
         said = " ".join(sentences(h.text)[:2])[:400]
         if not topic or len(said) < 20:
             continue
-        template = prompts.QA_QUESTION_KO if is_korean(topic + said) else prompts.QA_QUESTION_EN
-        out.append({"messages": [{"role": "user", "content": template.format(topic=topic)},
-                                 {"role": "assistant", "content": said}]})
-        if len(out) == limit:
-            break
+        templates = prompts.QA_QUESTIONS_KO if is_korean(topic + said) else prompts.QA_QUESTIONS_EN
+        for template in templates:
+            out.append({"messages": [{"role": "user", "content": template.format(topic=topic)},
+                                     {"role": "assistant", "content": said}]})
+            if len(out) == limit:
+                return out
     return out

@@ -18,5 +18,5 @@ TOOL_SYSTEM = (
 NOTHING_FOUND = "I found nothing relevant to “{question}” in the indexed documents, so I will not guess."
 NOTHING_FOUND_KO = "색인된 문서에서 “{question}”와(과) 관련된 내용을 찾지 못했습니다. 추측하지 않겠습니다."
 
-QA_QUESTION_EN = "What does the ragtune guide say about {topic}?"
-QA_QUESTION_KO = "{topic}에 대해 문서는 무엇이라고 설명하나요?"
+QA_QUESTIONS_EN = ("What does the ragtune guide say about {topic}?", "Explain {topic} briefly.")
+QA_QUESTIONS_KO = ("{topic}에 대해 문서는 무엇이라고 설명하나요?", "{topic}을(를) 간단히 설명해 주세요.")

@@ -13,6 +13,10 @@ import anyio
 import pytest
 import uvicorn
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from langchain_core.messages import BaseMessage
+from pydantic import Field
+
+from ragtune.llm import LocalChatModel
 
 
 def free_port() -> int:
@@ -43,10 +47,16 @@ async def serving(app: Any, port: int | None = None) -> AsyncIterator[str]:
 
 
 class ScriptedModel(GenericFakeChatModel):
-    """A scripted 'remote' chat model for the tool-calling path; the generic fake cannot bind tools."""
+    """A scripted 'remote' chat model for the tool-calling path; records what it was sent (tool results too)."""
+
+    seen: list[list[BaseMessage]] = Field(default_factory=list)
 
     def bind_tools(self, tools: Any, **kwargs: Any) -> ScriptedModel:
-        return self
+        return self  # the generic fake cannot bind tools; the script already holds the tool calls
+
+    def _generate(self, messages: list[BaseMessage], *args: Any, **kwargs: Any) -> Any:
+        self.seen.append(list(messages))
+        return super()._generate(messages, *args, **kwargs)
 
 
 @pytest.fixture(name="free_port")
@@ -71,3 +81,9 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def scripted_model():
     """Build a ScriptedModel that replies with the given messages in order."""
     return lambda messages: ScriptedModel(messages=iter(messages))
+
+
+@pytest.fixture(scope="session")
+def local_model(models_dir: Path) -> LocalChatModel:
+    """The embedded SmolLM2 chat model, loaded at most once per session (short answers, one thread)."""
+    return LocalChatModel(models_dir=models_dir, max_new_tokens=40, threads=1)
