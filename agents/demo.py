@@ -52,11 +52,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def child_env(home: Path) -> dict[str, str]:
-    """Return the environment every child gets: one RAGTUNE_HOME, loopback URLs, offline hub."""
+def child_env(home: Path, settings: AgentSettings, rs: RetrievalSettings, fs: FinetuneSettings) -> dict[str, str]:
+    """Return the environment every child gets: one RAGTUNE_HOME, the loopback URLs of each other, offline hub."""
     env = dict(os.environ)
+    local = "http://127.0.0.1"
     env.update(RAGTUNE_HOME=str(home), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
-               PYTHONUNBUFFERED="1", PYTHONPATH=str(ROOT))
+               PYTHONUNBUFFERED="1", PYTHONPATH=str(ROOT),
+               RAGTUNE_RETRIEVAL_URL=f"{local}:{rs.retrieval_port}/mcp",
+               RAGTUNE_FINETUNE_URL=f"{local}:{fs.finetune_port}/mcp",
+               RAGTUNE_RESEARCH_AGENT_URL=f"{local}:{settings.research_port}",
+               RAGTUNE_FINETUNE_AGENT_URL=f"{local}:{settings.finetune_agent_port}")
     env.setdefault("RAGTUNE_RETRIEVAL_ROOTS", str(ROOT))
     env.setdefault("RAGTUNE_FINETUNE_ROOTS", str(ROOT))
     return env
@@ -191,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     settings, rs, fs = AgentSettings(), RetrievalSettings(), FinetuneSettings()
     console.rule("ragtune")
     console.print(f"data in {home}")
-    sup = Supervisor(child_env(home), home / "logs", settings.token())
+    sup = Supervisor(child_env(home, settings, rs, fs), home / "logs", settings.token())
     try:
         start_all(sup, services(settings, rs, fs))
         return asyncio.run(session(args, settings, rs, fs, home))

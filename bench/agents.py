@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import importlib
 import os
+import socket
 import statistics
 import sys
 import tempfile
@@ -50,6 +51,13 @@ QUESTIONS = [
     "ragtune은 무엇인가요?",
     "빠른 시작 방법을 알려 주세요",
 ]
+def free_port() -> int:
+    """Return a loopback port nobody listens on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 HOPS = ["total", "coordinator A2A hop", "research A2A hop", "MCP search (in agent)", "model", "other"]
 
 
@@ -149,8 +157,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     home = Path(tempfile.mkdtemp(prefix="ragtune-bench-agents-"))
     os.environ["RAGTUNE_HOME"] = str(home)
+    for name in ("RETRIEVAL", "FINETUNE", "COORDINATOR", "RESEARCH", "FINETUNE_AGENT"):  # never clash with a demo
+        os.environ[f"RAGTUNE_{name}_PORT"] = str(free_port())
     settings, rs, fs = config.AgentSettings(), config.RetrievalSettings(), config.FinetuneSettings()
-    sup = Supervisor(demo.child_env(home), home / "logs", settings.token())
+    sup = Supervisor(demo.child_env(home, settings, rs, fs), home / "logs", settings.token())
     try:
         demo.start_all(sup, [s for s in demo.services(settings, rs, fs) if s.name != "worker"])
         rows, bare = asyncio.run(run(args.n, settings, rs))

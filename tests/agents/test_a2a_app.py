@@ -19,9 +19,9 @@ from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import interrupt
 
-from agents.a2a_app import AgentSpec, build_app, skill
+from agents.a2a_app import AgentSpec, build_app, serve, skill
 from agents.a2a_peer import A2APeer
-from ragtune.config import AgentSettings
+from ragtune.config import AgentSettings, InsecureBindError
 
 pytestmark = pytest.mark.anyio
 
@@ -179,3 +179,8 @@ async def test_bearer_token_guards_rpc_but_not_the_card(free_port, serving):
         peer = A2APeer(url, "s3cret")
         assert (await peer.ask("hi")).text == "echo hi (turn 1)"
         await peer.aclose()
+
+
+def test_refuses_to_bind_beyond_loopback_without_a_token():
+    with pytest.raises(InsecureBindError, match="RAGTUNE_API_TOKEN"):
+        serve(echo_app(1), "0.0.0.0", 1, AgentSettings())
