@@ -217,9 +217,15 @@ def test_a2a_cli_fails_without_the_token_or_on_a_wrong_answer(echo_agent: str) -
     assert wrong.returncode == 1 and "lacks 'goodbye'" in wrong.stderr
 
 
+QA_LINES = "\n".join(json.dumps({"question": q, "answer": a}) for q, a in [
+    ("What is ragtune?", "A kit of MCP servers and A2A agents."), ("Which port is retrieval?", "8701."),
+    ("Which port is fine-tuning?", "8702.")])
+
+
 def test_a2a_cli_talks_to_a_ragtune_agent(finetune_url: str, tmp_path: Path) -> None:
     port = free_port()
-    env = {**server_env(tmp_path / "agent-home"), "RAGTUNE_FINETUNE_URL": f"{finetune_url}/mcp"}
+    env = {**server_env(tmp_path / "agent-home"), "RAGTUNE_FINETUNE_URL": f"{finetune_url}/mcp",
+           "RAGTUNE_RESEARCH_AGENT_URL": "http://127.0.0.1:9"}  # the inline dataset needs no research agent
     with serve(["-m", "agents.finetune", "--port", str(port)], env,
                f"http://127.0.0.1:{port}/.well-known/agent-card.json"):
         card = run_client("a2a_cli.py", f"http://127.0.0.1:{port}")
@@ -233,8 +239,7 @@ def test_a2a_cli_talks_to_a_ragtune_agent(finetune_url: str, tmp_path: Path) -> 
         assert advice.returncode == 0, advice.stderr[-3000:]
         assert "[working]" in advice.stdout and "lora-sft" in advice.stdout
         ask = run_client("a2a_cli.py", f"http://127.0.0.1:{port}", "--stream", "--token", TOKEN, "--expect",
-                         "input-required", 'Instruction-tune the model on these Q/A pairs for 2 steps: '
-                         '{"question": "What is ragtune?", "answer": "A kit."}')
+                         "input-required", "Instruction-tune the model on these Q/A pairs for 2 steps:\n" + QA_LINES)
         assert ask.returncode == 0, ask.stderr[-3000:]
         task_id, context_id = re.search(r"^task (\S+) in context (\S+): input-required", ask.stdout, re.M).groups()
         declined = run_client("a2a_cli.py", f"http://127.0.0.1:{port}", "--stream", "--token", TOKEN,
