@@ -120,8 +120,9 @@ def vector_ranking(index: Index, query: str, row: Any, where: str, params: list[
     )
     args: list[Any] = [vec.tobytes(), depth, row["name"]]
     if where != "1":
-        sql += (" and chunk_id in (select c.id from chunks c join documents d on d.id = c.doc_id "
-                f"where c.collection = ? and {where})")
+        # Documents first: the filter is evaluated once per document, not once per chunk.
+        sql += (" and chunk_id in (select c.id from documents d cross join chunks c on c.doc_id = d.id "
+                f"where d.collection = ? and {where})")
         args += [row["name"], *params]
     with index.lock:
         return [(r[0], r[1]) for r in index.conn.execute(sql + " order by distance", args)]
