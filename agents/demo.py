@@ -27,7 +27,7 @@ from ragtune.config import AgentSettings, FinetuneSettings, RetrievalSettings
 
 console = Console(highlight=False)
 KOREAN_Q = "ragtune은 한국어 문서를 어떻게 검색하나요?"
-ENGLISH_Q = "How does ragtune search Korean text?"
+ENGLISH_Q = "What is LoRA?"
 ADVICE_Q = (
     "We have about 3,000 customer-support conversations and want the assistant to answer in our house style "
     "and tone. Our product facts live in docs that change every week. Should we fine-tune, and how?"

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from typing import Any
 
 _WORD = re.compile(r"[A-Za-z][A-Za-z0-9+\-]*|[0-9]+|[\uac00-\ud7a3]+")
-_SENT = re.compile(r"(?<=[.!?。])\s+|(?<=다\.)\s*|\n{1,}")
+_SENT = re.compile(r"(?<=[.!?。])\s+")
+_ITEM = re.compile(r"^(?:[-*+>]\s+|\d+[.)]\s+|#+\s)")
 _HANGUL = re.compile(r"[\uac00-\ud7a3]")
 STOP = set(
     "a an the of to in on for and or is are was be it its this that what which how why when where who do does can "
@@ -93,12 +94,27 @@ def relevant(query: str, hits: list[Hit], threshold: float = MIN_OVERLAP) -> lis
 
 
 def sentences(text: str) -> list[str]:
-    """Split a chunk into sentences (English and Korean endings, line breaks), dropping markdown noise."""
+    """Split a chunk into whole sentences: wrapped lines are rejoined, list items and headings stand alone,
+    code and tables are dropped."""
     out = []
-    for s in _SENT.split(text):
-        s = s.strip().lstrip("#>*- ").strip()
-        if len(s) >= 12 and not s.startswith(("```", "|")):
-            out.append(s)
+    prose = re.sub(r"```.*?(?:```|$)", "\n\n", text, flags=re.S)  # fenced code, even cut off by the chunk end
+    for block in re.split(r"\n\s*\n", prose):
+        items: list[str] = []
+        for line in block.splitlines():
+            line = line.strip()
+            if not line or line.startswith("|"):
+                continue
+            if items and not _ITEM.match(line) and not items[-1].startswith("#"):
+                items[-1] = f"{items[-1]} {line}"  # a wrapped line continues the sentence above
+            else:
+                items.append(line)
+        for item in items:
+            if item.startswith("#"):
+                continue
+            for s in _SENT.split(_ITEM.sub("", item)):
+                s = s.replace("**", "").strip()
+                if len(s) >= 12 and s.count("`") <= 2:
+                    out.append(s)
     return out
 
 
