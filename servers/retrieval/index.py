@@ -6,12 +6,13 @@ vector filler (servers.retrieval.filler) interleaves with ingest and search with
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -92,6 +93,15 @@ class Index:
         self.pending = threading.Event()  # set when chunks wait for vectors; the filler waits on it
         self.embedding = False
         self.closed = False
+        self._writes = 0  # bumped by every commit of this connection (data_version covers other connections)
+        self._coverage: dict[tuple[Any, ...], Coverage] = {}
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[Connection]:
+        """Run one write transaction and invalidate cached counts."""
+        with transaction(self.conn) as conn:
+            yield conn
+        self._writes += 1
 
     @classmethod
     def open(cls, target: RetrievalSettings | IndexConfig | Path | str, embedder: Embedder | None, **overrides: Any) -> Index:
@@ -129,7 +139,7 @@ class Index:
                     return self.collection_info(name)
                 raise CollectionExists(f"collection {name!r} already exists: ingest into it, or delete it first")
             e = self.embedder
-            with transaction(self.conn):
+            with self._write():
                 if e is not None:
                     ensure_vec_table(self.conn, e.dim)
                 self.conn.execute(
@@ -160,7 +170,7 @@ class Index:
         """Delete a collection with all its documents, chunks and vectors; return the documents removed."""
         with self.lock:
             row = self.require_collection(name)
-            with transaction(self.conn):
+            with self._write():
                 if row["dim"] is not None:
                     self.conn.execute(
                         f"delete from {vec_table(row['dim'])} where chunk_id in "
@@ -249,7 +259,7 @@ class Index:
         if old is not None and old["content_hash"] == content_hash:
             return DocReport(doc_id=doc_id, source=doc.source, title=doc.title, status="unchanged", chunks=n)
         rows = self._chunk_rows(doc)
-        with self.lock, transaction(self.conn):
+        with self.lock, self._write():
             # Re-read under the write lock: another ingest of the same source may have landed meanwhile.
             old = self.conn.execute("select id, content_hash from documents where doc_id = ?", (doc_id,)).fetchone()
             if old is not None and old["content_hash"] == content_hash:
@@ -301,14 +311,19 @@ class Index:
     # -- vectors ----------------------------------------------------------------------------------
 
     def coverage(self, collection: str | None = None) -> Coverage:
-        """Count chunks with vectors against all chunks (of one collection, or all)."""
+        """Count chunks with vectors against all chunks (of one collection, or all); cached until a write."""
         sql = "select count(*), coalesce(sum(embedded), 0) from chunks"
         args: tuple[Any, ...] = ()
         if collection is not None:
             sql, args = sql + " where collection = ?", (collection,)
         with self.lock:
-            total, embedded = self.conn.execute(sql, args).fetchone()
-        return Coverage.of(embedded, total)
+            key = (collection, self._writes, self.conn.execute("pragma data_version").fetchone()[0])
+            if key not in self._coverage:
+                total, embedded = self.conn.execute(sql, args).fetchone()
+                if len(self._coverage) > 64:
+                    self._coverage.clear()
+                self._coverage[key] = Coverage.of(embedded, total)
+            return self._coverage[key]
 
     def pending_count(self) -> int:
         """Count chunks this index's embedder still has to embed."""
@@ -355,7 +370,7 @@ class Index:
         with self.lock:
             if self.closed:
                 return
-            with transaction(self.conn):
+            with self._write():
                 table = ensure_vec_table(self.conn, e.dim)
                 for row, vec in zip(batch, vectors, strict=True):
                     current = self.conn.execute("select embedded from chunks where id = ?", (row["id"],)).fetchone()
@@ -409,7 +424,7 @@ class Index:
             if row is None:
                 raise UnknownDocument(f"unknown document {doc_id!r}: list documents to find its id")
             dim = self._collection_row(row["collection"])["dim"]
-            with transaction(self.conn):
+            with self._write():
                 self._delete_chunks(row["id"], dim)
                 self.conn.execute("delete from documents where id = ?", (row["id"],))
         return _doc_info(row)

@@ -202,3 +202,13 @@ def test_weight_one_ranks_by_vectors_alone(index: Index) -> None:
     fused = index.search("apple cherry", weight=1.0, k=4)
     assert [h.chunk_id for h in fused.hits][: len(vector)] == vector
     assert [h.vector_rank for h in fused.hits] == [1, 2, 3, 4]
+
+
+def test_counts_see_writes_from_another_connection(index: Index, retrieval_settings: object) -> None:
+    assert index.coverage().total == 0
+    other = Index.open(retrieval_settings, index.embedder)  # type: ignore[arg-type]
+    try:
+        other.ingest_text("written by another process", source="o.md")
+    finally:
+        other.close()
+    assert index.coverage().total == 1
