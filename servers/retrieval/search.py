@@ -100,9 +100,10 @@ def lexical_ranking(index: Index, fts_query: str, collection: str, where: str, p
                     depth: int) -> list[tuple[int, float]]:
     """Return (chunk rowid, bm25) best first; filters apply before the limit."""
     # CROSS JOIN pins the FTS match as the outer loop; otherwise SQLite walks the collection's chunks first.
+    docs = "" if where == "1" else " cross join documents d on d.id = c.doc_id"
     sql = (
         f"select c.id, bm25(chunks_fts, {HEAD_WEIGHT}, 1.0) as s from chunks_fts "
-        "cross join chunks c on c.id = chunks_fts.rowid cross join documents d on d.id = c.doc_id "
+        f"cross join chunks c on c.id = chunks_fts.rowid{docs} "
         f"where chunks_fts match ? and c.collection = ? and {where} order by s limit ?"
     )
     with index.lock:
