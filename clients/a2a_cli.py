@@ -18,6 +18,7 @@ import asyncio
 import os
 import sys
 import uuid
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 from a2a.client import A2ACardResolver, ClientConfig, create_client
@@ -42,6 +43,24 @@ def describe(card: AgentCard) -> str:
         lines.append(f"  security: {', '.join(card.security_schemes)}")
     lines.append(f"  streaming: {card.capabilities.streaming}")
     return "\n".join(lines)
+
+
+def reachable(card: AgentCard, base_url: str, always: bool) -> list[str]:
+    """Point the card's interfaces at the host the user dialled when they advertise an unroutable one.
+
+    An agent bound to 0.0.0.0 (in a container, say) may advertise http://0.0.0.0:PORT; a client must not
+    dial that. With `always`, every interface is re-pointed (e.g. behind a proxy or a published port).
+    """
+    given = urlsplit(base_url)
+    notes = []
+    for interface in card.supported_interfaces:
+        url = urlsplit(interface.url)
+        if always or url.hostname in (None, "", "0.0.0.0", "::"):
+            fixed = urlunsplit((given.scheme, given.netloc, url.path, url.query, url.fragment))
+            if fixed != interface.url:
+                notes.append(f"  note: card advertises {interface.url}; using {fixed}")
+                interface.url = fixed
+    return notes
 
 
 class Progress:
@@ -90,13 +109,16 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--expect", action="append", help="acceptable end states (default completed, input-required)")
     parser.add_argument("--expect-text", help="fail unless the answer contains this text")
     parser.add_argument("--timeout", type=float, default=600, help="seconds to wait for the agent")
+    parser.add_argument("--use-given-url", action="store_true",
+                        help="dial the URL given here even when the card advertises another host")
     args = parser.parse_intermixed_args(argv)  # the message may follow the options
 
     headers = {"Authorization": f"Bearer {args.token}"} if args.token else {}
     async with httpx.AsyncClient(headers=headers, timeout=httpx.Timeout(30.0, read=args.timeout)) as http:
         card = await A2ACardResolver(http, args.url.rstrip("/")).get_agent_card()
         assert card.name and card.skills, "the agent card has no name or no skills"
-        print(describe(card))
+        notes = reachable(card, args.url.rstrip("/"), args.use_given_url)
+        print("\n".join([describe(card), *notes]))
         if args.card:
             from google.protobuf.json_format import MessageToJson
 

@@ -107,6 +107,17 @@ def test_ports_healthchecks_and_urls_match_the_contract(spec: dict[str, Any]) ->
                 assert host in services and PORTS[host] == int(port), value
 
 
+def test_agents_reach_their_peers_by_service_name(spec: dict[str, Any]) -> None:
+    """Inside a container 127.0.0.1 is the container itself, so `.env`'s loopback URLs must be overridden."""
+    peers = {"RAGTUNE_RETRIEVAL_URL": "http://retrieval:8701/mcp", "RAGTUNE_FINETUNE_URL": "http://finetune:8702/mcp",
+             "RAGTUNE_RESEARCH_AGENT_URL": "http://research:8712", "RAGTUNE_FINETUNE_AGENT_URL": "http://finetune-agent:8713"}
+    for name in ("coordinator", "research", "finetune-agent"):
+        env = spec["services"][name]["environment"]
+        assert {key: env.get(key) for key in peers} == peers, name
+    for name, service in spec["services"].items():
+        assert not any("127.0.0.1" in str(v) for v in service["environment"].values()), name
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

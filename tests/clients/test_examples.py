@@ -175,22 +175,35 @@ class RequireToken(BaseHTTPMiddleware):
         return JSONResponse({"error": "missing or wrong bearer token"}, status_code=401)
 
 
-@pytest.fixture
-def echo_agent() -> Iterator[str]:
-    """A foreign A2A agent on loopback, built with nothing but a2a-sdk."""
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
+def echo_app(advertised: str) -> Starlette:
+    """A foreign A2A agent built with nothing but a2a-sdk, whose card advertises `advertised`."""
     card = AgentCard(name="echo", description="Echoes what it hears", version="1.0.0",
-                     supported_interfaces=[AgentInterface(protocol_binding="JSONRPC", protocol_version="1.0", url=base)],
+                     supported_interfaces=[AgentInterface(protocol_binding="JSONRPC", protocol_version="1.0",
+                                                          url=advertised)],
                      capabilities=AgentCapabilities(streaming=True), default_input_modes=["text/plain"],
                      default_output_modes=["text/plain"],
                      skills=[AgentSkill(id="echo", name="Echo", description="Repeats the message", tags=["test"],
                                         examples=["hello"])])
     handler = DefaultRequestHandler(agent_executor=EchoExecutor(), task_store=InMemoryTaskStore(), agent_card=card)
-    app = Starlette(routes=[*create_agent_card_routes(card), *create_jsonrpc_routes(handler, rpc_url="/")],
-                    middleware=[Middleware(RequireToken)])
-    with in_thread(app, port):
-        yield base
+    return Starlette(routes=[*create_agent_card_routes(card), *create_jsonrpc_routes(handler, rpc_url="/")],
+                     middleware=[Middleware(RequireToken)])
+
+
+@pytest.fixture
+def echo_agent() -> Iterator[str]:
+    """The foreign agent on loopback, advertising its real address."""
+    port = free_port()
+    with in_thread(echo_app(f"http://127.0.0.1:{port}"), port):
+        yield f"http://127.0.0.1:{port}"
+
+
+def test_a2a_cli_dials_the_given_host_when_the_card_advertises_0_0_0_0() -> None:
+    """An agent bound to 0.0.0.0 in a container may advertise that address; the CLI must not dial it."""
+    port = free_port()
+    with in_thread(echo_app(f"http://0.0.0.0:{port}/"), port):
+        result = run_client("a2a_cli.py", f"http://localhost:{port}", "hi", "--token", TOKEN, "--expect-text", "echo: hi")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"card advertises http://0.0.0.0:{port}/; using http://localhost:{port}/" in result.stdout
 
 
 def test_a2a_cli_shows_a_foreign_agents_card(echo_agent: str) -> None:
