@@ -78,6 +78,10 @@ def test_guide_states_the_memory_facts_the_advisor_computes() -> None:
     weights = estimate_memory(params=7e9, method="full", precision="bf16").weights_gb
     assert weights == 14.0 and "**14 GB**" in text
     assert "CPT hurts instruction following" in text
+    korean = GUIDE_KO.read_text(encoding="utf-8")
+    for method in ("full", "lora", "qlora"):
+        total = round(estimate_memory(params=7e9, method=method).total_gb)
+        assert f"**{total} GB**" in text and f"**{total}GB**" in korean, f"{method}: the advisor says {total} GB"
 
 
 def test_readme_opens_with_exactly_the_two_setup_commands() -> None:
