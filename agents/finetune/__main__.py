@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from fastapi import FastAPI
+from langchain_core.language_models import BaseChatModel
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph.state import CompiledStateGraph
 
@@ -15,12 +16,17 @@ from agents.finetune import card
 from agents.finetune.graph import FinetuneDeps, build_finetune_graph, cancel_job
 from agents.mcp_tools import McpTools
 from ragtune.config import AgentSettings, configure_logging
+from ragtune.llm import make_chat_model, supports_tools
 
 
-def make_app(settings: AgentSettings, base_url: str, poll_seconds: float = 1.0) -> FastAPI:
-    """Build the fine-tuning agent's A2A app from settings."""
+def make_app(settings: AgentSettings, base_url: str, poll_seconds: float = 1.0,
+             model: BaseChatModel | None = None) -> FastAPI:
+    """Build the fine-tuning agent's A2A app from settings (a tool-calling model, if any, picks its own tools)."""
     research = A2APeer(settings.research_agent_url, settings.token())
-    deps = FinetuneDeps(McpTools(settings.finetune_url, settings.token()), research, poll_seconds=poll_seconds)
+    model = model or make_chat_model(settings)
+    # The embedded model is never asked to choose: the fixed workflow runs and the model is not even loaded.
+    deps = FinetuneDeps(McpTools(settings.finetune_url, settings.token()), research, poll_seconds=poll_seconds,
+                        model=model if supports_tools(model) else None)
 
     async def build(saver: BaseCheckpointSaver) -> CompiledStateGraph:
         return build_finetune_graph(deps, saver)

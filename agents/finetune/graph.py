@@ -12,6 +12,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
+from langchain_core.language_models import BaseChatModel
+from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
@@ -21,7 +23,9 @@ from langgraph.types import interrupt
 from agents.a2a_peer import A2APeer
 from agents.finetune import prompts
 from agents.finetune.situation import extract_jsonl, is_yes, parse_situation, requested_steps, wants_training
+from agents.finetune.tool_agent import run_tool_agent
 from agents.mcp_tools import McpTools, ToolFailed
+from ragtune.llm import model_label, supports_tools
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
 
@@ -48,6 +52,7 @@ class FinetuneDeps:
 
     finetune: McpTools
     research: A2APeer | None = None
+    model: BaseChatModel | None = None  # a tool-calling model picks tools itself; None = the fixed workflow
     default_steps: int = 30
     poll_seconds: float = 1.0
     max_follow_seconds: float = 3600.0
@@ -71,6 +76,14 @@ def build_finetune_graph(deps: FinetuneDeps, checkpointer: BaseCheckpointSaver |
                                 "train": wants_training(request, bool(dataset)), "dataset": dataset,
                                 "file_id": "", "confirmed": False, "job_id": "", "job": {}, "answer": ""}
         return fresh
+
+    async def tool_agent(state: FinetuneState, config: RunnableConfig) -> FinetuneState:
+        assert deps.model is not None
+        _status(f"{model_label(deps.model)} is choosing tools")
+        return await run_tool_agent(deps.model, deps.finetune, state["request"], config)
+
+    def start(state: FinetuneState) -> str:
+        return "tool_agent" if deps.model is not None and supports_tools(deps.model) else "assess"
 
     def after_assess(state: FinetuneState) -> str:
         return "prepare" if state.get("train") else "advise"
@@ -141,15 +154,15 @@ def build_finetune_graph(deps: FinetuneDeps, checkpointer: BaseCheckpointSaver |
             await asyncio.sleep(deps.poll_seconds)
 
     g = StateGraph(FinetuneState)
-    for name, fn in [("assess", assess), ("advise", advise), ("prepare", prepare), ("confirm", confirm),
+    for name, fn in [("tool_agent", tool_agent), ("assess", assess), ("advise", advise), ("prepare", prepare), ("confirm", confirm),
                      ("decline", decline), ("submit", submit), ("follow", follow)]:
         g.add_node(name, fn)
-    g.add_edge(START, "assess")
+    g.add_conditional_edges(START, start, ["tool_agent", "assess"])
     g.add_conditional_edges("assess", after_assess, ["advise", "prepare"])
     g.add_conditional_edges("prepare", after_prepare, ["confirm", END])
     g.add_conditional_edges("confirm", after_confirm, ["submit", "decline"])
     g.add_edge("submit", "follow")
-    for end in ("advise", "decline", "follow"):
+    for end in ("tool_agent", "advise", "decline", "follow"):
         g.add_edge(end, END)
     return g.compile(checkpointer=checkpointer, name="finetune")
 

@@ -9,6 +9,7 @@ import uuid
 import anyio
 import pytest
 from a2a.types import TaskState
+from langchain_core.messages import AIMessage, ToolMessage
 
 from agents.a2a_peer import A2APeer
 from agents.finetune.__main__ import make_app
@@ -92,3 +93,31 @@ async def test_a_bad_dataset_is_refused_and_nothing_launches(stack):
         done = await peer.ask('Train the model on this:\n{"question": "only one?", "answer": "yes"}')
     assert done.state_name == "completed" and "refused" in done.text
     assert (await tools.call("finetune_list_jobs"))["jobs"] == []
+
+
+async def test_tool_calling_model_uploads_then_launch_waits_for_yes(free_port, serving, scripted_model):
+    fport, aport = free_port(), free_port()
+    async with serving(finetune_app(FinetuneSettings(finetune_port=fport), port=fport), fport) as ft_url:
+        tools = McpTools(f"{ft_url}/mcp")
+        file = await tools.call("finetune_upload_dataset", content=qa_jsonl(12), filename="qa.jsonl")
+        model = scripted_model([
+            AIMessage("", tool_calls=[{"name": "finetune_recommend_method", "id": "c1",
+                                       "args": {"goal": "task", "n_examples": 12}}]),
+            AIMessage("", tool_calls=[{"name": "finetune_launch", "id": "c2",
+                                       "args": {"training_file": file["id"], "max_steps": 2}}]),
+            AIMessage("Launched as requested."),
+        ])
+        settings = AgentSettings(finetune_url=f"{ft_url}/mcp", research_agent_url="http://127.0.0.1:9")
+        async with serving(make_app(settings, f"http://127.0.0.1:{aport}", model=model), aport) as url:
+            peer = A2APeer(url)
+            with anyio.fail_after(60):
+                ask = await peer.ask(f"Train on {file['id']} for 2 steps")
+            assert ask.state_name == "input_required" and f"Launch LoRA SFT on {file['id']}" in ask.text
+            assert (await tools.call("finetune_list_jobs"))["jobs"] == []  # nothing before the yes
+            with anyio.fail_after(60):
+                done = await peer.ask("yes", context_id=ask.context_id, task_id=ask.task_id)
+            await peer.aclose()
+    assert done.state_name == "completed" and "[mode: tool-calling ScriptedModel]" in done.text
+    results = [m.content for batch in model.seen for m in batch if isinstance(m, ToolMessage)]
+    assert any("prompt" in str(r) or "lora" in str(r) for r in results)  # the real advisor answered
+    assert any('"job_id": "ftjob-' in str(r) for r in results)
