@@ -117,14 +117,19 @@ async def converse(coordinator: A2APeer, text: str, *, auto_yes: bool | None = T
     context_id, task_id = context_id or uuid.uuid4().hex, None
     while True:
         last = answer = None
-        with console.status("working…") as status:
-            async for ev in coordinator.stream(text, context_id=context_id, task_id=task_id):
-                last = ev
-                if ev.kind == "answer":
-                    answer = ev
-                elif ev.text and ev.state_name == "working":
-                    status.update(ev.text)
-                    console.print(Text(f"  {ev.text}", style="dim"))
+        try:
+            with console.status("working…") as status:
+                async for ev in coordinator.stream(text, context_id=context_id, task_id=task_id):
+                    last = ev
+                    if ev.kind == "answer":
+                        answer = ev
+                    elif ev.text and ev.state_name == "working":
+                        status.update(ev.text)
+                        console.print(Text(f"  {ev.text}", style="dim"))
+        except asyncio.CancelledError:  # Ctrl-C: cancel the task, so the coordinator cancels any job it started
+            if last is not None:
+                await asyncio.shield(_cancel_quietly(coordinator, last.task_id))
+            raise
         if last is None:
             raise RuntimeError("the coordinator answered nothing")
         if last.state_name != "input_required":
@@ -137,6 +142,14 @@ async def converse(coordinator: A2APeer, text: str, *, auto_yes: bool | None = T
     style = "green" if last.state_name == "completed" else "red"
     console.print(Panel(Text(body), title=f"coordinator ({last.state_name})", border_style=style))
     return last.state_name
+
+
+async def _cancel_quietly(coordinator: A2APeer, task_id: str) -> None:
+    try:
+        async with asyncio.timeout(15):
+            await coordinator.cancel(task_id)
+    except Exception:  # already finished, or the services are going down anyway
+        pass
 
 
 async def demo(coordinator: A2APeer, steps: int) -> bool:
