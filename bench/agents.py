@@ -51,6 +51,8 @@ QUESTIONS = [
     "ragtune은 무엇인가요?",
     "빠른 시작 방법을 알려 주세요",
 ]
+
+
 def free_port() -> int:
     """Return a loopback port nobody listens on."""
     with socket.socket() as s:
@@ -157,7 +159,13 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     home = Path(tempfile.mkdtemp(prefix="ragtune-bench-agents-"))
     os.environ["RAGTUNE_HOME"] = str(home)
-    for name in ("RETRIEVAL", "FINETUNE", "COORDINATOR", "RESEARCH", "FINETUNE_AGENT"):  # never clash with a demo
+    for name in (
+        "RETRIEVAL",
+        "FINETUNE",
+        "COORDINATOR",
+        "RESEARCH",
+        "FINETUNE_AGENT",
+    ):  # never clash with a demo
         os.environ[f"RAGTUNE_{name}_PORT"] = str(free_port())
     settings, rs, fs = config.AgentSettings(), config.RetrievalSettings(), config.FinetuneSettings()
     sup = Supervisor(demo.child_env(home, settings, rs, fs), home / "logs", settings.token())

@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(1)
-    console = Console()
+    console = Console() if sys.stdout.isatty() else Console(width=150)
     cache = Path(args.cache) if args.cache else None
     results: dict[str, object] = {"argv": sys.argv[1:], "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     if args.quality or args.all:

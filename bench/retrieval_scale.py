@@ -161,9 +161,38 @@ def _time_parts(index: Index, queries: list[str], size: int, n: int, budget_s: f
             FTS_DRIVEN, (fts[i % len(fts)], COLLECTION, 10)
         ).fetchall(),
     }
+    matrix, ids = _load_matrix(index)
+    parts["numpy KNN (in memory)"] = lambda i: _numpy_knn(matrix, ids, vectors[i % len(vectors)])
+    index.conn.execute("create virtual table if not exists bench_vocab using fts5vocab(chunks_fts, 'row')")
+    pruned = [_prune_common(index, q, size) for q in queries]
+    parts["FTS5, terms in >5% dropped"] = lambda i: index.conn.execute(
+        FTS_DRIVEN, (pruned[i % len(pruned)], COLLECTION, 10)
+    ).fetchall()
     return [
         {"size": size, "mode": name, "grow_s": 0.0, **_timed(run, n, budget_s)} for name, run in parts.items()
     ]
+
+
+def _load_matrix(index: Index) -> tuple[np.ndarray, np.ndarray]:
+    """Read every vector into one float32 matrix (what an in-memory KNN cache would hold)."""
+    rows = index.conn.execute(f"select chunk_id, embedding from {vec_table(384)}").fetchall()
+    matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(-1, 384)
+    return matrix, np.array([r[0] for r in rows])
+
+
+def _numpy_knn(matrix: np.ndarray, ids: np.ndarray, query: np.ndarray, k: int = 10) -> np.ndarray:
+    scores = matrix @ query
+    top = np.argpartition(-scores, k)[:k]
+    return ids[top[np.argsort(-scores[top])]]
+
+
+def _prune_common(index: Index, query: str, size: int) -> str:
+    """Drop query terms found in more than 5% of chunks (low idf, most of the bm25 work); keep the rarest one."""
+    terms = list(dict.fromkeys(get_analyzer().terms(query)))
+    sql = "select doc from bench_vocab where term = ?"
+    df = {t: (index.conn.execute(sql, (t,)).fetchone() or (0,))[0] for t in terms}
+    keep = [t for t in terms if df[t] <= 0.05 * size] or sorted(terms, key=lambda t: df[t])[:1]
+    return " OR ".join('"' + t.replace('"', '""') + '"' for t in keep)
 
 
 def _timed(run: Any, n: int, budget_s: float) -> dict[str, float]:
