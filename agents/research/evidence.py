@@ -93,6 +93,11 @@ def relevant(query: str, hits: list[Hit], threshold: float = MIN_OVERLAP) -> lis
     return [h for h in hits if overlap(query, f"{h.title} {h.heading} {h.text}") >= threshold]
 
 
+def rerank(query: str, hits: list[Hit]) -> list[Hit]:
+    """Put hits whose heading names the query's terms first (stable), so a section about the topic leads."""
+    return sorted(hits, key=lambda h: -overlap(query, f"{h.title} {h.heading}"))
+
+
 def sentences(text: str) -> list[str]:
     """Split a chunk into whole sentences: wrapped lines are rejoined, list items and headings stand alone,
     code and tables are dropped."""
@@ -126,7 +131,9 @@ def extractive_answer(query: str, hits: list[Hit], max_sentences: int = 3) -> st
             scored.append((overlap(query, s), -n, -i, s, n))
     scored.sort(reverse=True)
     picked, per_hit = [], {}
-    for _score, _n, _i, s, n in scored:
+    for score, _n, _i, s, n in scored:
+        if picked and score == 0:
+            break  # a sentence sharing nothing with the question is not an answer
         if per_hit.get(n, 0) >= 2:
             continue
         per_hit[n] = per_hit.get(n, 0) + 1

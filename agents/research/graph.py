@@ -30,6 +30,7 @@ from agents.research.evidence import (
     is_korean,
     parse_hits,
     relevant,
+    rerank,
     sentences,
 )
 from ragtune.llm import model_label, supports_tools
@@ -57,7 +58,7 @@ class ResearchDeps:
     retrieval: McpTools
     model: BaseChatModel
     collection: str | None = None
-    k: int = 5
+    k: int = 8
     qa_pairs: int = 64
 
 
@@ -91,7 +92,7 @@ def build_research_graph(deps: ResearchDeps, checkpointer: BaseCheckpointSaver |
     async def retrieve(state: ResearchState) -> ResearchState:
         _status(f"retrieving passages for “{state['query'][:80]}”")
         hits = await search(state["query"], deps.k)
-        keep = relevant(state["query"], hits)
+        keep = rerank(state["query"], relevant(state["query"], hits))
         _status(f"{len(hits)} hits, {len(keep)} relevant")
         return {"hits": [h.__dict__ for h in keep]}
 
