@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import socket
 import sys
 import uuid
 from urllib.parse import urlsplit, urlunsplit
@@ -46,21 +47,33 @@ def describe(card: AgentCard) -> str:
 
 
 def reachable(card: AgentCard, base_url: str, always: bool) -> list[str]:
-    """Point the card's interfaces at the host the user dialled when they advertise an unroutable one.
+    """Point the card's interfaces at the host the user dialled when they advertise one we cannot reach.
 
-    An agent bound to 0.0.0.0 (in a container, say) may advertise http://0.0.0.0:PORT; a client must not
-    dial that. With `always`, every interface is re-pointed (e.g. behind a proxy or a published port).
+    An agent bound to 0.0.0.0 may advertise http://0.0.0.0:PORT, and one inside compose advertises its
+    service name (http://research:8712), which only resolves inside that network; a client must not dial
+    either. With `always`, every interface is re-pointed (e.g. behind a proxy or a published port).
     """
     given = urlsplit(base_url)
     notes = []
     for interface in card.supported_interfaces:
         url = urlsplit(interface.url)
-        if always or url.hostname in (None, "", "0.0.0.0", "::"):
+        if always or not _routable(url.hostname):
             fixed = urlunsplit((given.scheme, given.netloc, url.path, url.query, url.fragment))
             if fixed != interface.url:
                 notes.append(f"  note: card advertises {interface.url}; using {fixed}")
                 interface.url = fixed
     return notes
+
+
+def _routable(host: str | None) -> bool:
+    """Tell whether `host` names a machine this client can dial (not a wildcard, and it resolves)."""
+    if not host or host in ("0.0.0.0", "::"):
+        return False
+    try:
+        socket.getaddrinfo(host, None)
+    except socket.gaierror:
+        return False
+    return True
 
 
 class Progress:

@@ -98,9 +98,11 @@ def test_ports_healthchecks_and_urls_match_the_contract(spec: dict[str, Any]) ->
         assert service["ports"] == [f"127.0.0.1:{port}:{port}"], name
         command = service["command"]
         assert command[command.index("--port") + 1] == str(port)
-        assert command[command.index("--host") + 1] == "0.0.0.0"
+        # Servers listen on every interface; agents bind (and so advertise in their card) their service name.
+        host = "0.0.0.0" if name in ("retrieval", "finetune") else name
+        assert command[command.index("--host") + 1] == host
         probe = " ".join(service["healthcheck"]["test"])
-        assert f"http://127.0.0.1:{port}{HEALTH[name]}" in probe, name
+        assert f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}{HEALTH[name]}" in probe, name
     for service in services.values():
         for value in service["environment"].values():
             for host, port in re.findall(r"http://([a-z-]+):(\d+)", str(value)):
@@ -171,6 +173,10 @@ def test_service_command_starts_and_answers_its_healthcheck(name: str, spec: dic
     try:
         response = _wait_http(f"http://127.0.0.1:{port}{HEALTH[name]}", proc, deadline_s=90)
         assert response.status_code == 200, response.text
+        if name in ("coordinator", "research", "finetune-agent"):
+            # The card advertises the host the agent binds, which is why compose binds the service name.
+            urls = [i["url"] for i in response.json()["supportedInterfaces"]]
+            assert urls and all(u.startswith(f"http://127.0.0.1:{port}") for u in urls), urls
     finally:
         proc.terminate()
         try:

@@ -197,13 +197,14 @@ def echo_agent() -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
 
 
-def test_a2a_cli_dials_the_given_host_when_the_card_advertises_0_0_0_0() -> None:
-    """An agent bound to 0.0.0.0 in a container may advertise that address; the CLI must not dial it."""
+@pytest.mark.parametrize("advertised", ["0.0.0.0", "research.invalid"])
+def test_a2a_cli_dials_the_given_host_when_the_card_advertises_an_unreachable_one(advertised: str) -> None:
+    """A card may advertise 0.0.0.0 or a compose service name; the CLI dials the host it was given instead."""
     port = free_port()
-    with in_thread(echo_app(f"http://0.0.0.0:{port}/"), port):
+    with in_thread(echo_app(f"http://{advertised}:{port}/"), port):
         result = run_client("a2a_cli.py", f"http://localhost:{port}", "hi", "--token", TOKEN, "--expect-text", "echo: hi")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert f"card advertises http://0.0.0.0:{port}/; using http://localhost:{port}/" in result.stdout
+    assert f"card advertises http://{advertised}:{port}/; using http://localhost:{port}/" in result.stdout
 
 
 def test_a2a_cli_shows_a_foreign_agents_card(echo_agent: str) -> None:
