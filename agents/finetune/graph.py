@@ -127,7 +127,7 @@ def build_finetune_graph(deps: FinetuneDeps, checkpointer: BaseCheckpointSaver |
         return {"answer": prompts.DECLINED.format(file_id=state.get("file_id", ""))}
 
     async def submit(state: FinetuneState) -> FinetuneState:
-        hp = {"max_steps": _steps(state), "batch_size": 4, "learning_rate": 1e-3, "max_length": 256}
+        hp = {"max_steps": _steps(state), "batch_size": 2, "learning_rate": 1e-3, "max_length": 256}
         job = await deps.finetune.call("finetune_create_job", training_file=state["file_id"], method="supervised",
                                        hyperparameters=hp, peft={"type": "lora", "r": 8, "alpha": 16})
         _status(f"submitted job {job['id']} ({hp['max_steps']} steps of LoRA SFT on {job.get('model')})")
