@@ -1,9 +1,10 @@
-# One image for every ragtune service (servers, worker, agents). CPU torch by default; the GPU worker
-# in compose.yaml builds the same file with TORCH_INDEX pointing at a CUDA build of torch.
+# One image for every ragtune service (servers, worker, agents). torch comes from the default index (its
+# Linux build runs on CPU and on NVIDIA GPUs); pass --build-arg TORCH_INDEX=<your CPU-only torch index> for a
+# slimmer CPU-only image.
 FROM python:3.11-slim
 
 ARG TORCH_VERSION=2.13.0
-ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+ARG TORCH_INDEX=
 
 ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -18,7 +19,7 @@ ENV PYTHONUNBUFFERED=1 \
 WORKDIR /app
 
 # torch first, from the chosen index, so installing the project never pulls a multi-GB default build.
-RUN pip install --index-url "${TORCH_INDEX}" "torch==${TORCH_VERSION}"
+RUN pip install ${TORCH_INDEX:+--index-url "$TORCH_INDEX"} "torch==${TORCH_VERSION}"
 
 # Dependencies before sources, so editing code does not reinstall everything.
 COPY pyproject.toml README.md ./
