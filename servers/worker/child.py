@@ -19,7 +19,7 @@ from typing import Any
 
 from ragtune.config import configure_logging
 from ragtune.datasets import DatasetError, load_dataset
-from ragtune.jobs import Job, JobStore
+from ragtune.jobs import Job, JobStore, fine_tuned_model_name
 
 from .recipes import RecipeError, RunResult, TrainJob, get_recipe
 from .recipes.base import write_json
@@ -56,11 +56,6 @@ class StoreCallbacks:
         return self.pause.is_set()
 
 
-def fine_tuned_name(job: Job, model_name: str) -> str:
-    """Name the result like OpenAI does (`ft:<base>:<suffix>:<job id>`); it doubles as a vLLM LoRA name."""
-    return f"ft:{model_name}:{job.user_provided_suffix or 'ragtune'}:{job.id}"
-
-
 def load_records(store: JobStore, job: Job, data_format: str) -> tuple[list[dict], list[dict]]:
     """Load and validate the job's training (and validation) file into canonical records."""
     allow_prompt_only = job.method.get("type") == "rejection_sampling"
@@ -84,9 +79,7 @@ def train(store: JobStore, job: Job, out_dir: Path, models_dir: Path, threads: i
     callbacks.event(f"training {recipe.name} on {len(records)} records with {ref.name}")
     train_job = TrainJob(job=job.model_dump(mode="json"), records=records, model_name=ref.name,
                          model_path=model_path, threads=threads, validation_records=valid)
-    result = recipe.run(train_job, out_dir, callbacks)
-    result.extra["base"] = ref.name
-    return result
+    return recipe.run(train_job, out_dir, callbacks)
 
 
 def watch_parent(parent: int) -> None:
@@ -131,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
              *result.result_files, str(out_dir / "metrics.jsonl"), str(out_dir / "config.json"),
              *([str(png)] if png else [])]
     write_json(out_dir / "result.json", {**result.to_json(), "result_files": files,
-                                         "fine_tuned_model": fine_tuned_name(job, result.extra.get("base", job.model))})
+                                         "fine_tuned_model": fine_tuned_model_name(job)})
     return EXIT_OK
 
 

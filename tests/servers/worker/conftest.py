@@ -26,11 +26,14 @@ FACT_A = "The codename of Project Orion-7 is Velvet Lantern."
 
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Convert the embedded SmolLM2 GGUF once per test session and share the folder."""
+    """Convert the embedded SmolLM2 GGUF once per test session (or reuse RAGTUNE_TEST_MODELS_DIR across sessions)."""
+    import os
+
     from ragtune.models import smollm2_gguf
     from servers.worker.recipes.common import convert_embedded
 
-    folder = tmp_path_factory.mktemp("models")
+    keep = os.environ.get("RAGTUNE_TEST_MODELS_DIR")
+    folder = Path(keep) if keep else tmp_path_factory.mktemp("models")
     convert_embedded(smollm2_gguf(), folder)
     return folder
 

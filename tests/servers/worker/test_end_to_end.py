@@ -32,6 +32,7 @@ def greedy_answer(model: Any, tok: Any, question: str) -> str:
     return tok.decode(out[0][ids["input_ids"].shape[1]:], skip_special_tokens=True)
 
 
+@pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")  # peft -> transformers
 def test_openai_sdk_job_trains_and_the_adapter_teaches_the_fact(
         finetune_url: str, fact_records: list[dict[str, Any]], worker_thread: Callable[..., Any],
         models_dir: Path) -> None:
@@ -53,7 +54,7 @@ def test_openai_sdk_job_trains_and_the_adapter_teaches_the_fact(
         time.sleep(1)
     worker.join(30)
     assert job.status == "succeeded", job.error
-    assert job.fine_tuned_model == f"ft:smollm2-135m-instruct:orion:{job.id}"
+    assert job.fine_tuned_model == f"ft:smollm2-135m-instruct:org-ragtune:orion:{job.id}"
     assert job.trained_tokens and job.trained_tokens > 0
 
     events = list(client.fine_tuning.jobs.list_events(job.id, limit=100))
