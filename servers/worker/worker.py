@@ -56,7 +56,11 @@ class Worker:
                     break
                 self.stop.wait(self.settings.poll_seconds)
                 continue
-            self.run_job(job)
+            try:
+                self.run_job(job)
+            except Exception as e:  # the loop is a process boundary: one bad job must not stop the worker
+                log.exception("job %s broke the worker loop", job.id)
+                self._fail(job.id, "worker_error", f"the worker could not run this job: {e}")
             done += 1
             if once or job_id or (max_jobs and done >= max_jobs):
                 break

@@ -86,3 +86,31 @@ def test_stopping_worker_requeues_its_job_and_ends_the_child(
     requeued = store.get_job(job.id)
     assert requeued.status is JobStatus.queued and requeued.worker_id is None
     assert "re-queued to resume" in store.list_events(job.id, limit=1)[0].message
+
+
+def test_progress_bar_follows_metrics_events(store: JobStore, make_job, fact_records) -> None:
+    from servers.worker.worker import _Progress
+
+    job = make_job(fact_records, max_steps=12)
+    for step in (1, 2):
+        store.add_event(job.id, f"step {step}/12", type="metrics",
+                        data={"step": step, "total_steps": 12, "train_loss": 2.0 / step, "tokens_per_second": 50.0})
+    bar = _Progress(store, job.id)
+    bar.update()
+    assert (bar.bar.n, bar.bar.total) == (2, 12)
+    bar.close()
+
+
+def test_a_job_that_breaks_the_loop_fails_and_the_worker_goes_on(
+        store: JobStore, make_job, fact_records, settings: WorkerSettings, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(self: Worker, job: object, out: Path) -> list[str]:
+        raise PermissionError("cannot write /forbidden")
+
+    monkeypatch.setattr(Worker, "_command", broken)
+    first, second = make_job(fact_records, max_steps=1), make_job(fact_records, max_steps=1)
+
+    assert Worker(settings, store, progress=False).run(max_jobs=2) == 2
+    for job in (first, second):
+        failed = store.get_job(job.id)
+        assert failed.status is JobStatus.failed and failed.error.code == "worker_error"
+        assert "cannot write /forbidden" in failed.error.message
