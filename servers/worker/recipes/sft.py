@@ -86,12 +86,19 @@ def train_chat(job: TrainJob, records: list[dict[str, Any]], cfg: SFTJobConfig, 
     args = training_args(SFTConfig, out_dir, device, cfg, assistant_only_loss=True, packing=cfg.packing,
                          pad_token=tok.pad_token, eos_token=tok.eos_token)
     cb = job_callback(callbacks, out_dir)
+    valid = trainable_records(job.validation_records)
     trainer = SFTTrainer(model=model, processing_class=tok, train_dataset=Dataset.from_list(records),
+                         eval_dataset=Dataset.from_list(valid) if valid else None,
                          peft_config=lora_config(job.peft), args=args, callbacks=[cb])
     resume = last_checkpoint(out_dir)
     if resume:
         callbacks.event(f"resuming from {Path(resume).name}")
     trainer.train(resume_from_checkpoint=resume)
+    if valid and not cb.pause_requested:
+        scores = trainer.evaluate()
+        callbacks.event(f"validation loss {scores.get('eval_loss', float('nan')):.4f} on {len(valid)} examples",
+                        data={"valid_loss": scores.get("eval_loss"),
+                              "valid_mean_token_accuracy": scores.get("eval_mean_token_accuracy")})
     return finish(trainer, tok, cb, cfg, out_dir, peft=job.peft is not None)
 
 

@@ -95,8 +95,10 @@ async def test_mcp_created_job_is_trained_by_the_worker(
     async with httpx.AsyncClient(timeout=httpx.Timeout(30, read=60)) as http:
         async with Client(streamable_http_client(f"{finetune_url}/mcp", http_client=http)) as c:
             up = await c.call_tool("finetune_upload_dataset", {"content": jsonl(fact_records).decode()})
+            held = await c.call_tool("finetune_upload_dataset", {"content": jsonl(fact_records[:2]).decode()})
             created = await c.call_tool("finetune_create_job", {
                 "training_file": up.structured_content["id"], "peft": LORA, "seed": 0,
+                "validation_file": held.structured_content["id"],
                 "hyperparameters": {"max_steps": 2, "batch_size": 2, "max_length": 128, "merge": True}})
             job_id = created.structured_content["id"]
             worker_thread(max_jobs=1)
@@ -112,5 +114,7 @@ async def test_mcp_created_job_is_trained_by_the_worker(
     metrics = [e for e in events["events"] if e["type"] == "metrics"]
     assert [e["data"]["step"] for e in metrics] == [2, 1]
     assert any(e["message"].startswith("job succeeded") for e in events["events"])
+    valid = next(e for e in events["events"] if e["message"].startswith("validation loss"))
+    assert 0 < valid["data"]["valid_loss"] < 10
     merged = Path(view["job"]["output_dir"]) / "merged"
     assert (merged / "model.safetensors").exists() and str(merged) in view["job"]["result_files"]
