@@ -123,7 +123,7 @@ class TrainingOptions:
     max_length: int = 512
     lr_scheduler: str = "linear"
     warmup_steps: int = 0
-    save_steps: int = 0
+    save_steps: int = 0  # 0 = auto (see common.training_args); negative = never checkpoint except on pause
     save_total_limit: int = 0
     seed: int = 0
     merge: bool = False

@@ -194,16 +194,18 @@ def job_callback(callbacks: RunCallbacks, out_dir: Path) -> Any:
     return JobCallback()
 
 
-def training_args(cls: type, out_dir: Path, device: dict[str, Any], cfg: Any, **extra: Any) -> Any:
+def training_args(cls: type, out_dir: Path, device: dict[str, Any], cfg: Any, *, peft: bool,
+                  **extra: Any) -> Any:
     """Build an SFTConfig/DPOConfig with the settings every recipe shares (CPU-safe, checkpoints, logging)."""
-    save_steps = int(getattr(cfg, "save_steps", 0) or 0)
+    # 0 = auto: a resume point every 50 LoRA steps (small) or 200 full steps (a full copy each), newest 3 kept.
+    save_steps = int(cfg.save_steps or 0) or (50 if peft else 200)
     return cls(
         output_dir=str(out_dir / "checkpoints"), max_steps=int(cfg.max_steps or -1),
         num_train_epochs=float(cfg.n_epochs), per_device_train_batch_size=cfg.per_device_batch_size,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps, learning_rate=float(cfg.learning_rate),
         lr_scheduler_type=cfg.lr_scheduler, warmup_steps=int(cfg.warmup_steps), logging_steps=1,
-        save_strategy="steps" if save_steps > 0 else "no", save_steps=save_steps or 500,
-        save_total_limit=cfg.save_total_limit or None, seed=int(cfg.seed), data_seed=int(cfg.seed),
+        save_strategy="steps" if save_steps > 0 else "no", save_steps=max(save_steps, 1),
+        save_total_limit=cfg.save_total_limit or (None if cfg.save_steps else 3), seed=int(cfg.seed), data_seed=int(cfg.seed),
         use_cpu=device["use_cpu"], bf16=device["bf16"], fp16=device["fp16"], gradient_checkpointing=False,
         report_to="none", disable_tqdm=True, dataloader_num_workers=0, max_length=int(cfg.max_length),
         include_num_input_tokens_seen="non_padding", **extra,

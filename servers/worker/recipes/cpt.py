@@ -75,7 +75,8 @@ def run(job: TrainJob, out_dir: Path, callbacks: RunCallbacks) -> RunResult:
     device = device_settings(job.threads)
     tok = load_tokenizer(job.model_path, training_template=False)
     model = load_model(job.model_path, device["dtype"])
-    args = training_args(SFTConfig, out_dir, device, cfg, packing=cfg.packing, dataset_text_field="text",
+    args = training_args(SFTConfig, out_dir, device, cfg, peft=job.peft is not None, packing=cfg.packing,
+                         dataset_text_field="text",
                          pad_token=tok.pad_token, eos_token=tok.eos_token)
     cb = job_callback(callbacks, out_dir)
     trainer = SFTTrainer(model=model, processing_class=tok, train_dataset=Dataset.from_list(rows),

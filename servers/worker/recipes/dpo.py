@@ -74,7 +74,8 @@ def run(job: TrainJob, out_dir: Path, callbacks: RunCallbacks) -> RunResult:
     device = device_settings(job.threads)
     tok = load_tokenizer(job.model_path, training_template=False)
     model = load_model(job.model_path, device["dtype"])
-    args = training_args(DPOConfig, out_dir, device, cfg, beta=float(cfg.beta), loss_type=[cfg.loss_type])
+    args = training_args(DPOConfig, out_dir, device, cfg, peft=True, beta=float(cfg.beta),
+                         loss_type=[cfg.loss_type])
     cb = job_callback(callbacks, out_dir)
     trainer = DPOTrainer(model=model, ref_model=None, processing_class=tok, args=args,
                          train_dataset=Dataset.from_list(pairs(job.records)), peft_config=lora_config(peft),

@@ -83,8 +83,8 @@ def train_chat(job: TrainJob, records: list[dict[str, Any]], cfg: SFTJobConfig, 
     device = device_settings(job.threads)
     tok = load_tokenizer(job.model_path)
     model = load_model(job.model_path, device["dtype"])
-    args = training_args(SFTConfig, out_dir, device, cfg, assistant_only_loss=True, packing=cfg.packing,
-                         pad_token=tok.pad_token, eos_token=tok.eos_token)
+    args = training_args(SFTConfig, out_dir, device, cfg, peft=job.peft is not None, assistant_only_loss=True,
+                         packing=cfg.packing, pad_token=tok.pad_token, eos_token=tok.eos_token)
     cb = job_callback(callbacks, out_dir)
     valid = trainable_records(job.validation_records)
     trainer = SFTTrainer(model=model, processing_class=tok, train_dataset=Dataset.from_list(records),
