@@ -49,6 +49,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="scifact docs embedded for vector/hybrid (0 = all 5,183; dense is slow on CPU)",
     )
     p.add_argument("--embedder", default="e5-small", help="embedder for vector/hybrid quality")
+    p.add_argument(
+        "--weights", default="0.5", help="hybrid vector weights to score, comma-separated (0.5 = default)"
+    )
     p.add_argument("--sizes", default="1000,10000,100000", help="chunk counts for the scale section")
     p.add_argument("--searches", type=int, default=200, help="searches timed per size and mode")
     p.add_argument(

@@ -14,6 +14,14 @@ from ragtune.embeddings import Embedder
 DEFAULT_CACHE = REPO / ".ragtune" / "bench-cache"
 
 
+def engine_tag(engine: str) -> str:
+    """Name cache entries after the engine and its code, so changing an engine never reuses stale vectors."""
+    digest = hashlib.sha256()
+    for path in sorted((REPO / "ragtune" / "embedders").glob("*.py")):
+        digest.update(path.read_bytes())
+    return f"{engine}-{digest.hexdigest()[:8]}"
+
+
 def cached_vectors(
     cache: Path | None, engine: str, texts: Sequence[str], embed: Callable[[Sequence[str]], np.ndarray]
 ) -> tuple[np.ndarray, bool]:
@@ -21,7 +29,7 @@ def cached_vectors(
     if cache is None:
         return embed(texts), False
     key = hashlib.sha256("\0".join([engine, *texts]).encode()).hexdigest()[:24]
-    path = cache / f"{engine}-{key}.npy"
+    path = cache / f"{engine_tag(engine)}-{key}.npy"
     if path.exists():
         return np.load(path), True
     vectors = embed(texts)
@@ -38,7 +46,7 @@ class CachingEmbedder:
         self.model_id: str = inner.model_id
         self.dim: int = inner.dim
         self.languages: frozenset[str] = inner.languages
-        self.path = cache / f"passages-{engine}.npz" if cache else None
+        self.path = cache / f"passages-{engine_tag(engine)}.npz" if cache else None
         self.store: dict[str, np.ndarray] = {}
         if self.path and self.path.exists():
             with np.load(self.path) as data:

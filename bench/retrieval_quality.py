@@ -21,6 +21,7 @@ from bench.retrieval_metrics import evaluate
 from ragtune.config import RetrievalSettings
 from ragtune.embeddings import make_embedder
 from servers.retrieval.index import Index
+from servers.retrieval.models import SearchMode
 
 KIWI_TAGS = ("NN", "VV", "VA", "XR", "SL", "SN", "SH", "MAG", "NR", "NP")  # the notes' tag set
 TARGETS = {("ko-welfare", "lexical"): 0.99, ("scifact", "hybrid"): 1.03}
@@ -62,7 +63,7 @@ def _english_tokenizer() -> Any:
 
 
 def index_runs(
-    data: EvalSet, embedder: Any, modes: Sequence[str], console: Console
+    data: EvalSet, embedder: Any, modes: Sequence[tuple[str, SearchMode, float]], console: Console
 ) -> tuple[dict[str, Any], dict[str, float]]:
     """Ingest the corpus into a fresh index, embed it, and rank every query in each mode (docs deduplicated)."""
     timings: dict[str, float] = {}
@@ -79,13 +80,13 @@ def index_runs(
             index.embed_pending()
         timings["embed_s"] = time.perf_counter() - start
         runs: dict[str, Any] = {}
-        for mode in modes:
-            runs[mode] = {}
+        for label, mode, weight in modes:
+            runs[label] = {}
             for qid, query in track(
-                list(data.queries.items()), description=f"{mode} {data.name}", console=console
+                list(data.queries.items()), description=f"{label} {data.name}", console=console
             ):
-                hits = index.search(query, collection=data.name, k=100, mode=mode).hits
-                runs[mode][qid] = list(dict.fromkeys(h.source for h in hits))
+                hits = index.search(query, collection=data.name, k=100, mode=mode, weight=weight).hits
+                runs[label][qid] = list(dict.fromkeys(h.source for h in hits))
         index.close()
     return runs, timings
 
@@ -102,13 +103,17 @@ def run_quality(
         data = full.sample(args.queries or None, corpus or None, args.seed)
         console.print(f"[bold]{data.name}[/bold]: {data.note}")
         base = evaluate(bm25s_run(data), data.qrels)
-        modes = ["lexical", "vector", "hybrid"] if embedder is not None else ["lexical"]
+        modes: list[tuple[str, SearchMode, float]] = [("lexical", "lexical", 0.5)]
+        if embedder is not None:
+            modes.append(("vector", "vector", 1.0))
+            for w in (float(x) for x in args.weights.split(",")):
+                modes.append(("hybrid" if w == 0.5 else f"hybrid w={w}", "hybrid", w))
         runs, timings = index_runs(data, embedder, modes, console)
         if embedder is not None:
             embedder.save()
         rows.append({"set": data.name, "mode": "bm25s", **base, "note": data.note})
-        for mode in modes:
-            rows.append({"set": data.name, "mode": mode, **evaluate(runs[mode], data.qrels), **timings})
+        for label, _, _ in modes:
+            rows.append({"set": data.name, "mode": label, **evaluate(runs[label], data.qrels), **timings})
     _print(rows, console, args.embedder)
     return rows
 

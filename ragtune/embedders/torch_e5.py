@@ -21,7 +21,6 @@ from ragtune.embedders.e5_file import E5File
 from ragtune.embedders.e5_tokenizer import E5Tokenizer
 
 Precision = Literal["fp32", "int8"]
-TOKEN_BUDGET = 4096  # padded tokens per forward pass: bounds memory, keeps the GEMMs large
 SMOOTH_ALPHA = 0.65  # migrate this much of the activation range into the weights (chosen on held-out text)
 
 
@@ -75,18 +74,18 @@ class _Layer(nn.Module):
         self.fi, self.fo = SmoothLinear(model, f"{p}.fi", ff, h), SmoothLinear(model, f"{p}.fo", h, ff)
         self.aln, self.oln = _layer_norm(model, f"{p}.aln"), _layer_norm(model, f"{p}.oln")
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t, h = x.shape
         q, k, v = (
             m(x).view(b, t, self.heads, h // self.heads).transpose(1, 2) for m in (self.q, self.k, self.v)
         )
-        ctx = functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        ctx = functional.scaled_dot_product_attention(q, k, v)
         x = self.aln(x + self.ao(ctx.transpose(1, 2).reshape(b, t, h)))
         return self.oln(x + self.fo(functional.gelu(self.fi(x))))
 
 
 class E5Encoder(nn.Module):
-    """The 12-layer BERT encoder; returns the mean of each sequence's token states (padding excluded)."""
+    """The 12-layer BERT encoder; returns the mean of one sequence's token states."""
 
     def __init__(self, model: E5File) -> None:
         super().__init__()
@@ -96,14 +95,13 @@ class E5Encoder(nn.Module):
         self.eln = _layer_norm(model, "emb.ln")
         self.layers = nn.ModuleList(_Layer(model, i) for i in range(model.layers))
 
-    def forward(self, ids: np.ndarray, lengths: np.ndarray) -> torch.Tensor:
-        t = ids.shape[1]
-        valid = torch.arange(t)[None, :] < torch.from_numpy(lengths)[:, None]
-        x = self.eln(torch.from_numpy(self.model.word_embeddings(ids)) + self.pos[:t] + self.type0)
+    def forward(self, ids: np.ndarray) -> torch.Tensor:
+        x = self.eln(
+            torch.from_numpy(self.model.word_embeddings(ids[None, :])) + self.pos[: len(ids)] + self.type0
+        )
         for layer in self.layers:
-            x = layer(x, valid[:, None, None, :])
-        weights = valid.unsqueeze(-1).to(x.dtype)
-        return (x * weights).sum(1) / weights.sum(1)
+            x = layer(x)
+        return x[0].mean(0)
 
     def smooth_linears(self) -> list[SmoothLinear]:
         """Return every projection that smoothing and quantization act on."""
@@ -111,7 +109,7 @@ class E5Encoder(nn.Module):
 
 
 class TorchE5Engine:
-    """Tokenize, window, bucket by length, run the encoder: the packaged engine's recipe on torch."""
+    """Tokenize, window, run the encoder, average windows: the packaged engine's recipe on torch."""
 
     def __init__(self, model: E5File, threads: int = 1, precision: Precision = "int8") -> None:
         torch.set_num_threads(threads)
@@ -157,20 +155,10 @@ class TorchE5Engine:
         return (out / total[:, None]).astype(np.float32)
 
     def _run(self, seqs: list[list[int]]) -> np.ndarray:
-        """Run sequences sorted by length in batches of similar length, so padding stays small."""
-        order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+        """Run each sequence on its own: no padding, and a text's vector never depends on its batch-mates
+        (dynamic int8 scales activations per tensor, so padding and neighbours would shift it)."""
         out = np.zeros((len(seqs), self.dim), dtype=np.float32)
-        start = 0
-        while start < len(order):
-            end = start + 1
-            while end < len(order) and len(seqs[order[end]]) * (end - start + 1) <= TOKEN_BUDGET:
-                end += 1
-            batch = order[start:end]
-            lengths = np.array([len(seqs[i]) for i in batch])
-            ids = np.zeros((len(batch), lengths.max()), dtype=np.int64)
-            for row, i in enumerate(batch):
-                ids[row, : lengths[row]] = seqs[i]
-            with torch.inference_mode():
-                out[batch] = self.encoder(ids, lengths).numpy()
-            start = end
+        with torch.inference_mode():
+            for row, seq in enumerate(seqs):
+                out[row] = self.encoder(np.asarray(seq, dtype=np.int64)).numpy()
         return out
