@@ -287,13 +287,16 @@ class JobStore:
         )
 
     # worker side -------------------------------------------------------------------------------
-    def lease_next(self, worker_id: str, lease_seconds: float) -> Job | None:
-        """Atomically take the oldest queued job for `worker_id` (after recovering expired leases)."""
+    def lease_next(self, worker_id: str, lease_seconds: float, *, job_id: str | None = None) -> Job | None:
+        """Atomically take the oldest queued job (or the named one) for `worker_id`, after recovering expired leases."""
         with db.transaction(self.conn):
             self._recover_expired()
-            row = self.conn.execute(
-                "select * from jobs where status = 'queued' order by created_at, rowid limit 1"
-            ).fetchone()
+            if job_id is None:
+                row = self.conn.execute(
+                    "select * from jobs where status = 'queued' order by created_at, rowid limit 1"
+                ).fetchone()
+            else:
+                row = self.conn.execute("select * from jobs where id = ? and status = 'queued'", (job_id,)).fetchone()
             if row is None:
                 return None
             job = _job(row)

@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ragtune import db
 from ragtune.config import WorkerSettings
 from ragtune.jobs import IllegalTransition, Job, JobError, JobStatus, JobStore
 from ragtune.models import UnknownModel, resolve_base_model
@@ -68,23 +67,10 @@ class Worker:
 
     def lease(self, job_id: str) -> Job | None:
         """Lease one named job if it is queued (Ray dispatch runs `--job ID`); None when it is not."""
-        self.store.recover_expired()
-        job = self.store.get_job(job_id)
-        if job.status is not JobStatus.queued:
-            log.warning("job %s is %s, not queued: nothing to run", job_id, job.status.value)
-            return None
-        now = time.time()
-        body = job.model_copy(update={"status": JobStatus.running, "worker_id": self.worker_id,
-                                      "attempts": job.attempts + 1, "started_at": job.started_at or int(now)})
-        with db.transaction(self.store.conn):
-            cur = self.store.conn.execute(
-                "update jobs set status = 'running', worker_id = ?, lease_until = ?, attempts = attempts + 1,"
-                " body = ? where id = ? and status = 'queued'",
-                (self.worker_id, now + self.settings.lease_seconds, body.model_dump_json(), job_id))
-        if cur.rowcount != 1:
-            return None
-        self.store.add_event(job_id, f"worker {self.worker_id} started attempt {body.attempts}")
-        return self.store.get_job(job_id)
+        job = self.store.lease_next(self.worker_id, self.settings.lease_seconds, job_id=job_id)
+        if job is None:
+            log.warning("job %s is %s, not queued: nothing to run", job_id, self.store.get_job(job_id).status.value)
+        return job
 
     # ------------------------------------------------------------------------------------------ one job
     def run_job(self, job: Job) -> Job:

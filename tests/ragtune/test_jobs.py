@@ -98,6 +98,15 @@ def test_oldest_queued_job_is_leased_first(store: JobStore) -> None:
     assert store.lease_next("w", 30) is None
 
 
+def test_a_named_job_is_leased_only_while_queued(store: JobStore) -> None:
+    older = make_job(store, created_at=1)
+    named = make_job(store, created_at=2)
+    leased = store.lease_next("w1", 30, job_id=named.id)
+    assert leased is not None and leased.id == named.id and leased.status is JobStatus.running
+    assert store.lease_next("w2", 30, job_id=named.id) is None  # already running
+    assert store.get_job(older.id).status is JobStatus.queued
+
+
 def test_expired_lease_is_requeued_then_failed_after_max_attempts(tmp_path: Path) -> None:
     store = JobStore(tmp_path / "jobs.db", max_attempts=2)
     job = make_job(store)
