@@ -19,6 +19,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 # As a script, bench/ comes first on sys.path and this very file would shadow the `agents` package.
@@ -28,6 +29,7 @@ A2APeer = importlib.import_module("agents.a2a_peer").A2APeer
 Supervisor = importlib.import_module("agents.launcher").Supervisor
 McpTools = importlib.import_module("agents.mcp_tools").McpTools
 config = importlib.import_module("ragtune.config")
+is_korean = importlib.import_module("agents.research.evidence").is_korean
 
 QUESTIONS = [
     "What is LoRA?",
@@ -111,7 +113,7 @@ async def run(
     await time_question(coordinator, "warm-up: what is ragtune?")
     rows, bare = [], []
     for i, q in enumerate((QUESTIONS * 2)[:n]):
-        rows.append(await time_question(coordinator, q))
+        rows.append(await time_question(coordinator, q) | {"korean": is_korean(q)})
         t = time.perf_counter()
         await retrieval.call("retrieval_search", query=q, k=5)
         bare.append(time.perf_counter() - t)
@@ -120,7 +122,7 @@ async def run(
     return rows, bare
 
 
-def report(rows: list[dict[str, float]], bare: list[float], n: int, command: str) -> str:
+def report(rows: list[dict[str, Any]], bare: list[float], n: int, command: str) -> str:
     """Render the p50 table as markdown."""
     p50 = {h: statistics.median(r[h] for r in rows) for h in HOPS}
     p90 = {h: sorted(r[h] for r in rows)[int(0.9 * (len(rows) - 1))] for h in HOPS}
@@ -137,6 +139,17 @@ def report(rows: list[dict[str, float]], bare: list[float], n: int, command: str
         *[f"| {h} | {p50[h]:.3f} | {p90[h]:.3f} |" for h in HOPS],
         f"| bare MCP `retrieval_search` from a client (new session per call) | {statistics.median(bare):.3f} | "
         f"{sorted(bare)[int(0.9 * (len(bare) - 1))]:.3f} |",
+        "",
+        "By language (p50 s): "
+        + ", ".join(
+            f"{lang}: total {statistics.median(r['total'] for r in rs):.3f}, model {statistics.median(r['model'] for r in rs):.3f}"
+            for lang, rs in (
+                ("English", [r for r in rows if not r["korean"]]),
+                ("Korean", [r for r in rows if r["korean"]]),
+            )
+            if rs
+        )
+        + ".",
         "",
         "- *coordinator A2A hop*: request → the coordinator's first status, plus answer → end of stream.",
         "- *research A2A hop*: the coordinator's routing → the research agent's first status (card cached, one HTTP",
