@@ -7,7 +7,7 @@ import json
 import os
 import random
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,6 +27,7 @@ class EvalSet:
     queries: dict[str, str]
     qrels: dict[str, dict[str, int]]
     note: str = ""
+    titles: dict[str, str] = field(default_factory=dict)  # doc id -> title, where the set has titles
 
     def sample(self, n_queries: int | None, corpus_size: int | None, seed: int = 42) -> EvalSet:
         """Keep `n_queries` random queries and a corpus of `corpus_size` docs that holds all their relevant docs."""
@@ -68,11 +69,12 @@ def load_scifact(root: Path) -> EvalSet:
     folder = root / "scifact"
     if not folder.is_dir():
         raise DataMissing(f"{folder} is missing")
-    corpus = {}
+    corpus, titles = {}, {}
     with open(folder / "corpus.jsonl", encoding="utf-8") as fh:
         for line in fh:
             doc = json.loads(line)
             corpus[str(doc["_id"])] = f"{doc.get('title', '')} {doc['text']}".strip()
+            titles[str(doc["_id"])] = doc.get("title") or ""
     qrels: dict[str, dict[str, int]] = defaultdict(dict)
     with open(folder / "qrels_train.tsv", encoding="utf-8") as fh:
         for row in csv.DictReader(fh, delimiter="\t"):
@@ -83,7 +85,7 @@ def load_scifact(root: Path) -> EvalSet:
             q = json.loads(line)
             if str(q["_id"]) in qrels:
                 queries[str(q["_id"])] = q["text"]
-    return EvalSet("scifact", "en", corpus, queries, dict(qrels))
+    return EvalSet("scifact", "en", corpus, queries, dict(qrels), titles=titles)
 
 
 def load_ko_welfare(root: Path) -> EvalSet:

@@ -73,7 +73,7 @@ def index_runs(
         for doc_id, text in track(
             list(data.corpus.items()), description=f"ingest {data.name}", console=console
         ):
-            index.ingest_text(text, collection=data.name, source=doc_id, title=doc_id)
+            index.ingest_text(text, collection=data.name, source=doc_id, title=data.titles.get(doc_id))
         timings["ingest_s"] = time.perf_counter() - start
         start = time.perf_counter()
         if embedder is not None:

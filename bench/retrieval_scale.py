@@ -49,7 +49,7 @@ def run_scale(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         index = Index.open(Path(tmp) / "scale.db", embedder)
         index.create_collection(COLLECTION)
-        ingest = _time_ingest(index, docs, console)
+        ingest = _time_ingest(index, docs, sf.titles, console)
         templates = index.conn.execute(
             "select text, heading_path, char_start, char_end, lex_head, lex_body from chunks"
         ).fetchall()
@@ -65,11 +65,15 @@ def run_scale(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     return {"ingest": ingest, "search": rows}
 
 
-def _time_ingest(index: Index, docs: list[tuple[str, str]], console: Console) -> dict[str, float]:
+def _time_ingest(
+    index: Index, docs: list[tuple[str, str]], titles: dict[str, str], console: Console
+) -> dict[str, float]:
     start, cpu = time.perf_counter(), time.process_time()
     chunks = 0
     for doc_id, text in track(docs, description="ingest real docs", console=console):
-        chunks += index.ingest_text(text, collection=COLLECTION, source=doc_id, title=doc_id).chunks
+        chunks += index.ingest_text(
+            text, collection=COLLECTION, source=doc_id, title=titles.get(doc_id)
+        ).chunks
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     return {
         "docs": len(docs),
