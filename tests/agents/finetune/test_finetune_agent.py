@@ -95,6 +95,15 @@ async def test_a_bad_dataset_is_refused_and_nothing_launches(stack):
     assert (await tools.call("finetune_list_jobs"))["jobs"] == []
 
 
+async def test_no_dataset_and_no_research_agent_says_what_is_missing(stack):
+    peer, tools = stack
+    with anyio.fail_after(60):
+        done = await peer.ask("Launch a fine-tuning job for me")
+    assert done.state_name == "completed"
+    assert "I need training data" in done.text and "could not be reached" in done.text
+    assert (await tools.call("finetune_list_jobs"))["jobs"] == []
+
+
 async def test_tool_calling_model_uploads_then_launch_waits_for_yes(free_port, serving, scripted_model):
     fport, aport = free_port(), free_port()
     async with serving(finetune_app(FinetuneSettings(finetune_port=fport), port=fport), fport) as ft_url:
