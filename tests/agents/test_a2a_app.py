@@ -184,3 +184,16 @@ async def test_bearer_token_guards_rpc_but_not_the_card(free_port, serving):
 def test_refuses_to_bind_beyond_loopback_without_a_token():
     with pytest.raises(InsecureBindError, match="RAGTUNE_API_TOKEN"):
         serve(echo_app(1), "0.0.0.0", 1, AgentSettings())
+
+
+async def test_a2a_0_3_clients_are_served_too(free_port, serving):
+    port = free_port()
+    async with serving(echo_app(port), port) as url:
+        body = {"jsonrpc": "2.0", "id": 1, "method": "message/send", "params": {"message": {
+            "kind": "message", "messageId": "m1", "role": "user", "parts": [{"kind": "text", "text": "old"}]}}}
+        r = await apost(f"{url}/", json=body)  # no A2A-Version header: a 0.3 client
+        result = r.json()["result"]
+        assert result["status"]["state"] == "completed"
+        assert result["artifacts"][0]["parts"][0]["text"] == "echo old (turn 1)"
+        card = (await aget(f"{url}/.well-known/agent-card.json")).json()
+        assert {"0.3", "1.0"} <= {i["protocolVersion"] for i in card["supportedInterfaces"]}
