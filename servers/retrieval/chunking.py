@@ -154,3 +154,15 @@ def chunk_text(text: str, budget: int = 350, overlap: int = 50) -> list[ChunkSpa
             start, end = pieces[first][0].start, pieces[last][0].end
             chunks.append(ChunkSpan(start, end, heads, ordinal=len(chunks)))
     return chunks
+
+
+def passage_text(text: str, title: str | None, headings: tuple[str, ...] | list[str] = ()) -> str:
+    """Put the document title and heading path above a chunk for the embedder (skipping ones it opens with)."""
+    opening = text[:300].casefold()
+    parts: list[str] = []
+    for part in (title or "", *headings):
+        part = part.strip()
+        folded = part.casefold()
+        if part and folded not in opening[: len(folded) + 16] and all(folded != p.casefold() for p in parts):
+            parts.append(part)
+    return "\n".join([*parts, text]) if parts else text

@@ -22,7 +22,7 @@ import numpy as np
 from ragtune.config import RetrievalSettings
 from ragtune.db import Connection, connect, migrate, transaction
 from ragtune.embeddings import Embedder, detect_language
-from servers.retrieval.chunking import chunk_text
+from servers.retrieval.chunking import chunk_text, passage_text
 from servers.retrieval.errors import (
     CollectionExists,
     EmbedderMismatch,
@@ -348,13 +348,15 @@ class Index:
             size = self.config.embed_batch if limit is None else min(self.config.embed_batch, limit - done)
             with self.lock:
                 batch = self.conn.execute(
-                    "select c.id, c.text, c.collection from chunks c join collections k on k.name = c.collection "
+                    "select c.id, c.text, c.heading_path, c.collection, d.title from chunks c "
+                    "join collections k on k.name = c.collection join documents d on d.id = c.doc_id "
                     "where c.embedded = 0 and k.embedder_model = ? and k.dim = ? order by c.id limit ?",
                     (e.model_id, e.dim, size),
                 ).fetchall()
             if not batch:
                 break
-            vectors = np.asarray(e.embed_passages([r["text"] for r in batch]), dtype=np.float32)
+            texts = [passage_text(r["text"], r["title"], json.loads(r["heading_path"])) for r in batch]
+            vectors = np.asarray(e.embed_passages(texts), dtype=np.float32)
             self._store_vectors(batch, vectors)
             done += len(batch)
             if progress:

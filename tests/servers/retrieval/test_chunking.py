@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from servers.retrieval.chunking import Span, chunk_text, count_tokens, split_sentences
+from servers.retrieval.chunking import Span, chunk_text, count_tokens, passage_text, split_sentences
 
 DOC = (
     "# 안내\n\n첫 문단입니다. 짧아요.\n\n## 설치\n\n"
@@ -46,3 +46,12 @@ def test_a_giant_sentence_is_cut_hard_within_budget() -> None:
     chunks = chunk_text(text.strip(), budget=50, overlap=0)
     assert all(count_tokens(text[c.start : c.end]) <= 50 for c in chunks)
     assert chunks[-1].end == len(text.strip())
+
+
+def test_passage_text_puts_title_and_headings_above_a_chunk_once() -> None:
+    body = "Tomatoes simmered with garlic."
+    assert passage_text(body, "Cooking", ("Cooking", "Sauce")) == "Cooking\nSauce\n" + body
+    # A chunk that opens with its title or heading (SciFact "title abstract", a markdown heading line) keeps as is.
+    assert passage_text("Cooking pasta Boil the water.", "Cooking pasta") == "Cooking pasta Boil the water."
+    assert passage_text("## Sauce\n\n" + body, "Cooking", ("Sauce",)) == "Cooking\n## Sauce\n\n" + body
+    assert passage_text(body, None, ()) == passage_text(body, "  ", ()) == body

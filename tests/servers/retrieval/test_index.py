@@ -106,6 +106,18 @@ def test_hybrid_fuses_both_signals_and_reports_ranks(index: Index) -> None:
     assert index.search("garlic tomato", weight=0.0, k=2).weight == 0.0
 
 
+def test_every_chunk_is_embedded_with_its_document_title(index: Index) -> None:
+    body = "\n\n".join(f"Paragraph {i} talks about fins, tails and cells growing back." for i in range(12))
+    report = index.ingest_text(body, source="fish.md", title="Zebrafish regeneration")
+    index.ingest_text("Mice regrow hair follicles after wounding.", source="mice.md", title="Mouse skin")
+    assert report.chunks > 2
+    index.embed_pending()
+    hits = index.search("zebrafish", mode="vector", k=report.chunks).hits
+    # Only the title says "zebrafish": every chunk of the document outranks the other document.
+    assert [h.source for h in hits] == ["fish.md"] * report.chunks
+    assert all("Zebrafish" not in h.text and body[h.char_start : h.char_end] == h.text for h in hits)
+
+
 def test_filters_apply_inside_the_ranking_so_k_results_come_back(index: Index) -> None:
     for year in range(2015, 2025):
         index.ingest_text(f"Report about rivers and lakes, edition {year}.", source=f"r{year}.md",
