@@ -60,6 +60,11 @@ class RetrievalSettings(CommonSettings):
     embed_api_key: SecretStr | None = Field(default=None, description="API key for the embeddings endpoint.")
     chunk_tokens: int = Field(default=350, ge=32, description="Token budget of one chunk.")
     chunk_overlap: int = Field(default=50, ge=0, description="Tokens shared by neighbouring chunks.")
+    vector_cache_mb: float = Field(
+        default=256.0, ge=0,
+        description="Memory for in-process vector matrices (exact KNN ~5x faster than vec0); a collection "
+        "that does not fit is searched through sqlite-vec. 100k chunks x 384 dims take ~150 MB; 0 disables.",
+    )
     retrieval_host: str = Field(default="127.0.0.1", description="Host the retrieval HTTP server binds.")
     retrieval_port: int = Field(default=8701, description="Port of the retrieval HTTP server.")
 

@@ -46,6 +46,7 @@ from servers.retrieval.models import (
     Status,
 )
 from servers.retrieval.schema import MIGRATIONS, ensure_vec_table, vec_table
+from servers.retrieval.vector_cache import VectorCache
 
 Progress = Callable[[float, float | None, str], None]
 COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -67,6 +68,7 @@ class IndexConfig:
     chunk_overlap: int = 50
     default_collection: str = "default"
     embed_batch: int = 16
+    vector_cache_mb: float = 256.0
 
     @classmethod
     def from_settings(cls, settings: RetrievalSettings) -> IndexConfig:
@@ -79,6 +81,7 @@ class IndexConfig:
             chunk_overlap=settings.chunk_overlap,
             default_collection=settings.retrieval_default_collection,
             embed_batch=settings.embed_batch_size,
+            vector_cache_mb=settings.vector_cache_mb,
         )
 
 
@@ -93,15 +96,31 @@ class Index:
         self.pending = threading.Event()  # set when chunks wait for vectors; the filler waits on it
         self.embedding = False
         self.closed = False
-        self._writes = 0  # bumped by every commit of this connection (data_version covers other connections)
         self._coverage: dict[tuple[Any, ...], Coverage] = {}
+        self.vectors = VectorCache(config.vector_cache_mb)
+        # What the current write transaction does to vectors, applied to the cache after it commits.
+        self._added: dict[str, list[tuple[int, np.ndarray]]] = {}
+        self._removed: list[int] = []
+        self._dropped: set[str] = set()
+
+    def generation(self) -> tuple[int, int]:
+        """Return a key that changes on every write: this connection's total changes, then data_version.
+
+        `data_version` changes when another connection (or process) commits; cached counts and vector matrices
+        tagged with an older generation are recomputed.
+        """
+        with self.lock:
+            return self.conn.total_changes, self.conn.execute("pragma data_version").fetchone()[0]
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[Connection]:
-        """Run one write transaction and invalidate cached counts."""
-        with transaction(self.conn) as conn:
-            yield conn
-        self._writes += 1
+        """Run one write transaction, then bring the in-memory vector matrices up to date."""
+        with self.lock:
+            before = self.generation()
+            self._added, self._removed, self._dropped = {}, [], set()
+            with transaction(self.conn) as conn:
+                yield conn
+            self.vectors.after_write(before, self.generation(), self._added, self._removed, self._dropped)
 
     @classmethod
     def open(cls, target: RetrievalSettings | IndexConfig | Path | str, embedder: Embedder | None, **overrides: Any) -> Index:
@@ -125,6 +144,7 @@ class Index:
         with self.lock:
             if not self.closed:
                 self.closed = True
+                self.vectors.clear()
                 self.conn.close()
 
     # -- collections ------------------------------------------------------------------------------
@@ -176,6 +196,7 @@ class Index:
                         f"delete from {vec_table(row['dim'])} where chunk_id in "
                         "(select id from chunks where collection = ?)", (name,),
                     )
+                self._dropped.add(name)
                 self.conn.execute("delete from chunks where collection = ?", (name,))
                 removed = self.conn.execute("delete from documents where collection = ?", (name,)).rowcount
                 self.conn.execute("delete from collections where name = ?", (name,))
@@ -303,6 +324,8 @@ class Index:
     def _delete_chunks(self, pk: int, dim: int | None) -> None:
         """Delete a document's chunks from FTS (trigger), vec0 and the chunk table (inside a transaction)."""
         if dim is not None:
+            self._removed += [r[0] for r in self.conn.execute(
+                "select id from chunks where doc_id = ? and embedded = 1", (pk,))]
             self.conn.execute(
                 f"delete from {vec_table(dim)} where chunk_id in (select id from chunks where doc_id = ?)", (pk,)
             )
@@ -317,7 +340,7 @@ class Index:
         if collection is not None:
             sql, args = sql + " where collection = ?", (collection,)
         with self.lock:
-            key = (collection, self._writes, self.conn.execute("pragma data_version").fetchone()[0])
+            key = (collection, *self.generation())
             if key not in self._coverage:
                 total, embedded = self.conn.execute(sql, args).fetchone()
                 if len(self._coverage) > 64:
@@ -380,6 +403,7 @@ class Index:
                         continue
                     self.conn.execute(f"insert into {table}(chunk_id, embedding, collection) values (?,?,?)",
                                       (row["id"], vec.tobytes(), row["collection"]))
+                    self._added.setdefault(row["collection"], []).append((row["id"], vec))
                     self.conn.execute("update chunks set embedded = 1 where id = ?", (row["id"],))
 
     # -- search and read --------------------------------------------------------------------------

@@ -112,20 +112,25 @@ def lexical_ranking(index: Index, fts_query: str, collection: str, where: str, p
 
 def vector_ranking(index: Index, query: str, row: Any, where: str, params: list[Any],
                    depth: int) -> list[tuple[int, float]]:
-    """Return (chunk rowid, cosine distance) best first; the filter runs inside the vec0 KNN."""
+    """Return (chunk rowid, cosine distance) best first; filters restrict the candidates before the top-k."""
     assert index.embedder is not None
     vec = np.asarray(index.embedder.embed_queries([query]), dtype=np.float32).reshape(-1)
-    sql = (
-        f"select chunk_id, distance from {vec_table(row['dim'])} "
-        "where embedding match ? and k = ? and collection = ?"
-    )
-    args: list[Any] = [vec.tobytes(), depth, row["name"]]
-    if where != "1":
-        # Documents first: the filter is evaluated once per document, not once per chunk.
-        sql += (" and chunk_id in (select c.id from documents d cross join chunks c on c.doc_id = d.id "
-                f"where d.collection = ? and {where})")
-        args += [row["name"], *params]
+    # Documents first: the filter is evaluated once per document, not once per chunk.
+    allowed_sql = ("select c.id from documents d cross join chunks c on c.doc_id = d.id "
+                   f"where d.collection = ? and {where}")
     with index.lock:
+        allowed = None
+        if where != "1":
+            allowed = [r[0] for r in index.conn.execute(allowed_sql, (row["name"], *params))]
+        cached = index.vectors.knn(index.conn, index.generation(), row["name"], row["dim"], vec, depth, allowed)
+        if cached is not None:
+            return cached
+        sql = (f"select chunk_id, distance from {vec_table(row['dim'])} "
+               "where embedding match ? and k = ? and collection = ?")
+        args: list[Any] = [vec.tobytes(), depth, row["name"]]
+        if where != "1":
+            sql += f" and chunk_id in ({allowed_sql})"
+            args += [row["name"], *params]
         return [(r[0], r[1]) for r in index.conn.execute(sql + " order by distance", args)]
 
 
