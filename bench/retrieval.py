@@ -52,6 +52,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--weights", default="0.5", help="hybrid vector weights to score, comma-separated (0.5 = default)"
     )
+    p.add_argument(
+        "--sweep", action="store_true", help="also re-fuse the index's rankings over a weight/k/depth grid"
+    )
+    p.add_argument(
+        "--sweep-weights", default="0.3,0.4,0.5,0.6,0.7", help="vector weights of the fusion sweep"
+    )
+    p.add_argument("--rrf-ks", default="10,30,60,100", help="RRF k values of the fusion sweep")
+    p.add_argument("--depths", default="20,50,100", help="candidates per signal of the fusion sweep (<= 100)")
     p.add_argument("--sizes", default="1000,10000,100000", help="chunk counts for the scale section")
     p.add_argument("--searches", type=int, default=200, help="searches timed per size and mode")
     p.add_argument(

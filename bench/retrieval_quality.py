@@ -20,8 +20,10 @@ from bench.retrieval_data import EvalSet
 from bench.retrieval_metrics import evaluate
 from ragtune.config import RetrievalSettings
 from ragtune.embeddings import make_embedder
+from servers.retrieval.fusion import RRF_K, rrf
 from servers.retrieval.index import Index
 from servers.retrieval.models import SearchMode
+from servers.retrieval.search import FUSION_DEPTH
 
 KIWI_TAGS = ("NN", "VV", "VA", "XR", "SL", "SN", "SH", "MAG", "NR", "NP")  # the notes' tag set
 TARGETS = {("ko-welfare", "lexical"): 0.99, ("scifact", "hybrid"): 1.03}
@@ -63,9 +65,16 @@ def _english_tokenizer() -> Any:
 
 
 def index_runs(
-    data: EvalSet, embedder: Any, modes: Sequence[tuple[str, SearchMode, float]], console: Console
+    data: EvalSet,
+    embedder: Any,
+    modes: Sequence[tuple[str, SearchMode, float]],
+    console: Console,
+    chunk_runs: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], dict[str, float]]:
-    """Ingest the corpus into a fresh index, embed it, and rank every query in each mode (docs deduplicated)."""
+    """Ingest the corpus into a fresh index, embed it, and rank every query in each mode (docs deduplicated).
+
+    `chunk_runs`, when given, receives each mode's chunk-level ranking (chunk id, source) for the fusion sweep.
+    """
     timings: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         index = Index.open(Path(tmp) / "bench.db", embedder)
@@ -87,6 +96,8 @@ def index_runs(
             ):
                 hits = index.search(query, collection=data.name, k=100, mode=mode, weight=weight).hits
                 runs[label][qid] = list(dict.fromkeys(h.source for h in hits))
+                if chunk_runs is not None:
+                    chunk_runs.setdefault(label, {})[qid] = [(h.chunk_id, h.source) for h in hits]
         index.close()
     return runs, timings
 
@@ -108,14 +119,76 @@ def run_quality(
             modes.append(("vector", "vector", 1.0))
             for w in (float(x) for x in args.weights.split(",")):
                 modes.append(("hybrid" if w == 0.5 else f"hybrid w={w}", "hybrid", w))
-        runs, timings = index_runs(data, embedder, modes, console)
+        chunk_runs: dict[str, Any] = {}
+        runs, timings = index_runs(data, embedder, modes, console, chunk_runs)
         if embedder is not None:
             embedder.save()
         rows.append({"set": data.name, "mode": "bm25s", **base, "note": data.note})
         for label, _, _ in modes:
             rows.append({"set": data.name, "mode": label, **evaluate(runs[label], data.qrels), **timings})
-    _print(rows, console, args.embedder)
+        if embedder is not None and args.sweep:
+            sweep = fusion_sweep(chunk_runs, data.qrels, args, base["ndcg@10"])
+            _check_sweep(sweep, rows, data.name, console)
+            _print_sweep(sweep, data.name, base["ndcg@10"], console)
+            rows.append({"set": data.name, "mode": "sweep", "sweep": sweep})
+    _print([r for r in rows if r["mode"] != "sweep"], console, args.embedder)
     return rows
+
+
+def fusion_sweep(
+    chunk_runs: dict[str, Any], qrels: dict[str, dict[str, int]], args: argparse.Namespace, base: float
+) -> list[dict[str, Any]]:
+    """Re-fuse the index's own lexical and vector chunk rankings with the product's `rrf` over a grid.
+
+    The index's hybrid search is exactly `rrf([lexical[:depth], vector[:depth]], [1 - w, w], k)` over its
+    single-signal rankings (depth 100), so this scores weights, RRF k and depths without re-running searches.
+    """
+    lexical, vector = chunk_runs["lexical"], chunk_runs["vector"]
+    out = []
+    for w in (float(x) for x in args.sweep_weights.split(",")):
+        for k in (int(x) for x in args.rrf_ks.split(",")):
+            for depth in (int(x) for x in args.depths.split(",")):
+                run = {}
+                for qid, lex in lexical.items():
+                    vec = vector[qid]
+                    source = dict(lex) | dict(vec)
+                    fused = rrf([[c for c, _ in lex[:depth]], [c for c, _ in vec[:depth]]], [1.0 - w, w], k)
+                    run[qid] = list(dict.fromkeys(source[c] for c, _ in fused[:100]))
+                scores = evaluate(run, qrels)
+                out.append(
+                    {"weight": w, "rrf_k": k, "depth": depth, **scores, "x_bm25s": scores["ndcg@10"] / base}
+                )
+    return out
+
+
+def _check_sweep(
+    sweep: list[dict[str, Any]], rows: list[dict[str, Any]], name: str, console: Console
+) -> None:
+    """Confirm the sweep reproduces the index's hybrid search at the product's k and depth."""
+    for r in rows:
+        if r["set"] == name and r["mode"].startswith("hybrid"):
+            w = 0.5 if r["mode"] == "hybrid" else float(r["mode"].split("=")[1])
+            same = [
+                s for s in sweep if s["weight"] == w and s["rrf_k"] == RRF_K and s["depth"] == FUSION_DEPTH
+            ]
+            for s in same:
+                diff = abs(s["ndcg@10"] - r["ndcg@10"])
+                console.print(
+                    f"sweep check {name} w={w}: index {r['ndcg@10']:.4f}, sweep {s['ndcg@10']:.4f}"
+                    f" ({'same' if diff < 1e-9 else f'DIFFERS by {diff:.4f}'})"
+                )
+
+
+def _print_sweep(sweep: list[dict[str, Any]], name: str, base: float, console: Console) -> None:
+    table = Table(title=f"{name}: hybrid nDCG@10 (x bm25s {base:.4f}) by vector weight, RRF k and depth")
+    depths = sorted({s["depth"] for s in sweep})
+    for col in ("w", "RRF k", *(f"depth {d}" for d in depths)):
+        table.add_column(col, justify="right")
+    cells = {(s["weight"], s["rrf_k"], s["depth"]): s for s in sweep}
+    for w, k in sorted({(s["weight"], s["rrf_k"]) for s in sweep}):
+        row = [cells[(w, k, d)] for d in depths]
+        table.add_row(f"{w:.2f}", str(k), *(f"{c['ndcg@10']:.4f} ({c['x_bm25s']:.3f})" for c in row))
+    console.print(table)
 
 
 def _print(rows: list[dict[str, Any]], console: Console, embedder: str) -> None:
