@@ -113,7 +113,8 @@ def run_quality(
         corpus = args.dense_corpus if full.name == "scifact" else args.corpus
         data = full.sample(args.queries or None, corpus or None, args.seed)
         console.print(f"[bold]{data.name}[/bold]: {data.note}")
-        base = evaluate(bm25s_run(data), data.qrels)
+        bm25 = bm25s_run(data)
+        base = evaluate(bm25, data.qrels)
         modes: list[tuple[str, SearchMode, float]] = [("lexical", "lexical", 0.5)]
         if embedder is not None:
             modes.append(("vector", "vector", 1.0))
@@ -130,7 +131,8 @@ def run_quality(
             sweep = fusion_sweep(chunk_runs, data.qrels, args, base["ndcg@10"])
             _check_sweep(sweep, rows, data.name, console)
             _print_sweep(sweep, data.name, base["ndcg@10"], console)
-            rows.append({"set": data.name, "mode": "sweep", "sweep": sweep})
+            folds = held_out(sweep, bm25, data.qrels, console)
+            rows.append({"set": data.name, "mode": "sweep", "sweep": sweep, "held_out": folds})
     _print([r for r in rows if r["mode"] != "sweep"], console, args.embedder)
     return rows
 
@@ -155,9 +157,53 @@ def fusion_sweep(
                     fused = rrf([[c for c, _ in lex[:depth]], [c for c, _ in vec[:depth]]], [1.0 - w, w], k)
                     run[qid] = list(dict.fromkeys(source[c] for c, _ in fused[:100]))
                 scores = evaluate(run, qrels)
+                halves = [evaluate(run, {q: qrels[q] for q in half}) for half in _halves(qrels)]
                 out.append(
-                    {"weight": w, "rrf_k": k, "depth": depth, **scores, "x_bm25s": scores["ndcg@10"] / base}
+                    {
+                        "weight": w,
+                        "rrf_k": k,
+                        "depth": depth,
+                        **scores,
+                        "x_bm25s": scores["ndcg@10"] / base,
+                        "ndcg@10 halves": [h["ndcg@10"] for h in halves],
+                    }
                 )
+    return out
+
+
+def _halves(qrels: dict[str, dict[str, int]]) -> list[list[str]]:
+    """Split the queries in two folds (alternate sorted ids) for tuning on one and scoring on the other."""
+    qids = sorted(qrels)
+    return [qids[0::2], qids[1::2]]
+
+
+def held_out(
+    sweep: list[dict[str, Any]],
+    bm25: dict[str, list[str]],
+    qrels: dict[str, dict[str, int]],
+    console: Console,
+) -> list[dict[str, Any]]:
+    """Two-fold check of the tuning: pick the best grid point on one half, score it on the other."""
+    out = []
+    for tune, test in ((0, 1), (1, 0)):
+        best = max(sweep, key=lambda s: s["ndcg@10 halves"][tune])
+        base = evaluate(bm25, {q: qrels[q] for q in _halves(qrels)[test]})["ndcg@10"]
+        got = best["ndcg@10 halves"][test]
+        out.append(
+            {
+                "tuned_on": tune,
+                "weight": best["weight"],
+                "rrf_k": best["rrf_k"],
+                "depth": best["depth"],
+                "held_out_ndcg@10": got,
+                "held_out_bm25s": base,
+                "x_bm25s": got / base,
+            }
+        )
+        console.print(
+            f"tuned on half {tune}: w={best['weight']} k={best['rrf_k']} depth={best['depth']} -> "
+            f"half {test}: {got:.4f} vs bm25s {base:.4f} ({got / base:.3f}x)"
+        )
     return out
 
 
