@@ -62,9 +62,9 @@ class Rule:
 
 
 RULES: tuple[Rule, ...] = (
-    Rule("changing_data", "the data changes often", "prompt_rag",
+    Rule("changing_data", "goal is knowledge and the facts change often", "prompt_rag",
          "Fine-tuning freezes facts at training time; retrieval reads the current documents at question time.",
-         lambda s: s.data_changes_often),
+         lambda s: s.goal == "knowledge" and s.data_changes_often),
     Rule("tiny_data", f"fewer than {TINY_DATA} examples", "prompt_rag",
          f"With under {TINY_DATA} examples, put them in the prompt as few-shot examples or retrieve them; "
          "training on so few overfits.", lambda s: s.n_examples < TINY_DATA),
@@ -119,6 +119,10 @@ def recommend_method(situation: Situation) -> Recommendation:
                         "or collect preference pairs for DPO")
     if method in ("dpo", "rejection_sampling_sft") and situation.base_is_instruct is False:
         warnings.append("preference tuning expects an instruction-tuned model; run supervised tuning first")
+    if method in ("lora_sft", "full_sft") and situation.data_changes_often:
+        reasons.append("the facts change often: keep them in retrieval (RAG) and train only the style or task, "
+                       "so the model never answers from stale memorised facts")
+        then = "serve the tuned model with retrieval (retrieval_search) supplying the current facts"
     if method == "prompt_rag":
         peft = None
     return Recommendation(method=method, rule=rule.name, job_method=_job_method(method, situation), peft=peft,
@@ -145,6 +149,8 @@ SCENARIOS: tuple[tuple[str, dict[str, Any], Method], ...] = (
     ("Product prices that change every week", {"goal": "knowledge", "n_examples": 5000, "data_changes_often": True},
      "prompt_rag"),
     ("Twenty examples of the house style", {"goal": "style", "n_examples": 20}, "prompt_rag"),
+    ("3,000 support chats in our house style; the product facts change weekly",
+     {"goal": "style", "n_examples": 3000, "data_changes_often": True}, "lora_sft"),
     ("Medical notes full of terms the model never saw",
      {"goal": "knowledge", "n_examples": 50000, "domain_terms_missing": True, "base_is_instruct": False},
      "cpt_then_sft"),

@@ -30,10 +30,16 @@ def test_every_rule_is_reachable_and_names_are_unique() -> None:
     assert len({r.name for r in RULES}) == len(RULES)
 
 
-def test_changing_data_beats_everything_and_returns_no_job() -> None:
-    rec = recommend_method(Situation(goal="preference", n_examples=100_000, has_preference_pairs=True,
+def test_changing_facts_beat_cpt_for_knowledge_and_return_no_job() -> None:
+    rec = recommend_method(Situation(goal="knowledge", n_examples=100_000, domain_terms_missing=True,
                                      data_changes_often=True))
     assert rec.method == "prompt_rag" and rec.job_method is None and rec.peft is None
+
+
+def test_style_with_changing_facts_tunes_the_style_and_keeps_facts_in_retrieval() -> None:
+    rec = recommend_method(Situation(goal="style", n_examples=3000, data_changes_often=True))
+    assert rec.method == "lora_sft" and rec.peft is not None
+    assert any("keep them in retrieval" in r for r in rec.reasons) and "retrieval" in (rec.then or "")
 
 
 def test_cpt_warns_about_instruction_following_and_says_what_comes_next() -> None:
