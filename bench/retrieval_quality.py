@@ -87,6 +87,8 @@ def index_runs(
         start = time.perf_counter()
         if embedder is not None:
             index.embed_pending()
+            if hasattr(embedder, "save"):
+                embedder.save()  # before searching, so a failed search never loses an hour of embedding
         timings["embed_s"] = time.perf_counter() - start
         runs: dict[str, Any] = {}
         for label, mode, weight in modes:
