@@ -56,6 +56,8 @@ MIGRATIONS = [
         values ('delete', old.id, old.lex_head, old.lex_body);
     end;
     """,
+    # Per-term document frequencies, read by search to leave very common terms out of large-index queries.
+    "create virtual table chunks_vocab using fts5vocab(chunks_fts, 'row');",
 ]
 
 

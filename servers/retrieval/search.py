@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -12,6 +13,7 @@ from servers.retrieval.errors import BadQuery, EmbedderMismatch
 from servers.retrieval.filters import compile_filters
 from servers.retrieval.fusion import rrf
 from servers.retrieval.korean import get_analyzer
+from servers.retrieval.lexical import exact_top, split_terms
 from servers.retrieval.models import Coverage, Hit, SearchMode, SearchResult
 from servers.retrieval.schema import vec_table
 
@@ -41,10 +43,10 @@ def search(index: Index, query: str, *, collection: str | None = None, k: int = 
     where, params = compile_filters(filters)
     lang = detect_language(query)
     coverage = index.coverage(name)
-    fts_query = get_analyzer().fts_query(query)
-    signals, skipped = plan(index, row, mode, lang, coverage, bool(fts_query))
+    terms = list(dict.fromkeys(get_analyzer().terms(query)))
+    signals, skipped = plan(index, row, mode, lang, coverage, bool(terms))
     depth = max(k, FUSION_DEPTH) if len(signals) == 2 else k
-    lexical = lexical_ranking(index, fts_query, name, where, params, depth) if "lexical" in signals else []
+    lexical = lexical_ranking(index, terms, name, where, params, depth) if "lexical" in signals else []
     vector = vector_ranking(index, query, row, where, params, depth) if "vector" in signals else []
     if len(signals) == 2:
         fused = rrf([[c for c, _ in lexical], [c for c, _ in vector]], [1.0 - weight, weight])
@@ -96,18 +98,28 @@ def plan(index: Index, row: Any, mode: str, lang: str, coverage: Coverage, has_t
     return signals, skipped
 
 
-def lexical_ranking(index: Index, fts_query: str, collection: str, where: str, params: list[Any],
+def lexical_ranking(index: Index, terms: list[str], collection: str, where: str, params: list[Any],
                     depth: int) -> list[tuple[int, float]]:
-    """Return (chunk rowid, bm25) best first; filters apply before the limit."""
+    """Return (chunk rowid, bm25) best first; filters apply before the limit (exact top-k, see lexical.py)."""
     # CROSS JOIN pins the FTS match as the outer loop; otherwise SQLite walks the collection's chunks first.
     docs = "" if where == "1" else " cross join documents d on d.id = c.doc_id"
     sql = (
         f"select c.id, bm25(chunks_fts, {HEAD_WEIGHT}, 1.0) as s from chunks_fts "
         f"cross join chunks c on c.id = chunks_fts.rowid{docs} "
-        f"where chunks_fts match ? and c.collection = ? and {where} order by s limit ?"
+        f"where chunks_fts match ? and c.collection = ? and {where} order by s, c.id limit ?"
     )
+
+    def rank(words: Sequence[str], limit: int) -> list[tuple[int, float]]:
+        query = " OR ".join('"' + w.replace('"', '""') + '"' for w in words)
+        return [(r[0], r[1]) for r in index.conn.execute(sql, (query, collection, *params, limit))]
+
     with index.lock:
-        return [(r[0], r[1]) for r in index.conn.execute(sql, (fts_query, collection, *params, depth))]
+        split = split_terms(index.conn, terms)
+        if split is not None:
+            top = exact_top(index.conn, split, rank, depth, (HEAD_WEIGHT, 1.0))
+            if top is not None:
+                return top
+        return rank(terms, depth)
 
 
 def vector_ranking(index: Index, query: str, row: Any, where: str, params: list[Any],
