@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
 
-RRF_K = 60
+# Tuned on SciFact train queries (full corpus) and ko-welfare: k=10 beat the textbook 60 on both
+# (docs/benchmarks/retrieval.md, section 2).
+RRF_K = 10
 
 
 def rrf(rankings: Sequence[Sequence[Hashable]], weights: Sequence[float], k: int = RRF_K) -> list[tuple[Hashable, float]]:

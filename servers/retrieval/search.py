@@ -28,7 +28,7 @@ HEAD_WEIGHT = 1.0  # bm25 weight of the title/heading column relative to the bod
 
 def search(index: Index, query: str, *, collection: str | None = None, k: int = 5, mode: SearchMode = "hybrid",
            filters: dict[str, Any] | None = None, weight: float = 0.5) -> SearchResult:
-    """Return the top `k` chunks; hybrid fuses bm25 and vector ranks with weighted RRF (k=60)."""
+    """Return the top `k` chunks; hybrid fuses bm25 and vector ranks with weighted RRF (fusion.RRF_K)."""
     if not isinstance(query, str) or not query.strip():
         raise BadQuery("query is empty: pass the question or keywords to search for")
     if mode not in MODES:
