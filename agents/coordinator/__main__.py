@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 from typing import Any
 
 from fastapi import FastAPI
@@ -10,11 +9,12 @@ from langchain_core.language_models import BaseChatModel
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph.state import CompiledStateGraph
 
-from agents.a2a_app import AgentSpec, build_app, serve
+from agents.a2a_app import AgentSpec, build_app
 from agents.a2a_peer import A2APeer
+from agents.cli import run
 from agents.coordinator import card
 from agents.coordinator.graph import CoordinatorDeps, build_coordinator_graph, peer_context
-from ragtune.config import AgentSettings, configure_logging
+from ragtune.config import AgentSettings
 from ragtune.llm import make_chat_model, supports_tools
 
 
@@ -40,14 +40,7 @@ def make_app(settings: AgentSettings, base_url: str, model: BaseChatModel | None
 
 def main(argv: list[str] | None = None) -> None:
     """Parse flags, read settings once and serve."""
-    p = argparse.ArgumentParser(prog="python -m agents.coordinator", description=card.DESCRIPTION)
-    p.add_argument("--host", help="bind address (default RAGTUNE_AGENT_HOST or 127.0.0.1)")
-    p.add_argument("--port", type=int, help="port (default RAGTUNE_COORDINATOR_PORT or 8711)")
-    args = p.parse_args(argv)
-    settings = AgentSettings()
-    configure_logging(settings.log_level)
-    host, port = args.host or settings.agent_host, args.port or settings.coordinator_port
-    serve(make_app(settings, f"http://{host}:{port}"), host, port, settings)
+    run("python -m agents.coordinator", card.DESCRIPTION, "RAGTUNE_COORDINATOR_PORT", 8711, lambda s: s.coordinator_port, make_app, argv)
 
 
 if __name__ == "__main__":

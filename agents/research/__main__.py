@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 
 from fastapi import FastAPI
@@ -10,11 +9,12 @@ from langchain_core.language_models import BaseChatModel
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph.state import CompiledStateGraph
 
-from agents.a2a_app import AgentSpec, build_app, serve
+from agents.a2a_app import AgentSpec, build_app
+from agents.cli import agent_parser, serve_agent
 from agents.mcp_tools import McpTools
 from agents.research import card
 from agents.research.graph import ResearchDeps, build_research_graph
-from ragtune.config import AgentSettings, configure_logging
+from ragtune.config import AgentSettings
 from ragtune.llm import LocalChatModel, make_chat_model
 
 
@@ -35,15 +35,10 @@ def make_app(settings: AgentSettings, base_url: str, collection: str | None = No
 
 def main(argv: list[str] | None = None) -> None:
     """Parse flags, read settings once and serve."""
-    p = argparse.ArgumentParser(prog="python -m agents.research", description=card.DESCRIPTION)
-    p.add_argument("--host", help="bind address (default RAGTUNE_AGENT_HOST or 127.0.0.1)")
-    p.add_argument("--port", type=int, help="port (default RAGTUNE_RESEARCH_PORT or 8712)")
+    p = agent_parser("python -m agents.research", card.DESCRIPTION, "RAGTUNE_RESEARCH_PORT", 8712)
     p.add_argument("--collection", help="retrieval collection to search (default: the server's default)")
     args = p.parse_args(argv)
-    settings = AgentSettings()
-    configure_logging(settings.log_level)
-    host, port = args.host or settings.agent_host, args.port or settings.research_port
-    serve(make_app(settings, f"http://{host}:{port}", args.collection), host, port, settings)
+    serve_agent(args, lambda s: s.research_port, lambda s, url: make_app(s, url, args.collection))
 
 
 if __name__ == "__main__":
