@@ -14,7 +14,7 @@ from typing import Any
 
 from ragtune.models import SMOLLM2, BaseModelRef, resolve_base_model
 
-from .base import RecipeError, RunCallbacks
+from .base import RecipeError, RunCallbacks, RunResult, TrainingOptions
 
 log = logging.getLogger(__name__)
 
@@ -218,6 +218,26 @@ def last_checkpoint(out_dir: Path) -> str | None:
 
     folder = out_dir / "checkpoints"
     return get_last_checkpoint(str(folder)) if folder.is_dir() else None
+
+
+def train_resuming(trainer: Any, out_dir: Path, callbacks: RunCallbacks) -> None:
+    """Train, continuing from the newest checkpoint a lost or paused attempt left behind."""
+    resume = last_checkpoint(out_dir)
+    if resume:
+        callbacks.event(f"resuming from {Path(resume).name}")
+    trainer.train(resume_from_checkpoint=resume)
+
+
+def finish(trainer: Any, tok: Any, cb: Any, cfg: TrainingOptions, out_dir: Path, *, peft: bool) -> RunResult:
+    """Save the trained weights (unless paused) and summarise the run."""
+    state = trainer.state
+    tokens = int(state.num_input_tokens_seen or 0)
+    if cb.pause_requested:
+        return RunResult(model_path="", trained_tokens=tokens, steps=state.global_step,
+                         final_loss=cb.last_loss, paused=True)
+    model_path, merged = save_outputs(trainer, tok, out_dir, merge=cfg.merge, peft=peft)
+    return RunResult(model_path=model_path, merged_path=merged, trained_tokens=tokens, steps=state.global_step,
+                     final_loss=cb.last_loss)
 
 
 def save_outputs(trainer: Any, tok: Any, out_dir: Path, *, merge: bool, peft: bool) -> tuple[str, str | None]:

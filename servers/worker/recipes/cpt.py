@@ -58,14 +58,14 @@ def run(job: TrainJob, out_dir: Path, callbacks: RunCallbacks) -> RunResult:
 
     from .common import (
         device_settings,
+        finish,
         job_callback,
-        last_checkpoint,
         load_model,
         load_tokenizer,
         lora_config,
+        train_resuming,
         training_args,
     )
-    from .sft import finish
 
     cfg = config(job)
     rows = texts(job.records)
@@ -81,8 +81,5 @@ def run(job: TrainJob, out_dir: Path, callbacks: RunCallbacks) -> RunResult:
     cb = job_callback(callbacks, out_dir)
     trainer = SFTTrainer(model=model, processing_class=tok, train_dataset=Dataset.from_list(rows),
                          peft_config=lora_config(job.peft), args=args, callbacks=[cb])
-    resume = last_checkpoint(out_dir)
-    if resume:
-        callbacks.event(f"resuming from {Path(resume).name}")
-    trainer.train(resume_from_checkpoint=resume)
+    train_resuming(trainer, out_dir, callbacks)
     return finish(trainer, tok, cb, cfg, out_dir, peft=job.peft is not None)

@@ -53,14 +53,14 @@ def run(job: TrainJob, out_dir: Path, callbacks: RunCallbacks) -> RunResult:
 
     from .common import (
         device_settings,
+        finish,
         job_callback,
-        last_checkpoint,
         load_model,
         load_tokenizer,
         lora_config,
+        train_resuming,
         training_args,
     )
-    from .sft import finish
 
     require_format(job.records, "chosen", "dpo", "preference records with prompt/chosen/rejected")
     cfg = config(job)
@@ -80,8 +80,5 @@ def run(job: TrainJob, out_dir: Path, callbacks: RunCallbacks) -> RunResult:
     trainer = DPOTrainer(model=model, ref_model=None, processing_class=tok, args=args,
                          train_dataset=Dataset.from_list(pairs(job.records)), peft_config=lora_config(peft),
                          callbacks=[cb])
-    resume = last_checkpoint(out_dir)
-    if resume:
-        callbacks.event(f"resuming from {Path(resume).name}")
-    trainer.train(resume_from_checkpoint=resume)
+    train_resuming(trainer, out_dir, callbacks)
     return finish(trainer, tok, cb, cfg, out_dir, peft=True)

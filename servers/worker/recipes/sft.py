@@ -69,11 +69,12 @@ def train_chat(job: TrainJob, records: list[dict[str, Any]], cfg: SFTJobConfig, 
 
     from .common import (
         device_settings,
+        finish,
         job_callback,
-        last_checkpoint,
         load_model,
         load_tokenizer,
         lora_config,
+        train_resuming,
         training_args,
     )
 
@@ -90,27 +91,10 @@ def train_chat(job: TrainJob, records: list[dict[str, Any]], cfg: SFTJobConfig, 
     trainer = SFTTrainer(model=model, processing_class=tok, train_dataset=Dataset.from_list(records),
                          eval_dataset=Dataset.from_list(valid) if valid else None,
                          peft_config=lora_config(job.peft), args=args, callbacks=[cb])
-    resume = last_checkpoint(out_dir)
-    if resume:
-        callbacks.event(f"resuming from {Path(resume).name}")
-    trainer.train(resume_from_checkpoint=resume)
+    train_resuming(trainer, out_dir, callbacks)
     if valid and not cb.pause_requested:
         scores = trainer.evaluate()
         callbacks.event(f"validation loss {scores.get('eval_loss', float('nan')):.4f} on {len(valid)} examples",
                         data={"valid_loss": scores.get("eval_loss"),
                               "valid_mean_token_accuracy": scores.get("eval_mean_token_accuracy")})
     return finish(trainer, tok, cb, cfg, out_dir, peft=job.peft is not None)
-
-
-def finish(trainer: Any, tok: Any, cb: Any, cfg: TrainingOptions, out_dir: Path, *, peft: bool) -> RunResult:
-    """Save the trained weights (unless paused) and summarise the run."""
-    from .common import save_outputs
-
-    state = trainer.state
-    tokens = int(state.num_input_tokens_seen or 0)
-    if cb.pause_requested:
-        return RunResult(model_path="", trained_tokens=tokens, steps=state.global_step,
-                         final_loss=cb.last_loss, paused=True)
-    model_path, merged = save_outputs(trainer, tok, out_dir, merge=cfg.merge, peft=peft)
-    return RunResult(model_path=model_path, merged_path=merged, trained_tokens=tokens, steps=state.global_step,
-                     final_loss=cb.last_loss)
