@@ -40,4 +40,4 @@ RUN useradd --create-home --uid 1000 ragtune \
 USER ragtune
 VOLUME ["/data", "/models"]
 
-CMD ["python", "-m", "servers.retrieval", "--help"]
+CMD ["python", "-m", "ragtune.servers.retrieval", "--help"]

@@ -33,8 +33,9 @@ demo: $(STAMP)  ## run the main job on the embedded defaults
 test: $(STAMP)  ## run the offline test suite
 	$(BIN)/python -m pytest
 
-lint: $(STAMP)  ## ruff
+lint: $(STAMP)  ## ruff check and ruff format --check (CI runs this)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 bench: bench-retrieval bench-finetune bench-agents  ## every benchmark (long)
 

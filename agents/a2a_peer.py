@@ -119,7 +119,9 @@ def _events(ev: StreamResponse) -> list[PeerEvent]:
         return [PeerEvent("status", u.status.state, msg, u.task_id, u.context_id)]
     if kind == "artifact_update":
         u = ev.artifact_update
-        return [PeerEvent("answer", TaskState.TASK_STATE_WORKING, get_artifact_text(u.artifact), u.task_id, u.context_id)]
+        return [
+            PeerEvent("answer", TaskState.TASK_STATE_WORKING, get_artifact_text(u.artifact), u.task_id, u.context_id)
+        ]
     if kind == "message":
         m = ev.message
         return [PeerEvent("answer", TaskState.TASK_STATE_COMPLETED, get_message_text(m), m.task_id, m.context_id)]

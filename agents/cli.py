@@ -6,8 +6,8 @@ import argparse
 from collections.abc import Callable, Sequence
 
 from fastapi import FastAPI
+from ragtune.agents.a2a_app import serve
 
-from agents.a2a_app import serve
 from ragtune.config import AgentSettings, configure_logging
 
 
@@ -16,13 +16,19 @@ def agent_parser(prog: str, description: str, port_env: str, default_port: int) 
     p = argparse.ArgumentParser(prog=prog, description=description)
     p.add_argument("--host", help="bind address (default RAGTUNE_AGENT_HOST or 127.0.0.1)")
     p.add_argument("--port", type=int, help=f"port (default {port_env} or {default_port})")
-    p.add_argument("--public-url", help="URL peers reach this agent at, advertised in its card (default "
-                   "http://HOST:PORT); set it when the agent binds 0.0.0.0 or sits behind a proxy")
+    p.add_argument(
+        "--public-url",
+        help="URL peers reach this agent at, advertised in its card (default "
+        "http://HOST:PORT); set it when the agent binds 0.0.0.0 or sits behind a proxy",
+    )
     return p
 
 
-def serve_agent(args: argparse.Namespace, port_of: Callable[[AgentSettings], int],
-                make_app: Callable[[AgentSettings, str], FastAPI]) -> None:
+def serve_agent(
+    args: argparse.Namespace,
+    port_of: Callable[[AgentSettings], int],
+    make_app: Callable[[AgentSettings, str], FastAPI],
+) -> None:
     """Read settings once, resolve host, port and advertised URL, and serve until stopped."""
     settings = AgentSettings()
     configure_logging(settings.log_level)
@@ -31,8 +37,15 @@ def serve_agent(args: argparse.Namespace, port_of: Callable[[AgentSettings], int
     serve(make_app(settings, public_url), host, port, settings)
 
 
-def run(prog: str, description: str, port_env: str, default_port: int, port_of: Callable[[AgentSettings], int],
-        make_app: Callable[[AgentSettings, str], FastAPI], argv: Sequence[str] | None = None) -> None:
+def run(
+    prog: str,
+    description: str,
+    port_env: str,
+    default_port: int,
+    port_of: Callable[[AgentSettings], int],
+    make_app: Callable[[AgentSettings, str], FastAPI],
+    argv: Sequence[str] | None = None,
+) -> None:
     """Parse the shared flags and serve an agent that has no flags of its own."""
     args = agent_parser(prog, description, port_env, default_port).parse_args(argv)
     serve_agent(args, port_of, make_app)

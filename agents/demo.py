@@ -1,4 +1,6 @@
-"""The launcher behind `python agents/run.py`: run the whole kit offline: two MCP servers, a worker and three A2A agents on loopback, then a scripted demo.
+"""The launcher behind `python agents/run.py`: run the whole kit offline, then a scripted demo.
+
+It starts two MCP servers, a worker and three A2A agents on loopback.
 
 `python agents/run.py` (what `make demo` runs) ingests docs/ and talks to the coordinator over A2A: a Korean and
 an English question with citations, fine-tuning advice, and a small real fine-tuning job followed to the end.
@@ -15,14 +17,14 @@ import time
 import uuid
 from pathlib import Path
 
+from ragtune.agents.a2a_peer import A2APeer
+from ragtune.agents.launcher import ROOT, LaunchError, Service, Supervisor
+from ragtune.agents.mcp_tools import McpTools, ToolFailed
 from rich.console import Console
 from rich.panel import Panel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-from agents.a2a_peer import A2APeer
-from agents.launcher import ROOT, LaunchError, Service, Supervisor
-from agents.mcp_tools import McpTools, ToolFailed
 from ragtune.config import AgentSettings, FinetuneSettings, RetrievalSettings
 
 console = Console(highlight=False)
@@ -44,8 +46,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--ask", metavar="TEXT", help="ask one question through the coordinator instead of the demo")
     p.add_argument("--interactive", action="store_true", help="a REPL: talk to the coordinator until Ctrl-D")
-    p.add_argument("--serve", action="store_true", help="keep serving; print the MCP and A2A URLs and the Claude "
-                   "Desktop entry, until Ctrl-C")
+    p.add_argument(
+        "--serve",
+        action="store_true",
+        help="keep serving; print the MCP and A2A URLs and the Claude Desktop entry, until Ctrl-C",
+    )
     p.add_argument("--steps", type=int, default=20, help="SFT steps of the demo fine-tuning job (default 20)")
     p.add_argument("--docs", default=str(ROOT / "docs"), help="folder to ingest as the corpus (default docs/)")
     p.add_argument("--yes", action="store_true", help="answer 'yes' to confirmations in --ask/--interactive")
@@ -56,12 +61,18 @@ def child_env(home: Path, settings: AgentSettings, rs: RetrievalSettings, fs: Fi
     """Return the environment every child gets: one RAGTUNE_HOME, the loopback URLs of each other, offline hub."""
     env = dict(os.environ)
     local = "http://127.0.0.1"
-    env.update(RAGTUNE_HOME=str(home), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
-               PYTHONUNBUFFERED="1", PYTHONPATH=str(ROOT),
-               RAGTUNE_RETRIEVAL_URL=f"{local}:{rs.retrieval_port}/mcp",
-               RAGTUNE_FINETUNE_URL=f"{local}:{fs.finetune_port}/mcp",
-               RAGTUNE_RESEARCH_AGENT_URL=f"{local}:{settings.research_port}",
-               RAGTUNE_FINETUNE_AGENT_URL=f"{local}:{settings.finetune_agent_port}")
+    env.update(
+        RAGTUNE_HOME=str(home),
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+        PYTHONUNBUFFERED="1",
+        PYTHONPATH=str(ROOT),
+        RAGTUNE_RETRIEVAL_URL=f"{local}:{rs.retrieval_port}/mcp",
+        RAGTUNE_FINETUNE_URL=f"{local}:{fs.finetune_port}/mcp",
+        RAGTUNE_RESEARCH_AGENT_URL=f"{local}:{settings.research_port}",
+        RAGTUNE_FINETUNE_AGENT_URL=f"{local}:{settings.finetune_agent_port}",
+    )
     env.setdefault("RAGTUNE_RETRIEVAL_ROOTS", str(ROOT))
     env.setdefault("RAGTUNE_FINETUNE_ROOTS", str(ROOT))
     return env
@@ -71,17 +82,53 @@ def services(settings: AgentSettings, rs: RetrievalSettings, fs: FinetuneSetting
     """Describe the six processes, in start order."""
     local = "http://127.0.0.1"
     return [
-        Service("retrieval", ["-m", "servers.retrieval", "serve", "--transport", "http", "--port", str(rs.retrieval_port)],
-                rs.retrieval_port, f"{local}:{rs.retrieval_port}/health"),
-        Service("finetune", ["-m", "servers.finetune", "serve", "--transport", "http", "--port", str(fs.finetune_port)],
-                fs.finetune_port, f"{local}:{fs.finetune_port}/health"),
-        Service("worker", ["-m", "servers.worker"]),
-        Service("research-agent", ["-m", "agents.research", "--port", str(settings.research_port)],
-                settings.research_port, f"{local}:{settings.research_port}/health"),
-        Service("finetune-agent", ["-m", "agents.finetune", "--port", str(settings.finetune_agent_port)],
-                settings.finetune_agent_port, f"{local}:{settings.finetune_agent_port}/health"),
-        Service("coordinator", ["-m", "agents.coordinator", "--port", str(settings.coordinator_port)],
-                settings.coordinator_port, f"{local}:{settings.coordinator_port}/health"),
+        Service(
+            "retrieval",
+            [
+                "-m",
+                "ragtune.servers.retrieval",
+                "serve",
+                "--transport",
+                "http",
+                "--port",
+                str(rs.retrieval_port),
+            ],
+            rs.retrieval_port,
+            f"{local}:{rs.retrieval_port}/health",
+        ),
+        Service(
+            "finetune",
+            [
+                "-m",
+                "ragtune.servers.finetune",
+                "serve",
+                "--transport",
+                "http",
+                "--port",
+                str(fs.finetune_port),
+            ],
+            fs.finetune_port,
+            f"{local}:{fs.finetune_port}/health",
+        ),
+        Service("worker", ["-m", "ragtune.servers.worker"]),
+        Service(
+            "research-agent",
+            ["-m", "ragtune.agents.research", "--port", str(settings.research_port)],
+            settings.research_port,
+            f"{local}:{settings.research_port}/health",
+        ),
+        Service(
+            "finetune-agent",
+            ["-m", "ragtune.agents.finetune", "--port", str(settings.finetune_agent_port)],
+            settings.finetune_agent_port,
+            f"{local}:{settings.finetune_agent_port}/health",
+        ),
+        Service(
+            "coordinator",
+            ["-m", "ragtune.agents.coordinator", "--port", str(settings.coordinator_port)],
+            settings.coordinator_port,
+            f"{local}:{settings.coordinator_port}/health",
+        ),
     ]
 
 
@@ -100,8 +147,14 @@ def start_all(sup: Supervisor, svcs: list[Service]) -> None:
 
 async def ingest(retrieval: McpTools, docs: Path) -> None:
     """Ingest the demo corpus through the retrieval MCP server, showing its progress notifications."""
-    with Progress(TextColumn("ingesting {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=True) as bar:
+    with Progress(
+        TextColumn("ingesting {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
         task = bar.add_task(str(docs.relative_to(ROOT) if docs.is_relative_to(ROOT) else docs), total=None)
 
         async def progress(done: float, total: float | None, message: str | None) -> None:
@@ -111,7 +164,9 @@ async def ingest(retrieval: McpTools, docs: Path) -> None:
     console.print(Text(f"✓ ingested: {report.get('message') or report}", style="green"))
 
 
-async def converse(coordinator: A2APeer, text: str, *, auto_yes: bool | None = True, context_id: str | None = None) -> str:
+async def converse(
+    coordinator: A2APeer, text: str, *, auto_yes: bool | None = True, context_id: str | None = None
+) -> str:
     """Send one request to the coordinator, print its live status, answer its confirmation, print the answer."""
     console.print(Panel(Text(text), title="you → coordinator", border_style="cyan"))
     context_id, task_id = context_id or uuid.uuid4().hex, None
@@ -160,23 +215,38 @@ async def demo(coordinator: A2APeer, steps: int) -> bool:
 
 def print_urls(settings: AgentSettings, rs: RetrievalSettings, fs: FinetuneSettings, home: Path) -> None:
     """Print where everything listens and a Claude Desktop entry for the two MCP servers (stdio)."""
-    console.print(Panel("\n".join([
-        f"retrieval MCP   http://127.0.0.1:{rs.retrieval_port}/mcp",
-        f"finetune MCP    http://127.0.0.1:{fs.finetune_port}/mcp   REST http://127.0.0.1:{fs.finetune_port}/v1",
-        f"coordinator A2A http://127.0.0.1:{settings.coordinator_port}/.well-known/agent-card.json",
-        f"research A2A    http://127.0.0.1:{settings.research_port}/.well-known/agent-card.json",
-        f"finetune A2A    http://127.0.0.1:{settings.finetune_agent_port}/.well-known/agent-card.json",
-    ]), title="serving (Ctrl-C stops everything)"))
+    console.print(
+        Panel(
+            "\n".join(
+                [
+                    f"retrieval MCP   http://127.0.0.1:{rs.retrieval_port}/mcp",
+                    f"finetune MCP    http://127.0.0.1:{fs.finetune_port}/mcp   REST http://127.0.0.1:{fs.finetune_port}/v1",
+                    f"coordinator A2A http://127.0.0.1:{settings.coordinator_port}/.well-known/agent-card.json",
+                    f"research A2A    http://127.0.0.1:{settings.research_port}/.well-known/agent-card.json",
+                    f"finetune A2A    http://127.0.0.1:{settings.finetune_agent_port}/.well-known/agent-card.json",
+                ]
+            ),
+            title="serving (Ctrl-C stops everything)",
+        )
+    )
     env = {"RAGTUNE_HOME": str(home), "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
-    entry = {"mcpServers": {
-        f"ragtune-{name}": {"command": sys.executable, "args": ["-m", f"servers.{name}", "serve", "--transport", "stdio"],
-                            "env": env} for name in ("retrieval", "finetune")}}
+    entry = {
+        "mcpServers": {
+            f"ragtune-{name}": {
+                "command": sys.executable,
+                "args": ["-m", f"servers.{name}", "serve", "--transport", "stdio"],
+                "env": env,
+            }
+            for name in ("retrieval", "finetune")
+        }
+    }
     console.print("Claude Desktop (claude_desktop_config.json):")
     console.print_json(json.dumps(entry))
 
 
-async def session(args: argparse.Namespace, settings: AgentSettings, rs: RetrievalSettings, fs: FinetuneSettings,
-                  home: Path) -> int:
+async def session(
+    args: argparse.Namespace, settings: AgentSettings, rs: RetrievalSettings, fs: FinetuneSettings, home: Path
+) -> int:
     """Ingest, then run the chosen mode against the running services."""
     await ingest(McpTools(f"http://127.0.0.1:{rs.retrieval_port}/mcp", settings.token()), Path(args.docs).resolve())
     coordinator = A2APeer(f"http://127.0.0.1:{settings.coordinator_port}", settings.token())

@@ -69,8 +69,13 @@ class Supervisor:
         svc.log = self.logs / f"{svc.name}.log"
         out = svc.log.open("ab")
         svc.proc = subprocess.Popen(
-            [sys.executable, *svc.args], cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
+            [sys.executable, *svc.args],
+            cwd=ROOT,
+            env=self.env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
         self.services.append(svc)
         return svc

@@ -8,4 +8,4 @@ from pathlib import Path
 sys.path[:1] = [str(Path(__file__).resolve().parent.parent)]
 
 if __name__ == "__main__":
-    sys.exit(importlib.import_module("agents.demo").main())
+    sys.exit(importlib.import_module("ragtune.agents.demo").main())

@@ -24,12 +24,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 # As a script, bench/ comes first on sys.path and this very file would shadow the `agents` package.
 sys.path[:1] = [str(ROOT)]
-demo = importlib.import_module("agents.demo")
-A2APeer = importlib.import_module("agents.a2a_peer").A2APeer
-Supervisor = importlib.import_module("agents.launcher").Supervisor
-McpTools = importlib.import_module("agents.mcp_tools").McpTools
+demo = importlib.import_module("ragtune.agents.demo")
+A2APeer = importlib.import_module("ragtune.agents.a2a_peer").A2APeer
+Supervisor = importlib.import_module("ragtune.agents.launcher").Supervisor
+McpTools = importlib.import_module("ragtune.agents.mcp_tools").McpTools
 config = importlib.import_module("ragtune.config")
-is_korean = importlib.import_module("agents.research.evidence").is_korean
+is_korean = importlib.import_module("ragtune.agents.research.evidence").is_korean
 
 QUESTIONS = [
     "What is LoRA?",
@@ -80,11 +80,7 @@ async def time_question(coordinator: A2APeer, question: str) -> dict[str, float]
             marks.setdefault("retrieved", now)
         elif text.startswith("[research] writing"):
             marks.setdefault("writing", now)
-        elif (
-            "writing" in marks
-            and "written" not in marks
-            and (text.startswith("[research]") or ev.kind == "answer")
-        ):
+        elif "writing" in marks and "written" not in marks and (text.startswith("[research]") or ev.kind == "answer"):
             marks["written"] = now
         if ev.kind == "answer":
             marks.setdefault("answered", now)
@@ -142,7 +138,8 @@ def report(rows: list[dict[str, Any]], bare: list[float], n: int, command: str) 
         "",
         "By language (p50 s): "
         + ", ".join(
-            f"{lang}: total {statistics.median(r['total'] for r in rs):.3f}, model {statistics.median(r['model'] for r in rs):.3f}"
+            f"{lang}: total {statistics.median(r['total'] for r in rs):.3f}, "
+            f"model {statistics.median(r['model'] for r in rs):.3f}"
             for lang, rs in (
                 ("English", [r for r in rows if not r["korean"]]),
                 ("Korean", [r for r in rows if r["korean"]]),
@@ -166,9 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     """Start the kit in a scratch RAGTUNE_HOME, measure, write the markdown report."""
     p = argparse.ArgumentParser(prog="python bench/agents.py", description=__doc__.splitlines()[0])
     p.add_argument("-n", type=int, default=20, help="questions to time (default 20)")
-    p.add_argument(
-        "--out", default=str(ROOT / "docs" / "benchmarks" / "agents.md"), help="markdown report path"
-    )
+    p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks" / "agents.md"), help="markdown report path")
     args = p.parse_args(argv)
     home = Path(tempfile.mkdtemp(prefix="ragtune-bench-agents-"))
     os.environ["RAGTUNE_HOME"] = str(home)

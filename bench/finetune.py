@@ -91,12 +91,10 @@ class Collect:
         return False
 
 
-def run_recipe(
-    model_path: str, recs: list[dict], args: argparse.Namespace, packing: bool, out: Path
-) -> float:
+def run_recipe(model_path: str, recs: list[dict], args: argparse.Namespace, packing: bool, out: Path) -> float:
     """Train with the worker's supervised recipe; return tokens/s after warm-up."""
-    from servers.worker.recipes import sft
-    from servers.worker.recipes.base import TrainJob
+    from ragtune.servers.worker.recipes import sft
+    from ragtune.servers.worker.recipes.base import TrainJob
 
     hyper = {
         "max_steps": args.steps,
@@ -130,9 +128,7 @@ def run_plain(model_path: str, recs: list[dict], args: argparse.Namespace, packi
     class Timer(TrainerCallback):
         def on_log(self, a: Any, state: Any, control: Any, logs: dict | None = None, **kw: Any) -> None:
             if logs and "loss" in logs:
-                points.append(
-                    (time.perf_counter(), float(logs.get("num_tokens") or state.num_input_tokens_seen))
-                )
+                points.append((time.perf_counter(), float(logs.get("num_tokens") or state.num_input_tokens_seen)))
 
     tok = AutoTokenizer.from_pretrained(model_path)
     tok.chat_template = PLAIN_TEMPLATE
@@ -155,9 +151,7 @@ def run_plain(model_path: str, recs: list[dict], args: argparse.Namespace, packi
         disable_tqdm=True,
         seed=0,
     )
-    lora = LoraConfig(
-        r=8, lora_alpha=16, lora_dropout=0.0, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"
-    )
+    lora = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
     SFTTrainer(
         model=model,
         processing_class=tok,
@@ -196,20 +190,19 @@ def throughput(model_path: str, args: argparse.Namespace, tmp: Path) -> list[dic
 
 def dispatch_and_memory(args: argparse.Namespace, home: Path) -> dict[str, Any]:
     """Create jobs through the service with a worker running; time create -> running; train one for peak RSS."""
+    from ragtune.servers.finetune.advisor import estimate_memory
+    from ragtune.servers.finetune.service import FinetuneService
+    from ragtune.servers.worker.worker import Worker
+
     from ragtune.config import FinetuneSettings, WorkerSettings
     from ragtune.jobs import JobStatus
-    from servers.finetune.advisor import estimate_memory
-    from servers.finetune.service import FinetuneService
-    from servers.worker.worker import Worker
 
     settings = FinetuneSettings(home=home)
     svc = FinetuneService(settings)
     data = "".join(json.dumps(r) + "\n" for r in records(args.examples)).encode()
     file = svc.upload(data, "bench.jsonl")
     worker = Worker(
-        WorkerSettings(
-            home=home, models_dir=args.models_dir, train_threads=args.threads, heartbeat_seconds=0.5
-        ),
+        WorkerSettings(home=home, models_dir=args.models_dir, train_threads=args.threads, heartbeat_seconds=0.5),
         progress=False,
     )
     thread = threading.Thread(target=worker.run, daemon=True)
@@ -272,15 +265,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (pinned)")
     p.add_argument("--repeats", type=int, default=2, help="runs per side for the throughput medians")
     p.add_argument("--jobs", type=int, default=5, help="jobs for the dispatch-latency p50")
-    p.add_argument(
-        "--models-dir", type=Path, default=None, help="converted base-model cache (default: a temp dir)"
-    )
-    p.add_argument(
-        "--skip", choices=["throughput", "dispatch"], action="append", default=[], help="skip a part"
-    )
+    p.add_argument("--models-dir", type=Path, default=None, help="converted base-model cache (default: a temp dir)")
+    p.add_argument("--skip", choices=["throughput", "dispatch"], action="append", default=[], help="skip a part")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = p.parse_args(argv)
-    from servers.worker.recipes.common import resolve_model_path
+    from ragtune.servers.worker.recipes.common import resolve_model_path
 
     with tempfile.TemporaryDirectory(prefix="ragtune-bench-") as tmp:
         tmp_path = Path(tmp)
@@ -302,9 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'dispatch create->running p50 (s)':38} {d['dispatch_p50_s']:>12.3f}")
         print(f"{'peak RSS of the training child (GB)':38} {d['peak_rss_gb']:>12.2f}")
         print(f"{'estimate_memory total (GB)':38} {d['estimate_total_gb']:>12.2f}")
-        print(
-            f"{'estimate without 1 GB CUDA overhead (GB)':38} {d['estimate_without_cuda_overhead_gb']:>12.2f}"
-        )
+        print(f"{'estimate without 1 GB CUDA overhead (GB)':38} {d['estimate_without_cuda_overhead_gb']:>12.2f}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0

@@ -29,9 +29,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quality", action="store_true", help="lexical/vector/hybrid nDCG@10, R@100 vs bm25s")
     p.add_argument("--scale", action="store_true", help="ingest chunks/s and search p50/p95 at several sizes")
-    p.add_argument(
-        "--embed", action="store_true", help="embedding tokens per CPU-second, default vs packaged"
-    )
+    p.add_argument("--embed", action="store_true", help="embedding tokens per CPU-second, default vs packaged")
     p.add_argument("--all", action="store_true", help="run every section")
     p.add_argument("--data", help="folder holding scifact/ and ko-welfare/ (default <repo>/../shared/data)")
     p.add_argument("--sets", default="ko-welfare,scifact", help="quality sets, comma-separated")
@@ -49,30 +47,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="scifact docs embedded for vector/hybrid (0 = all 5,183; dense is slow on CPU)",
     )
     p.add_argument("--embedder", default="e5-small", help="embedder for vector/hybrid quality")
-    p.add_argument(
-        "--weights", default="0.5", help="hybrid vector weights to score, comma-separated (0.5 = default)"
-    )
-    p.add_argument(
-        "--sweep", action="store_true", help="also re-fuse the index's rankings over a weight/k/depth grid"
-    )
-    p.add_argument(
-        "--sweep-weights", default="0.3,0.4,0.5,0.6,0.7", help="vector weights of the fusion sweep"
-    )
+    p.add_argument("--weights", default="0.5", help="hybrid vector weights to score, comma-separated (0.5 = default)")
+    p.add_argument("--sweep", action="store_true", help="also re-fuse the index's rankings over a weight/k/depth grid")
+    p.add_argument("--sweep-weights", default="0.3,0.4,0.5,0.6,0.7", help="vector weights of the fusion sweep")
     p.add_argument("--rrf-ks", default="10,30,60,100", help="RRF k values of the fusion sweep")
     p.add_argument("--depths", default="20,50,100", help="candidates per signal of the fusion sweep (<= 100)")
     p.add_argument("--sizes", default="1000,10000,100000", help="chunk counts for the scale section")
     p.add_argument("--searches", type=int, default=200, help="searches timed per size and mode")
-    p.add_argument(
-        "--max-seconds", type=float, default=60.0, help="stop timing one size/mode after this long"
-    )
-    p.add_argument(
-        "--ingest-docs", type=int, default=200, help="real docs ingested to time ingest (chunks/s)"
-    )
+    p.add_argument("--max-seconds", type=float, default=60.0, help="stop timing one size/mode after this long")
+    p.add_argument("--ingest-docs", type=int, default=200, help="real docs ingested to time ingest (chunks/s)")
     p.add_argument("--engines", default="e5-small,e5-small-packaged", help="embedding engines compared")
     p.add_argument("--embed-passages", type=int, default=24, help="Korean passages timed per engine")
-    p.add_argument(
-        "--embed-queries", type=int, default=500, help="ko-welfare queries for the engines' nDCG (0 = skip)"
-    )
+    p.add_argument("--embed-queries", type=int, default=500, help="ko-welfare queries for the engines' nDCG (0 = skip)")
     p.add_argument("--repeats", type=int, default=3, help="timing repeats (median)")
     p.add_argument("--cache", default=str(DEFAULT_CACHE), help="corpus-embedding cache folder ('' = none)")
     p.add_argument("--json", help="also write the results to this JSON file")
@@ -117,9 +103,7 @@ def _quality(args: argparse.Namespace, cache: Path | None, console: Console) -> 
 
     root = data_dir(args.data)
     loaders = {"ko-welfare": load_ko_welfare, "scifact": load_scifact}
-    return run_quality(
-        args, [loaders[n.strip()](root) for n in args.sets.split(",") if n.strip()], cache, console
-    )
+    return run_quality(args, [loaders[n.strip()](root) for n in args.sets.split(",") if n.strip()], cache, console)
 
 
 def _scale(args: argparse.Namespace, console: Console) -> object:

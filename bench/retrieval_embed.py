@@ -55,9 +55,7 @@ def throughput(embedder: Any, passages: Sequence[str], repeats: int) -> dict[str
     }
 
 
-def dense_quality(
-    embedder: Any, name: str, data: EvalSet, cache: Path | None, console: Console
-) -> dict[str, float]:
+def dense_quality(embedder: Any, name: str, data: EvalSet, cache: Path | None, console: Console) -> dict[str, float]:
     """Exact dense retrieval (cosine over every doc) scored with nDCG@10 and Recall@100."""
     doc_ids = list(data.corpus)
     texts = [data.corpus[d] for d in doc_ids]

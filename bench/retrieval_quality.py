@@ -11,6 +11,10 @@ from typing import Any
 
 import bm25s
 import Stemmer
+from ragtune.servers.retrieval.fusion import RRF_K, rrf
+from ragtune.servers.retrieval.index import Index
+from ragtune.servers.retrieval.models import SearchMode
+from ragtune.servers.retrieval.search import FUSION_DEPTH
 from rich.console import Console
 from rich.progress import track
 from rich.table import Table
@@ -20,10 +24,6 @@ from bench.retrieval_data import EvalSet
 from bench.retrieval_metrics import evaluate
 from ragtune.config import RetrievalSettings
 from ragtune.embeddings import make_embedder
-from servers.retrieval.fusion import RRF_K, rrf
-from servers.retrieval.index import Index
-from servers.retrieval.models import SearchMode
-from servers.retrieval.search import FUSION_DEPTH
 
 KIWI_TAGS = ("NN", "VV", "VA", "XR", "SL", "SN", "SH", "MAG", "NR", "NP")  # the notes' tag set
 TARGETS = {("ko-welfare", "lexical"): 0.99, ("scifact", "hybrid"): 1.03}
@@ -48,9 +48,7 @@ def _kiwi_tokenizer() -> Any:
     kiwi = Kiwi(num_workers=1)
 
     def tokenize(texts: Sequence[str]) -> list[list[str]]:
-        return [
-            [t.form.lower() for t in kiwi.tokenize(x) if t.tag.startswith(KIWI_TAGS)] or ["∅"] for x in texts
-        ]
+        return [[t.form.lower() for t in kiwi.tokenize(x) if t.tag.startswith(KIWI_TAGS)] or ["∅"] for x in texts]
 
     return tokenize
 
@@ -79,9 +77,7 @@ def index_runs(
     with tempfile.TemporaryDirectory() as tmp:
         index = Index.open(Path(tmp) / "bench.db", embedder)
         start = time.perf_counter()
-        for doc_id, text in track(
-            list(data.corpus.items()), description=f"ingest {data.name}", console=console
-        ):
+        for doc_id, text in track(list(data.corpus.items()), description=f"ingest {data.name}", console=console):
             index.ingest_text(text, collection=data.name, source=doc_id, title=data.titles.get(doc_id))
         timings["ingest_s"] = time.perf_counter() - start
         start = time.perf_counter()
@@ -93,9 +89,7 @@ def index_runs(
         runs: dict[str, Any] = {}
         for label, mode, weight in modes:
             runs[label] = {}
-            for qid, query in track(
-                list(data.queries.items()), description=f"{label} {data.name}", console=console
-            ):
+            for qid, query in track(list(data.queries.items()), description=f"{label} {data.name}", console=console):
                 hits = index.search(query, collection=data.name, k=100, mode=mode, weight=weight).hits
                 runs[label][qid] = list(dict.fromkeys(h.source for h in hits))
                 if chunk_runs is not None:
@@ -209,16 +203,12 @@ def held_out(
     return out
 
 
-def _check_sweep(
-    sweep: list[dict[str, Any]], rows: list[dict[str, Any]], name: str, console: Console
-) -> None:
+def _check_sweep(sweep: list[dict[str, Any]], rows: list[dict[str, Any]], name: str, console: Console) -> None:
     """Confirm the sweep reproduces the index's hybrid search at the product's k and depth."""
     for r in rows:
         if r["set"] == name and r["mode"].startswith("hybrid"):
             w = 0.5 if r["mode"] == "hybrid" else float(r["mode"].split("=")[1])
-            same = [
-                s for s in sweep if s["weight"] == w and s["rrf_k"] == RRF_K and s["depth"] == FUSION_DEPTH
-            ]
+            same = [s for s in sweep if s["weight"] == w and s["rrf_k"] == RRF_K and s["depth"] == FUSION_DEPTH]
             for s in same:
                 diff = abs(s["ndcg@10"] - r["ndcg@10"])
                 console.print(

@@ -14,6 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from ragtune.servers.retrieval.index import Index
+from ragtune.servers.retrieval.korean import get_analyzer
+from ragtune.servers.retrieval.models import SearchMode
+from ragtune.servers.retrieval.schema import ensure_vec_table, vec_table
 from rich.console import Console
 from rich.progress import track
 from rich.table import Table
@@ -23,14 +27,10 @@ from bench.retrieval_metrics import percentile
 from ragtune.config import RetrievalSettings
 from ragtune.db import transaction
 from ragtune.embeddings import make_embedder
-from servers.retrieval.index import Index
-from servers.retrieval.korean import get_analyzer
-from servers.retrieval.models import SearchMode
-from servers.retrieval.schema import ensure_vec_table, vec_table
 
 COLLECTION = "bench"
 MODES: tuple[SearchMode, ...] = ("lexical", "vector")
-# The lexical query of servers.retrieval.search with the join order forced (FTS5 first), for comparison.
+# The lexical query of ragtune.servers.retrieval.search with the join order forced (FTS5 first), for comparison.
 FTS_DRIVEN = (
     "select c.id, bm25(chunks_fts, 1.0, 1.0) as s from chunks_fts cross join chunks c on c.id = chunks_fts.rowid "
     "cross join documents d on d.id = c.doc_id where chunks_fts match ? and c.collection = ? order by s limit ?"
@@ -71,9 +71,7 @@ def _time_ingest(
     start, cpu = time.perf_counter(), time.process_time()
     chunks = 0
     for doc_id, text in track(docs, description="ingest real docs", console=console):
-        chunks += index.ingest_text(
-            text, collection=COLLECTION, source=doc_id, title=titles.get(doc_id)
-        ).chunks
+        chunks += index.ingest_text(text, collection=COLLECTION, source=doc_id, title=titles.get(doc_id)).chunks
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     return {
         "docs": len(docs),
@@ -136,9 +134,7 @@ def _vectorise_missing(index: Index, table: str, rng: np.random.Generator) -> No
         index.conn.execute("update chunks set embedded = 1 where id = ?", (cid,))
 
 
-def _time_searches(
-    index: Index, queries: list[str], mode: SearchMode, n: int, budget_s: float
-) -> dict[str, float]:
+def _time_searches(index: Index, queries: list[str], mode: SearchMode, n: int, budget_s: float) -> dict[str, float]:
     """Time `index.search` end to end (analysis or query embedding included), at most `budget_s` seconds."""
     index.search(queries[0], collection=COLLECTION, k=10, mode=mode)
     return _timed(
@@ -161,9 +157,7 @@ def _time_parts(index: Index, queries: list[str], size: int, n: int, budget_s: f
             "and collection = ? order by distance",
             (vectors[i % len(vectors)].tobytes(), COLLECTION),
         ).fetchall(),
-        "FTS5 driving join": lambda i: index.conn.execute(
-            FTS_DRIVEN, (fts[i % len(fts)], COLLECTION, 10)
-        ).fetchall(),
+        "FTS5 driving join": lambda i: index.conn.execute(FTS_DRIVEN, (fts[i % len(fts)], COLLECTION, 10)).fetchall(),
     }
     matrix, ids = _load_matrix(index)
     parts["numpy KNN (in memory)"] = lambda i: _numpy_knn(matrix, ids, vectors[i % len(vectors)])
@@ -172,9 +166,7 @@ def _time_parts(index: Index, queries: list[str], size: int, n: int, budget_s: f
     parts["FTS5, terms in >5% dropped"] = lambda i: index.conn.execute(
         FTS_DRIVEN, (pruned[i % len(pruned)], COLLECTION, 10)
     ).fetchall()
-    return [
-        {"size": size, "mode": name, "grow_s": 0.0, **_timed(run, n, budget_s)} for name, run in parts.items()
-    ]
+    return [{"size": size, "mode": name, "grow_s": 0.0, **_timed(run, n, budget_s)} for name, run in parts.items()]
 
 
 def _load_matrix(index: Index) -> tuple[np.ndarray, np.ndarray]:

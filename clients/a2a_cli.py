@@ -38,8 +38,9 @@ def describe(card: AgentCard) -> str:
     """Return a short human summary of an agent card."""
     lines = [f"{card.name} {card.version}: {card.description}"]
     lines += [f"  interface {i.protocol_binding} {i.protocol_version} at {i.url}" for i in card.supported_interfaces]
-    lines += [f"  skill {s.id}: {s.description}" + (f" (e.g. {s.examples[0]!r})" if s.examples else "")
-              for s in card.skills]
+    lines += [
+        f"  skill {s.id}: {s.description}" + (f" (e.g. {s.examples[0]!r})" if s.examples else "") for s in card.skills
+    ]
     if card.security_schemes:
         lines.append(f"  security: {', '.join(card.security_schemes)}")
     lines.append(f"  streaming: {card.capabilities.streaming}")
@@ -122,8 +123,11 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--expect", action="append", help="acceptable end states (default completed, input-required)")
     parser.add_argument("--expect-text", help="fail unless the answer contains this text")
     parser.add_argument("--timeout", type=float, default=600, help="seconds to wait for the agent")
-    parser.add_argument("--use-given-url", action="store_true",
-                        help="dial the URL given here even when the card advertises another host")
+    parser.add_argument(
+        "--use-given-url",
+        action="store_true",
+        help="dial the URL given here even when the card advertises another host",
+    )
     args = parser.parse_intermixed_args(argv)  # the message may follow the options
 
     headers = {"Authorization": f"Bearer {args.token}"} if args.token else {}
@@ -139,8 +143,13 @@ async def main(argv: list[str] | None = None) -> int:
         if not args.message:
             return 0
         client = await create_client(card, client_config=ClientConfig(streaming=args.stream, httpx_client=http))
-        message = Message(role=Role.ROLE_USER, message_id=str(uuid.uuid4()), parts=[Part(text=args.message)],
-                          context_id=args.context_id, task_id=args.task_id)
+        message = Message(
+            role=Role.ROLE_USER,
+            message_id=str(uuid.uuid4()),
+            parts=[Part(text=args.message)],
+            context_id=args.context_id,
+            task_id=args.task_id,
+        )
         progress = Progress()
         print(f"> {args.message}")
         async for event in client.send_message(SendMessageRequest(message=message)):

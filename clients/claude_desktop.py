@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-SERVERS = {"ragtune-retrieval": "servers.retrieval", "ragtune-finetune": "servers.finetune"}
+SERVERS = {"ragtune-retrieval": "ragtune.servers.retrieval", "ragtune-finetune": "ragtune.servers.finetune"}
 EXPECTED_TOOL = {"ragtune-retrieval": "retrieval_search", "ragtune-finetune": "finetune_create_job"}
 
 
@@ -44,10 +44,21 @@ def project_python() -> Path:
 def entries(python: Path, home: Path, roots: list[Path]) -> dict[str, dict[str, Any]]:
     """Return the mcpServers entries that start each ragtune server over stdio."""
     joined = os.pathsep.join(str(r.expanduser().resolve()) for r in roots)
-    env = {"RAGTUNE_HOME": str(home.expanduser().resolve()), "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1",
-           "RAGTUNE_RETRIEVAL_ROOTS": joined, "RAGTUNE_FINETUNE_ROOTS": joined}
-    return {name: {"command": str(python), "args": ["-m", module, "serve", "--transport", "stdio"], "env": dict(env)}
-            for name, module in SERVERS.items()}
+    env = {
+        "RAGTUNE_HOME": str(home.expanduser().resolve()),
+        "PYTHONPATH": str(ROOT),
+        "HF_HUB_OFFLINE": "1",
+        "RAGTUNE_RETRIEVAL_ROOTS": joined,
+        "RAGTUNE_FINETUNE_ROOTS": joined,
+    }
+    return {
+        name: {
+            "command": str(python),
+            "args": ["-m", module, "serve", "--transport", "stdio"],
+            "env": dict(env),
+        }
+        for name, module in SERVERS.items()
+    }
 
 
 def load_config(path: Path) -> dict[str, Any]:
@@ -95,8 +106,10 @@ async def verify(new: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
             async with Client(params, read_timeout_seconds=120) as client:
                 found[name] = sorted(tool.name for tool in (await client.list_tools()).tools)
         except Exception as exc:  # the SDK raises an exception group when the child dies; name the server
-            raise AssertionError(f"{name} did not start over stdio ({entry['command']} {' '.join(entry['args'])}): "
-                                 f"{exc!r}; run that command in a terminal to see its error") from None
+            raise AssertionError(
+                f"{name} did not start over stdio ({entry['command']} {' '.join(entry['args'])}): "
+                f"{exc!r}; run that command in a terminal to see its error"
+            ) from None
     return found
 
 
@@ -107,8 +120,13 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--print", dest="print_only", action="store_true", help="only print the merged config")
     parser.add_argument("--python", type=Path, default=project_python(), help="Python that runs the servers")
     parser.add_argument("--home", type=Path, default=ROOT / ".ragtune", help="RAGTUNE_HOME for both servers")
-    parser.add_argument("--root", dest="roots", type=Path, action="append",
-                        help="folder the servers may read files from (repeatable; default: your home folder)")
+    parser.add_argument(
+        "--root",
+        dest="roots",
+        type=Path,
+        action="append",
+        help="folder the servers may read files from (repeatable; default: your home folder)",
+    )
     parser.add_argument("--verify", action="store_true", help="start each server over stdio and list its tools")
     args = parser.parse_args(argv)
 

@@ -33,11 +33,16 @@ from langchain_core.runnables import Runnable, RunnableLambda, RunnablePassthrou
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-PROMPT = ChatPromptTemplate.from_messages([
-    ("system", "Answer only from the numbered context passages and cite them like [1]. "
-               "If the context does not answer the question, say so.\n\nContext:\n{context}"),
-    ("human", "{question}"),
-])
+PROMPT = ChatPromptTemplate.from_messages(
+    [
+        (
+            "system",
+            "Answer only from the numbered context passages and cite them like [1]. "
+            "If the context does not answer the question, say so.\n\nContext:\n{context}",
+        ),
+        ("human", "{question}"),
+    ]
+)
 
 
 class McpRetriever(BaseRetriever):
@@ -49,21 +54,26 @@ class McpRetriever(BaseRetriever):
     collection: str | None = None
     mode: str = "hybrid"
 
-    async def _aget_relevant_documents(self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun
-                                       ) -> list[Document]:
+    async def _aget_relevant_documents(
+        self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun
+    ) -> list[Document]:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         arguments: dict[str, Any] = {"query": query, "k": self.k, "mode": self.mode}
         if self.collection:
             arguments["collection"] = self.collection
-        async with (httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30.0, read=300.0)) as http,
-                    Client(streamable_http_client(self.url, http_client=http)) as mcp):
+        async with (
+            httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30.0, read=300.0)) as http,
+            Client(streamable_http_client(self.url, http_client=http)) as mcp,
+        ):
             result = await mcp.call_tool("retrieval_search", arguments)
         text = "\n".join(getattr(part, "text", "") for part in result.content or [])
         if result.is_error:
             raise RuntimeError(f"retrieval_search failed: {text}")
         data = result.structured_content or json.loads(text)
-        return [Document(page_content=hit["text"], metadata={k: v for k, v in hit.items() if k != "text"})
-                for hit in data["hits"]]
+        return [
+            Document(page_content=hit["text"], metadata={k: v for k, v in hit.items() if k != "text"})
+            for hit in data["hits"]
+        ]
 
     def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun) -> list[Document]:
         raise NotImplementedError("McpRetriever is async: use ainvoke")
@@ -71,8 +81,10 @@ class McpRetriever(BaseRetriever):
 
 def format_docs(docs: list[Document]) -> str:
     """Number the passages and label each with its document and heading, for citations."""
-    return "\n\n".join(f"[{i}] {d.metadata.get('title', '')} › {' › '.join(d.metadata.get('heading_path', []))}\n"
-                       f"{d.page_content}" for i, d in enumerate(docs, 1))
+    return "\n\n".join(
+        f"[{i}] {d.metadata.get('title', '')} › {' › '.join(d.metadata.get('heading_path', []))}\n{d.page_content}"
+        for i, d in enumerate(docs, 1)
+    )
 
 
 def _words(text: str) -> set[str]:
@@ -96,8 +108,7 @@ def extractive_answer(prompt: PromptValue) -> str:
 
 def build_chain(retriever: McpRetriever, model: Runnable[Any, Any]) -> Runnable[str, str]:
     """Return the RAG chain: retrieve, format, prompt, answer, parse."""
-    return ({"context": retriever | format_docs, "question": RunnablePassthrough()}
-            | PROMPT | model | StrOutputParser())
+    return {"context": retriever | format_docs, "question": RunnablePassthrough()} | PROMPT | model | StrOutputParser()
 
 
 def make_model(base_url: str | None, model: str | None, api_key: str | None) -> Runnable[Any, Any]:
@@ -124,10 +135,14 @@ async def main(argv: list[str] | None = None) -> int:
 
     retriever = McpRetriever(url=args.mcp_url, token=args.token, k=args.k, collection=args.collection)
     docs = await retriever.ainvoke(args.question)
-    assert docs, "retrieval_search returned nothing: ingest documents first (python -m servers.retrieval ingest docs/)"
+    assert docs, (
+        "retrieval_search returned nothing: ingest documents first (python -m ragtune.servers.retrieval ingest docs/)"
+    )
     for i, doc in enumerate(docs, 1):
-        print(f"[{i}] {doc.metadata.get('title')} › {' › '.join(doc.metadata.get('heading_path', []))} "
-              f"(score {doc.metadata.get('score', 0):.3f})")
+        print(
+            f"[{i}] {doc.metadata.get('title')} › {' › '.join(doc.metadata.get('heading_path', []))} "
+            f"(score {doc.metadata.get('score', 0):.3f})"
+        )
     answer = await build_chain(retriever, make_model(args.base_url, args.model, args.api_key)).ainvoke(args.question)
     print(f"\nanswer: {answer}")
     assert answer.strip(), "the chain returned an empty answer"

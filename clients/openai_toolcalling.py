@@ -27,8 +27,13 @@ from openai import AsyncOpenAI
 
 def openai_tools(mcp_tools: list[Any]) -> list[dict[str, Any]]:
     """Turn MCP tool definitions into the `tools` list of a chat-completions request."""
-    return [{"type": "function", "function": {"name": t.name, "description": t.description or "",
-                                              "parameters": t.input_schema}} for t in mcp_tools]
+    return [
+        {
+            "type": "function",
+            "function": {"name": t.name, "description": t.description or "", "parameters": t.input_schema},
+        }
+        for t in mcp_tools
+    ]
 
 
 def result_text(result: Any) -> str:
@@ -79,8 +84,10 @@ async def main(argv: list[str] | None = None) -> int:
 
     headers = {"Authorization": f"Bearer {args.token}"} if args.token else {}
     llm = AsyncOpenAI(base_url=args.base_url, api_key=args.api_key or "not-needed", max_retries=0)
-    async with (httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30.0, read=300.0)) as http,
-                Client(streamable_http_client(args.mcp_url, http_client=http)) as mcp):
+    async with (
+        httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30.0, read=300.0)) as http,
+        Client(streamable_http_client(args.mcp_url, http_client=http)) as mcp,
+    ):
         answer, called = await ask(mcp, llm, args.model, args.question, args.max_rounds)
     print(f"\nanswer: {answer}")
     assert called, "the model answered without calling any tool"

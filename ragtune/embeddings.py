@@ -90,23 +90,15 @@ def _openai_embedder(name: str, settings: RetrievalSettings) -> Embedder:
     if sep and tail.isdigit():
         model, dim = head, int(tail)
     if not model:
-        raise UnknownEmbedder(
-            "RAGTUNE_EMBEDDER=openai:<model> needs a model name, e.g. openai:text-embedding-3-small"
-        )
+        raise UnknownEmbedder("RAGTUNE_EMBEDDER=openai:<model> needs a model name, e.g. openai:text-embedding-3-small")
     base_url = settings.embed_base_url or os.environ.get("OPENAI_BASE_URL")
-    key = (
-        settings.embed_api_key.get_secret_value()
-        if settings.embed_api_key
-        else os.environ.get("OPENAI_API_KEY")
-    )
+    key = settings.embed_api_key.get_secret_value() if settings.embed_api_key else os.environ.get("OPENAI_API_KEY")
     if base_url is None and key is None:
         raise UnknownEmbedder(
             f"{name} needs an endpoint: set RAGTUNE_EMBED_BASE_URL (and RAGTUNE_EMBED_API_KEY if it needs one), "
             "or OPENAI_API_KEY for api.openai.com"
         )
-    return OpenAIEmbedder(
-        model, base_url=base_url, api_key=key, dim=dim, batch_size=settings.embed_batch_size
-    )
+    return OpenAIEmbedder(model, base_url=base_url, api_key=key, dim=dim, batch_size=settings.embed_batch_size)
 
 
 def detect_language(text: str) -> str:

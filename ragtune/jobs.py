@@ -185,8 +185,17 @@ class JobStore:
         """Record an uploaded, already validated file."""
         self.conn.execute(
             "insert into files values (?,?,?,?,?,?,?,?,?)",
-            (file.id, file.bytes, file.created_at, file.filename, file.purpose, file.status, file.path,
-             file.format, json.dumps(file.report)),
+            (
+                file.id,
+                file.bytes,
+                file.created_at,
+                file.filename,
+                file.purpose,
+                file.status,
+                file.path,
+                file.format,
+                json.dumps(file.report),
+            ),
         )
         return file
 
@@ -253,8 +262,15 @@ class JobStore:
             self.conn.execute("update jobs set body = ? where id = ?", (updated.model_dump_json(), job_id))
         return self.get_job(job_id)
 
-    def transition(self, job_id: str, to: JobStatus | str, *, error: JobError | None = None,
-                   message: str | None = None, **fields: Any) -> Job:
+    def transition(
+        self,
+        job_id: str,
+        to: JobStatus | str,
+        *,
+        error: JobError | None = None,
+        message: str | None = None,
+        **fields: Any,
+    ) -> Job:
         """Move a job to `to` if its current state allows it; else raise IllegalTransition."""
         to = JobStatus(to)
         with db.transaction(self.conn):
@@ -301,9 +317,14 @@ class JobStore:
                 return None
             job = _job(row)
             now = time.time()
-            body = job.model_copy(update={"status": JobStatus.running, "worker_id": worker_id,
-                                          "attempts": job.attempts + 1,
-                                          "started_at": job.started_at or int(now)})
+            body = job.model_copy(
+                update={
+                    "status": JobStatus.running,
+                    "worker_id": worker_id,
+                    "attempts": job.attempts + 1,
+                    "started_at": job.started_at or int(now),
+                }
+            )
             self.conn.execute(
                 "update jobs set status = 'running', worker_id = ?, lease_until = ?, attempts = attempts + 1,"
                 " body = ? where id = ?",
@@ -347,23 +368,58 @@ class JobStore:
         return [r["id"] for r in rows]
 
     # events and checkpoints ----------------------------------------------------------------------
-    def add_event(self, job_id: str, message: str, *, level: str = "info", data: dict[str, Any] | None = None,
-                  type: str = "message") -> JobEvent:
+    def add_event(
+        self,
+        job_id: str,
+        message: str,
+        *,
+        level: str = "info",
+        data: dict[str, Any] | None = None,
+        type: str = "message",
+    ) -> JobEvent:
         """Append an event (use type='metrics' with data={step, train_loss, learning_rate, tokens_per_second})."""
         return self._event(job_id, message, level=level, data=data, type=type)
 
-    def _event(self, job_id: str, message: str, *, level: str = "info", data: dict[str, Any] | None = None,
-               type: str = "message") -> JobEvent:
-        event = JobEvent(id=new_id("ftevent"), created_at=int(time.time()), level=level, message=message,  # type: ignore[arg-type]
-                         data=data, type=type)  # type: ignore[arg-type]
+    def _event(
+        self,
+        job_id: str,
+        message: str,
+        *,
+        level: str = "info",
+        data: dict[str, Any] | None = None,
+        type: str = "message",
+    ) -> JobEvent:
+        event = JobEvent(
+            id=new_id("ftevent"),
+            created_at=int(time.time()),
+            level=level,
+            message=message,  # type: ignore[arg-type]
+            data=data,
+            type=type,
+        )  # type: ignore[arg-type]
         self.conn.execute(
             "insert into events(id, job_id, created_at, level, message, data, type) values (?,?,?,?,?,?,?)",
-            (event.id, job_id, event.created_at, event.level, message, json.dumps(data) if data else None, type),
+            (
+                event.id,
+                job_id,
+                event.created_at,
+                event.level,
+                message,
+                json.dumps(data) if data else None,
+                type,
+            ),
         )
         return event
 
-    def list_events(self, job_id: str, *, after: str | None = None, limit: int = 20,
-                    order: Literal["asc", "desc"] = "desc", type: str | None = None) -> list[JobEvent]:
+    def list_events(
+        self,
+        job_id: str,
+        *,
+        after: str | None = None,
+        limit: int = 20,
+        order: Literal["asc", "desc"] = "desc",
+        type: str | None = None,
+    ) -> list[JobEvent]:
         """Return a job's events; `desc` (OpenAI's order) pages backwards from `after`, `asc` tails forward."""
         self.get_job(job_id)
         clauses, args = ["job_id = ?"], [job_id]
@@ -383,8 +439,14 @@ class JobStore:
 
     def add_checkpoint(self, job_id: str, step: int, path: str, metrics: dict[str, Any] | None = None) -> Checkpoint:
         """Record a saved checkpoint of a job."""
-        ckpt = Checkpoint(id=new_id("ftckpt"), created_at=int(time.time()), fine_tuned_model_checkpoint=path,
-                          fine_tuning_job_id=job_id, metrics=metrics or {}, step_number=step)
+        ckpt = Checkpoint(
+            id=new_id("ftckpt"),
+            created_at=int(time.time()),
+            fine_tuned_model_checkpoint=path,
+            fine_tuning_job_id=job_id,
+            metrics=metrics or {},
+            step_number=step,
+        )
         self.conn.execute(
             "insert into checkpoints values (?,?,?,?,?,?)",
             (ckpt.id, job_id, ckpt.created_at, step, path, json.dumps(ckpt.metrics)),
@@ -411,26 +473,51 @@ class JobStore:
 
 
 def _file(row: Any) -> FileObject:
-    return FileObject(id=row["id"], bytes=row["bytes"], created_at=row["created_at"], filename=row["filename"],
-                      purpose=row["purpose"], status=row["status"], path=row["path"], format=row["format"],
-                      report=json.loads(row["report"]))
+    return FileObject(
+        id=row["id"],
+        bytes=row["bytes"],
+        created_at=row["created_at"],
+        filename=row["filename"],
+        purpose=row["purpose"],
+        status=row["status"],
+        path=row["path"],
+        format=row["format"],
+        report=json.loads(row["report"]),
+    )
 
 
 def _job(row: Any) -> Job:
     job = Job.model_validate_json(row["body"])
-    return job.model_copy(update={"status": JobStatus(row["status"]), "attempts": row["attempts"],
-                                  "worker_id": row["worker_id"]})
+    return job.model_copy(
+        update={
+            "status": JobStatus(row["status"]),
+            "attempts": row["attempts"],
+            "worker_id": row["worker_id"],
+        }
+    )
 
 
 def _event(row: Any) -> JobEvent:
-    return JobEvent(id=row["id"], created_at=row["created_at"], level=row["level"], message=row["message"],
-                    data=json.loads(row["data"]) if row["data"] else None, type=row["type"], seq=row["seq"])
+    return JobEvent(
+        id=row["id"],
+        created_at=row["created_at"],
+        level=row["level"],
+        message=row["message"],
+        data=json.loads(row["data"]) if row["data"] else None,
+        type=row["type"],
+        seq=row["seq"],
+    )
 
 
 def _checkpoint(row: Any) -> Checkpoint:
-    return Checkpoint(id=row["id"], created_at=row["created_at"], fine_tuned_model_checkpoint=row["path"],
-                      fine_tuning_job_id=row["job_id"], metrics=json.loads(row["metrics"]),
-                      step_number=row["step_number"])
+    return Checkpoint(
+        id=row["id"],
+        created_at=row["created_at"],
+        fine_tuned_model_checkpoint=row["path"],
+        fine_tuning_job_id=row["job_id"],
+        metrics=json.loads(row["metrics"]),
+        step_number=row["step_number"],
+    )
 
 
 def fine_tuned_model_name(job: Job) -> str:

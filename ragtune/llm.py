@@ -147,7 +147,9 @@ class LocalChatModel(BaseChatModel):
         import torch
 
         chat = [{"role": _role(m), "content": m.text} for m in messages]
-        ids = self._tokenizer.apply_chat_template(chat, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+        ids = self._tokenizer.apply_chat_template(
+            chat, add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )
         with self._lock, torch.inference_mode():
             out = self._model.generate(
                 **ids,

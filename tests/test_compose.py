@@ -24,7 +24,9 @@ COMPOSE = ROOT / "compose.yaml"
 TOKEN_REF = "${RAGTUNE_API_TOKEN:?set RAGTUNE_API_TOKEN in .env}"
 EXPECTED = {"retrieval", "finetune", "worker", "worker-cpu", "coordinator", "research", "finetune-agent"}
 PORTS = {"retrieval": 8701, "finetune": 8702, "coordinator": 8711, "research": 8712, "finetune-agent": 8713}
-HEALTH = {"retrieval": "/health", "finetune": "/health"} | dict.fromkeys(("coordinator", "research", "finetune-agent"), "/.well-known/agent-card.json")
+HEALTH = {"retrieval": "/health", "finetune": "/health"} | dict.fromkeys(
+    ("coordinator", "research", "finetune-agent"), "/.well-known/agent-card.json"
+)
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +67,9 @@ def test_docker_compose_config_when_available(tmp_path: Path) -> None:
     ok = subprocess.run([*cli, "-f", str(COMPOSE), "config", "-q"], env=env, capture_output=True, text=True, timeout=60)
     assert ok.returncode == 0, ok.stderr
     env.pop("RAGTUNE_API_TOKEN")
-    refused = subprocess.run([*cli, "-f", str(COMPOSE), "config", "-q"], env=env, capture_output=True, text=True, timeout=60)
+    refused = subprocess.run(
+        [*cli, "-f", str(COMPOSE), "config", "-q"], env=env, capture_output=True, text=True, timeout=60
+    )
     assert refused.returncode != 0 and "RAGTUNE_API_TOKEN" in refused.stderr
 
 
@@ -111,8 +115,12 @@ def test_ports_healthchecks_and_urls_match_the_contract(spec: dict[str, Any]) ->
 
 def test_agents_reach_their_peers_by_service_name(spec: dict[str, Any]) -> None:
     """Inside a container 127.0.0.1 is the container itself, so `.env`'s loopback URLs must be overridden."""
-    peers = {"RAGTUNE_RETRIEVAL_URL": "http://retrieval:8701/mcp", "RAGTUNE_FINETUNE_URL": "http://finetune:8702/mcp",
-             "RAGTUNE_RESEARCH_AGENT_URL": "http://research:8712", "RAGTUNE_FINETUNE_AGENT_URL": "http://finetune-agent:8713"}
+    peers = {
+        "RAGTUNE_RETRIEVAL_URL": "http://retrieval:8701/mcp",
+        "RAGTUNE_FINETUNE_URL": "http://finetune:8702/mcp",
+        "RAGTUNE_RESEARCH_AGENT_URL": "http://research:8712",
+        "RAGTUNE_FINETUNE_AGENT_URL": "http://finetune-agent:8713",
+    }
     for name in ("coordinator", "research", "finetune-agent"):
         env = spec["services"][name]["environment"]
         assert {key: env.get(key) for key in peers} == peers, name
@@ -141,7 +149,12 @@ def _local_env(service: dict[str, Any], home: Path) -> dict[str, str]:
     for key, value in service["environment"].items():
         if key == "RAGTUNE_API_TOKEN":
             continue
-        value = str(value).replace("/app/docs", str(ROOT / "docs")).replace("/data", str(home)).replace("/models", str(home / "models"))
+        value = (
+            str(value)
+            .replace("/app/docs", str(ROOT / "docs"))
+            .replace("/data", str(home))
+            .replace("/models", str(home / "models"))
+        )
         env[key] = re.sub(r"http://([a-z-]+):(\d+)", "http://127.0.0.1:9", value)  # peers are not started here
     # Agents warm the embedded chat model up at start (a minute on 2 cores, covered by tests/agents); here a
     # remote model that is never called keeps the check about the command, the card and the port.
@@ -167,8 +180,11 @@ def test_service_command_starts_and_answers_its_healthcheck(name: str, spec: dic
     service = spec["services"][name]
     port = _free_port()
     proc = subprocess.Popen(
-        _local_command(service["command"], port), cwd=ROOT, env=_local_env(service, tmp_path),
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        _local_command(service["command"], port),
+        cwd=ROOT,
+        env=_local_env(service, tmp_path),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     try:
         response = _wait_http(f"http://127.0.0.1:{port}{HEALTH[name]}", proc, deadline_s=90)
@@ -191,8 +207,14 @@ def test_worker_command_starts_on_the_job_store(name: str, spec: dict[str, Any],
     """The worker opens the job store named by the service's environment; `--once` returns when none is queued."""
     service = spec["services"][name]
     env = _local_env(service, tmp_path)
-    result = subprocess.run([*_local_command(service["command"], None), "--once"], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [*_local_command(service["command"], None), "--once"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert "0 job(s) processed" in result.stderr
     assert (Path(env["RAGTUNE_HOME"]) / "jobs.db").exists()

@@ -6,9 +6,16 @@ import re
 from pathlib import Path
 
 import pytest
+from ragtune.servers.finetune.advisor import (
+    PLENTIFUL_DATA,
+    RULES,
+    SCENARIOS,
+    TINY_DATA,
+    Situation,
+    recommend_method,
+)
 
 from ragtune.config_docs import TABLE_BEGIN, TABLE_END, collect, readme_block
-from servers.finetune.advisor import PLENTIFUL_DATA, RULES, SCENARIOS, TINY_DATA, Situation, recommend_method
 
 ROOT = Path(__file__).resolve().parents[1]
 GUIDE = ROOT / "docs/guide/choosing-a-method.md"
@@ -72,7 +79,7 @@ def test_every_advice_link_lands_on_an_anchor(path: Path) -> None:
 
 
 def test_guide_states_the_memory_facts_the_advisor_computes() -> None:
-    from servers.finetune.advisor import estimate_memory
+    from ragtune.servers.finetune.advisor import estimate_memory
 
     text = GUIDE.read_text(encoding="utf-8")
     weights = estimate_memory(params=7e9, method="full", precision="bf16").weights_gb
@@ -106,7 +113,7 @@ def test_readme_configuration_table_is_generated_from_the_settings() -> None:
 
 
 def test_readme_documents_every_recipe_and_links_the_benchmarks() -> None:
-    from servers.worker.recipes import RECIPES
+    from ragtune.servers.worker.recipes import RECIPES
 
     text = README.read_text(encoding="utf-8")
     for name in RECIPES:

@@ -1,4 +1,4 @@
-"""Serve the coordinator over A2A: `python -m agents.coordinator [--host H --port P]`."""
+"""Serve the coordinator over A2A: `python -m ragtune.agents.coordinator [--host H --port P]`."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ from fastapi import FastAPI
 from langchain_core.language_models import BaseChatModel
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph.state import CompiledStateGraph
+from ragtune.agents.a2a_app import AgentSpec, build_app
+from ragtune.agents.a2a_peer import A2APeer
+from ragtune.agents.cli import run
+from ragtune.agents.coordinator import card
+from ragtune.agents.coordinator.graph import CoordinatorDeps, build_coordinator_graph, peer_context
 
-from agents.a2a_app import AgentSpec, build_app
-from agents.a2a_peer import A2APeer
-from agents.cli import run
-from agents.coordinator import card
-from agents.coordinator.graph import CoordinatorDeps, build_coordinator_graph, peer_context
 from ragtune.config import AgentSettings
 from ragtune.llm import make_chat_model, supports_tools
 
@@ -33,14 +33,28 @@ def make_app(settings: AgentSettings, base_url: str, model: BaseChatModel | None
         if task_id := peer_context(values):
             await finetune.cancel(task_id)
 
-    spec = AgentSpec(card.NAME, card.DESCRIPTION, card.skills(), build, on_cancel,
-                     cleanup=[research.aclose, finetune.aclose])
+    spec = AgentSpec(
+        card.NAME,
+        card.DESCRIPTION,
+        card.skills(),
+        build,
+        on_cancel,
+        cleanup=[research.aclose, finetune.aclose],
+    )
     return build_app(spec, settings, base_url)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Parse flags, read settings once and serve."""
-    run("python -m agents.coordinator", card.DESCRIPTION, "RAGTUNE_COORDINATOR_PORT", 8711, lambda s: s.coordinator_port, make_app, argv)
+    run(
+        "python -m ragtune.agents.coordinator",
+        card.DESCRIPTION,
+        "RAGTUNE_COORDINATOR_PORT",
+        8711,
+        lambda s: s.coordinator_port,
+        make_app,
+        argv,
+    )
 
 
 if __name__ == "__main__":

@@ -1,8 +1,7 @@
 """The coordinator's card text and skills."""
 
 from a2a.types import AgentSkill
-
-from agents.a2a_app import skill
+from ragtune.agents.a2a_app import skill
 
 NAME = "ragtune-coordinator"
 DESCRIPTION = (
@@ -14,13 +13,25 @@ DESCRIPTION = (
 def skills() -> list[AgentSkill]:
     """Return the coordinator's skills."""
     return [
-        skill("ask", "Ask your documents", "Questions answered from the indexed documents, with citations.",
-              ["rag", "citations"], ["What does ragtune use for Korean search?", "LoRA는 언제 쓰나요?"]),
-        skill("finetune", "Fine-tuning advice and jobs",
-              "Whether to fine-tune for a described situation; launching and following a job (asks first).",
-              ["fine-tuning"], ["We have 20k labelled tickets and a 24 GB GPU: should we fine-tune?"]),
-        skill("qa_then_train", "Q/A set from my docs, then instruction tuning",
-              "The research agent builds Q/A pairs from your documents; the fine-tuning agent trains on them.",
-              ["dataset", "fine-tuning", "chain"],
-              ["Make a Q/A set from my docs and instruction-tune a model on it for 30 steps"]),
+        skill(
+            "ask",
+            "Ask your documents",
+            "Questions answered from the indexed documents, with citations.",
+            ["rag", "citations"],
+            ["What does ragtune use for Korean search?", "LoRA는 언제 쓰나요?"],
+        ),
+        skill(
+            "finetune",
+            "Fine-tuning advice and jobs",
+            "Whether to fine-tune for a described situation; launching and following a job (asks first).",
+            ["fine-tuning"],
+            ["We have 20k labelled tickets and a 24 GB GPU: should we fine-tune?"],
+        ),
+        skill(
+            "qa_then_train",
+            "Q/A set from my docs, then instruction tuning",
+            "The research agent builds Q/A pairs from your documents; the fine-tuning agent trains on them.",
+            ["dataset", "fine-tuning", "chain"],
+            ["Make a Q/A set from my docs and instruction-tune a model on it for 30 steps"],
+        ),
     ]

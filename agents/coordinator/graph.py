@@ -18,12 +18,12 @@ from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import interrupt
+from ragtune.agents.a2a_peer import A2APeer, PeerEvent
+from ragtune.agents.coordinator import prompts
+from ragtune.agents.coordinator.router import Route
+from ragtune.agents.coordinator.router import route as keyword_route
+from ragtune.agents.finetune.situation import extract_jsonl
 
-from agents.a2a_peer import A2APeer, PeerEvent
-from agents.coordinator import prompts
-from agents.coordinator.router import Route
-from agents.coordinator.router import route as keyword_route
-from agents.finetune.situation import extract_jsonl
 from ragtune.llm import model_label, supports_tools
 
 
@@ -76,20 +76,32 @@ async def _relay(peer: A2APeer, name: str, text: str, context_id: str, task_id: 
     return last
 
 
-def build_coordinator_graph(deps: CoordinatorDeps, checkpointer: BaseCheckpointSaver | None = None) -> CompiledStateGraph:
+def build_coordinator_graph(
+    deps: CoordinatorDeps, checkpointer: BaseCheckpointSaver | None = None
+) -> CompiledStateGraph:
     """Compile the coordinator graph for these dependencies."""
 
     async def choose(state: CoordinatorState) -> CoordinatorState:
         text, picked, by = state["request"], None, "keywords"
         if deps.model is not None and supports_tools(deps.model):
-            msg = await deps.model.bind_tools([route]).ainvoke([SystemMessage(prompts.ROUTE_SYSTEM), HumanMessage(text)])
+            msg = await deps.model.bind_tools([route]).ainvoke(
+                [SystemMessage(prompts.ROUTE_SYSTEM), HumanMessage(text)]
+            )
             calls = getattr(msg, "tool_calls", None) or []
             if calls and calls[0]["args"].get("agent") in ("research", "finetune", "chain"):
                 picked, by = calls[0]["args"]["agent"], model_label(deps.model)
         picked = picked or keyword_route(text)
         _status(f"routing to {picked} (by {by})")
-        return {"route": picked, "routed_by": by, "dataset": "", "peer_task_id": "", "peer_state": "",
-                "peer_question": "", "reply": "", "answer": ""}
+        return {
+            "route": picked,
+            "routed_by": by,
+            "dataset": "",
+            "peer_task_id": "",
+            "peer_state": "",
+            "peer_question": "",
+            "reply": "",
+            "answer": "",
+        }
 
     async def research(state: CoordinatorState, config: RunnableConfig) -> CoordinatorState:
         ev = await _relay(deps.research, "research", state["request"], _thread(config))
@@ -111,8 +123,11 @@ def build_coordinator_graph(deps: CoordinatorDeps, checkpointer: BaseCheckpointS
         ev = await _relay(deps.finetune, "finetune", text, _thread(config), task_id)
         if ev.state_name == "input_required":
             return {"peer_task_id": ev.task_id, "peer_state": ev.state_name, "peer_question": ev.text}
-        return {"peer_task_id": "", "peer_state": ev.state_name,
-                "answer": ev.text or f"the finetune agent ended with {ev.state_name}"}
+        return {
+            "peer_task_id": "",
+            "peer_state": ev.state_name,
+            "answer": ev.text or f"the finetune agent ended with {ev.state_name}",
+        }
 
     async def ask_user(state: CoordinatorState) -> CoordinatorState:
         return {"reply": str(interrupt({"question": state["peer_question"]}))}
@@ -124,8 +139,13 @@ def build_coordinator_graph(deps: CoordinatorDeps, checkpointer: BaseCheckpointS
         return "ask_user" if state.get("peer_state") == "input_required" else END
 
     g = StateGraph(CoordinatorState)
-    for name, fn in [("choose", choose), ("research", research), ("make_dataset", make_dataset),
-                     ("finetune", finetune), ("ask_user", ask_user)]:
+    for name, fn in [
+        ("choose", choose),
+        ("research", research),
+        ("make_dataset", make_dataset),
+        ("finetune", finetune),
+        ("ask_user", ask_user),
+    ]:
         g.add_node(name, fn)
     g.add_edge(START, "choose")
     g.add_conditional_edges("choose", after_choose, ["research", "finetune", "make_dataset"])

@@ -19,12 +19,18 @@ from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import interrupt
+from ragtune.agents.a2a_peer import A2APeer
+from ragtune.agents.finetune import prompts
+from ragtune.agents.finetune.situation import (
+    extract_jsonl,
+    is_yes,
+    parse_situation,
+    requested_steps,
+    wants_training,
+)
+from ragtune.agents.finetune.tool_agent import run_tool_agent
+from ragtune.agents.mcp_tools import McpTools, ToolFailed
 
-from agents.a2a_peer import A2APeer
-from agents.finetune import prompts
-from agents.finetune.situation import extract_jsonl, is_yes, parse_situation, requested_steps, wants_training
-from agents.finetune.tool_agent import run_tool_agent
-from agents.mcp_tools import McpTools, ToolFailed
 from ragtune.llm import model_label, supports_tools
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
@@ -72,9 +78,18 @@ def build_finetune_graph(deps: FinetuneDeps, checkpointer: BaseCheckpointSaver |
         situation = parse_situation(prose, n_examples=len(dataset) if dataset else None)
         _status(f"assessing: goal={situation['goal']}, examples={situation['n_examples']}")
         rec = await deps.finetune.call("finetune_recommend_method", **situation)
-        fresh: FinetuneState = {"situation": situation, "recommendation": rec, "advice": prompts.advice(rec),
-                                "train": wants_training(request, bool(dataset)), "dataset": dataset,
-                                "file_id": "", "confirmed": False, "job_id": "", "job": {}, "answer": ""}
+        fresh: FinetuneState = {
+            "situation": situation,
+            "recommendation": rec,
+            "advice": prompts.advice(rec),
+            "train": wants_training(request, bool(dataset)),
+            "dataset": dataset,
+            "file_id": "",
+            "confirmed": False,
+            "job_id": "",
+            "job": {},
+            "answer": "",
+        }
         return fresh
 
     async def tool_agent(state: FinetuneState, config: RunnableConfig) -> FinetuneState:
@@ -98,8 +113,11 @@ def build_finetune_graph(deps: FinetuneDeps, checkpointer: BaseCheckpointSaver |
             try:
                 reply = await deps.research.ask("Make Q/A pairs from my docs for instruction tuning")
             except Exception as e:  # the peer is optional: say what is missing instead of failing the task
-                return {"answer": f"{prompts.NO_DATASET}\n(The research agent at {deps.research.url} could not be "
-                                  f"reached: {type(e).__name__}.)", "train": False}
+                return {
+                    "answer": f"{prompts.NO_DATASET}\n(The research agent at {deps.research.url} could not be "
+                    f"reached: {type(e).__name__}.)",
+                    "train": False,
+                }
             dataset = extract_jsonl(reply.text)
         if not dataset:
             return {"answer": prompts.NO_DATASET, "train": False}
@@ -115,8 +133,9 @@ def build_finetune_graph(deps: FinetuneDeps, checkpointer: BaseCheckpointSaver |
         return "confirm" if state.get("file_id") else END
 
     async def confirm(state: FinetuneState) -> FinetuneState:
-        question = prompts.CONFIRM.format(n=len(state.get("dataset") or []), steps=_steps(state),
-                                          advice=state.get("advice", ""))
+        question = prompts.CONFIRM.format(
+            n=len(state.get("dataset") or []), steps=_steps(state), advice=state.get("advice", "")
+        )
         reply = interrupt({"question": question})
         return {"confirmed": is_yes(str(reply))}
 
@@ -128,8 +147,13 @@ def build_finetune_graph(deps: FinetuneDeps, checkpointer: BaseCheckpointSaver |
 
     async def submit(state: FinetuneState) -> FinetuneState:
         hp = {"max_steps": _steps(state), "batch_size": 2, "learning_rate": 1e-3, "max_length": 256}
-        job = await deps.finetune.call("finetune_create_job", training_file=state["file_id"], method="supervised",
-                                       hyperparameters=hp, peft={"type": "lora", "r": 8, "alpha": 16})
+        job = await deps.finetune.call(
+            "finetune_create_job",
+            training_file=state["file_id"],
+            method="supervised",
+            hyperparameters=hp,
+            peft={"type": "lora", "r": 8, "alpha": 16},
+        )
         _status(f"submitted job {job['id']} ({hp['max_steps']} steps of LoRA SFT on {job.get('model')})")
         return {"job_id": job["id"], "job": job}
 
@@ -142,8 +166,9 @@ def build_finetune_graph(deps: FinetuneDeps, checkpointer: BaseCheckpointSaver |
             if job["status"] != last_status:
                 last_status = job["status"]
                 _status(f"job {job_id}: {last_status}")
-            events = await deps.finetune.call("finetune_job_events", job_id=job_id, after=last_event, order="asc",
-                                              limit=100)
+            events = await deps.finetune.call(
+                "finetune_job_events", job_id=job_id, after=last_event, order="asc", limit=100
+            )
             for ev in events["events"]:
                 last_event = ev["id"]
                 _status(prompts.event_line(ev))
@@ -154,8 +179,16 @@ def build_finetune_graph(deps: FinetuneDeps, checkpointer: BaseCheckpointSaver |
             await asyncio.sleep(deps.poll_seconds)
 
     g = StateGraph(FinetuneState)
-    for name, fn in [("tool_agent", tool_agent), ("assess", assess), ("advise", advise), ("prepare", prepare), ("confirm", confirm),
-                     ("decline", decline), ("submit", submit), ("follow", follow)]:
+    for name, fn in [
+        ("tool_agent", tool_agent),
+        ("assess", assess),
+        ("advise", advise),
+        ("prepare", prepare),
+        ("confirm", confirm),
+        ("decline", decline),
+        ("submit", submit),
+        ("follow", follow),
+    ]:
         g.add_node(name, fn)
     g.add_conditional_edges(START, start, ["tool_agent", "assess"])
     g.add_conditional_edges("assess", after_assess, ["advise", "prepare"])

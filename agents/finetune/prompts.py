@@ -19,8 +19,8 @@ CONFIRM = (
 )
 DECLINED = "Not launched. The dataset stays uploaded as {file_id}; ask again when you want to train on it."
 NO_DATASET = (
-    "I need training data before launching: send JSONL chat records ({\"messages\": [...]}) or Q/A pairs "
-    "({\"question\": ..., \"answer\": ...}), or ask me to build Q/A pairs from your documents."
+    'I need training data before launching: send JSONL chat records ({"messages": [...]}) or Q/A pairs '
+    '({"question": ..., "answer": ...}), or ask me to build Q/A pairs from your documents.'
 )
 STILL_RUNNING = "Job {job_id} is still running; follow it with finetune_get_job / finetune_job_events."
 

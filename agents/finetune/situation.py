@@ -7,21 +7,35 @@ import re
 from typing import Any
 
 _NUM = r"(\d[\d,]*(?:\.\d+)?)\s*(k|천|만)?"
-_COUNT = re.compile(_NUM + r"\s*(?:[a-z-]+\s+){0,2}(?:examples?|pairs?|rows?|records?|samples?|transcripts?|conversations?|"
-                    r"questions?|documents?|tickets?|dialogues?|개|건|쌍)", re.I)
+_COUNT = re.compile(
+    _NUM + r"\s*(?:[a-z-]+\s+){0,2}(?:examples?|pairs?|rows?|records?|samples?|transcripts?|conversations?|"
+    r"questions?|documents?|tickets?|dialogues?|개|건|쌍)",
+    re.I,
+)
 _GPU = re.compile(r"(\d+)\s*(?:gb|gib|기가)", re.I)
 _PARAMS = re.compile(r"(\d+(?:\.\d+)?)\s*b\b(?:\s*(?:param|model))?", re.I)
 _STEPS = re.compile(r"(\d+)\s*(?:steps?|스텝)", re.I)
 _YES = re.compile(r"^\s*(y|yes|yeah|yep|ok|okay|sure|go|go ahead|launch|start|confirm|네|예|응|좋아|시작)\b", re.I)
 _TRAIN = re.compile(
     r"\b(train|launch|start|run|submit|instruction[- ]tune|fine[- ]tune (?:it|a model|the model|smollm)|"
-    r"kick off)\b|학습시켜|훈련시켜|학습을 시작|튜닝해", re.I)
-_ADVICE_ONLY = re.compile(r"\b(should i|shall i|do i need|is it worth|which method|what method|advice|recommend)\b|"
-                          r"해야 하나요|할까요|추천", re.I)
+    r"kick off)\b|학습시켜|훈련시켜|학습을 시작|튜닝해",
+    re.I,
+)
+_ADVICE_ONLY = re.compile(
+    r"\b(should i|shall i|do i need|is it worth|which method|what method|advice|recommend)\b|"
+    r"해야 하나요|할까요|추천",
+    re.I,
+)
 GOALS = (
-    ("preference", r"prefer|better answers?|worse answers?|chosen|rejected|quality of (?:the )?answers|선호|답변 품질"),
+    (
+        "preference",
+        r"prefer|better answers?|worse answers?|chosen|rejected|quality of (?:the )?answers|선호|답변 품질",
+    ),
     ("style", r"style|tone|voice|format|persona|house style|brand|말투|어조|문체|형식"),
-    ("knowledge", r"knowledge|facts?|terminology|jargon|domain terms|documents?|manuals?|policies|지식|용어|문서"),
+    (
+        "knowledge",
+        r"knowledge|facts?|terminology|jargon|domain terms|documents?|manuals?|policies|지식|용어|문서",
+    ),
 )
 
 
@@ -30,12 +44,24 @@ def parse_situation(text: str, n_examples: int | None = None) -> dict[str, Any]:
     low = text.lower()
     goal = next((g for g, pat in GOALS if re.search(pat, low)), "task")
     s: dict[str, Any] = {"goal": goal, "n_examples": n_examples if n_examples is not None else _count(low)}
-    s["data_changes_often"] = bool(re.search(r"chang\w* (?:often|daily|weekly|every|frequently|all the time)|"
-                                             r"updated? (?:daily|weekly|often)|자주 바뀌|매주|매일", low))
-    s["has_preference_pairs"] = bool(re.search(r"preference pairs?|chosen|rejected|better and (?:a )?worse|선호 쌍", low))
+    s["data_changes_often"] = bool(
+        re.search(
+            r"chang\w* (?:often|daily|weekly|every|frequently|all the time)|"
+            r"updated? (?:daily|weekly|often)|자주 바뀌|매주|매일",
+            low,
+        )
+    )
+    s["has_preference_pairs"] = bool(
+        re.search(r"preference pairs?|chosen|rejected|better and (?:a )?worse|선호 쌍", low)
+    )
     s["has_reference_answers"] = bool(re.search(r"reference answers?|gold answers?|정답", low))
-    s["domain_terms_missing"] = bool(re.search(r"(?:doesn't|does not|never) know|unknown terms|jargon|"
-                                               r"new terminology|모르는 용어|전문 용어", low))
+    s["domain_terms_missing"] = bool(
+        re.search(
+            r"(?:doesn't|does not|never) know|unknown terms|jargon|"
+            r"new terminology|모르는 용어|전문 용어",
+            low,
+        )
+    )
     s["base_is_instruct"] = not re.search(r"\bbase model\b|베이스 모델", low)
     if m := _GPU.search(low):
         s["gpu_memory_gb"] = float(m.group(1))

@@ -12,9 +12,9 @@ from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool, tool
 from langgraph.types import interrupt
+from ragtune.agents.finetune.situation import is_yes
+from ragtune.agents.mcp_tools import McpTools
 
-from agents.finetune.situation import is_yes
-from agents.mcp_tools import McpTools
 from ragtune.llm import model_label
 
 SYSTEM = (
@@ -32,18 +32,29 @@ def launch_tool(finetune: McpTools) -> BaseTool:
     @tool
     async def finetune_launch(training_file: str, max_steps: int = 30) -> str:
         """Ask the user to confirm, then start LoRA SFT of the embedded model on an uploaded file."""
-        reply = interrupt({"question": f"Launch LoRA SFT on {training_file} for {max_steps} steps? "
-                                       "Reply “yes” to launch, anything else to stop."})
+        reply = interrupt(
+            {
+                "question": f"Launch LoRA SFT on {training_file} for {max_steps} steps? "
+                "Reply “yes” to launch, anything else to stop."
+            }
+        )
         if not is_yes(str(reply)):
             return "The user declined: nothing was launched."
-        job = await finetune.call("finetune_create_job", training_file=training_file, method="supervised",
-                                  hyperparameters={"max_steps": max_steps}, peft={"type": "lora", "r": 8, "alpha": 16})
+        job = await finetune.call(
+            "finetune_create_job",
+            training_file=training_file,
+            method="supervised",
+            hyperparameters={"max_steps": max_steps},
+            peft={"type": "lora", "r": 8, "alpha": 16},
+        )
         return json.dumps({"job_id": job["id"], "status": job["status"], "model": job.get("model")})
 
     return finetune_launch
 
 
-async def run_tool_agent(model: BaseChatModel, finetune: McpTools, request: str, config: RunnableConfig) -> dict[str, Any]:
+async def run_tool_agent(
+    model: BaseChatModel, finetune: McpTools, request: str, config: RunnableConfig
+) -> dict[str, Any]:
     """Run the model's own tool loop for one request; an interrupt inside it pauses the outer graph."""
     tools = [t for t in await finetune.langchain_tools() if t.name not in HIDDEN] + [launch_tool(finetune)]
     agent = create_agent(model, tools, system_prompt=SYSTEM)

@@ -1,4 +1,4 @@
-"""Serve the research agent over A2A: `python -m agents.research [--host H --port P]`."""
+"""Serve the research agent over A2A: `python -m ragtune.agents.research [--host H --port P]`."""
 
 from __future__ import annotations
 
@@ -8,18 +8,19 @@ from fastapi import FastAPI
 from langchain_core.language_models import BaseChatModel
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph.state import CompiledStateGraph
+from ragtune.agents.a2a_app import AgentSpec, build_app
+from ragtune.agents.cli import agent_parser, serve_agent
+from ragtune.agents.mcp_tools import McpTools
+from ragtune.agents.research import card
+from ragtune.agents.research.graph import ResearchDeps, build_research_graph
 
-from agents.a2a_app import AgentSpec, build_app
-from agents.cli import agent_parser, serve_agent
-from agents.mcp_tools import McpTools
-from agents.research import card
-from agents.research.graph import ResearchDeps, build_research_graph
 from ragtune.config import AgentSettings
 from ragtune.llm import LocalChatModel, make_chat_model
 
 
-def make_app(settings: AgentSettings, base_url: str, collection: str | None = None,
-             model: BaseChatModel | None = None) -> FastAPI:
+def make_app(
+    settings: AgentSettings, base_url: str, collection: str | None = None, model: BaseChatModel | None = None
+) -> FastAPI:
     """Build the research agent's A2A app from settings (or with the given chat model)."""
     model = model or make_chat_model(settings)
     deps = ResearchDeps(McpTools(settings.retrieval_url, settings.token()), model, collection=collection)
@@ -35,7 +36,7 @@ def make_app(settings: AgentSettings, base_url: str, collection: str | None = No
 
 def main(argv: list[str] | None = None) -> None:
     """Parse flags, read settings once and serve."""
-    p = agent_parser("python -m agents.research", card.DESCRIPTION, "RAGTUNE_RESEARCH_PORT", 8712)
+    p = agent_parser("python -m ragtune.agents.research", card.DESCRIPTION, "RAGTUNE_RESEARCH_PORT", 8712)
     p.add_argument("--collection", help="retrieval collection to search (default: the server's default)")
     args = p.parse_args(argv)
     serve_agent(args, lambda s: s.research_port, lambda s, url: make_app(s, url, args.collection))

@@ -16,7 +16,20 @@ STOP = set(
     "tell explain give show please use using".split()
 )
 # Common Korean question words/particles-only tokens that say nothing about the topic.
-KO_STOP = {"무엇", "무엇인", "무엇인가요", "어떻게", "언제", "왜", "어떤", "있나요", "하나요", "인가요", "설명", "알려"}
+KO_STOP = {
+    "무엇",
+    "무엇인",
+    "무엇인가요",
+    "어떻게",
+    "언제",
+    "왜",
+    "어떤",
+    "있나요",
+    "하나요",
+    "인가요",
+    "설명",
+    "알려",
+}
 MIN_OVERLAP = 0.34
 
 
@@ -57,8 +70,15 @@ def _hit(r: dict[str, Any]) -> Hit:
         start, end = span.get("start"), span.get("end")
     elif isinstance(span, list | tuple) and len(span) == 2:
         start, end = span
-    return Hit(str(title), str(heading or ""), str(r["text"]), start, end, float(r.get("score") or 0.0),
-               str(r.get("document_id", r.get("doc_id", ""))))
+    return Hit(
+        str(title),
+        str(heading or ""),
+        str(r["text"]),
+        start,
+        end,
+        float(r.get("score") or 0.0),
+        str(r.get("document_id", r.get("doc_id", ""))),
+    )
 
 
 def is_korean(text: str) -> bool:

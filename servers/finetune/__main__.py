@@ -8,13 +8,13 @@ import os
 import sys
 from pathlib import Path
 
+from ragtune.servers.finetune import advisor
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
 from ragtune.config import FinetuneSettings, check_bind, configure_logging
 from ragtune.datasets import DatasetError, format_report, load_dataset
-from servers.finetune import advisor
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m servers.finetune", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m ragtune.servers.finetune", description=__doc__)
     sub = p.add_subparsers(required=True, metavar="COMMAND")
     s = sub.add_parser("serve", help="serve MCP over stdio, or MCP (/mcp) + OpenAI REST (/v1) over HTTP")
     s.add_argument("--transport", choices=["stdio", "http"], default="stdio")
@@ -68,13 +68,12 @@ def _serve(args: argparse.Namespace) -> int:
     settings = FinetuneSettings()
     configure_logging(settings.log_level)
     if args.transport == "stdio":
-        from servers.finetune.server import build_server
+        from ragtune.servers.finetune.server import build_server
 
         build_server(settings).run("stdio")
         return 0
     import uvicorn
-
-    from servers.finetune.app import build_app
+    from ragtune.servers.finetune.app import build_app
 
     host, port = args.host or settings.finetune_host, args.port or settings.finetune_port
     check_bind(host, settings)
@@ -87,8 +86,12 @@ def _validate(args: argparse.Namespace) -> int:
     try:
         with Progress(console=console, transient=True, disable=not console.is_terminal) as bar:
             task = bar.add_task(f"validating {args.file.name}", total=None)
-            loaded = load_dataset(args.file, format=args.format, max_tokens=args.max_tokens,
-                                  progress=lambda done, total: bar.update(task, completed=done, total=total))
+            loaded = load_dataset(
+                args.file,
+                format=args.format,
+                max_tokens=args.max_tokens,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
     except DatasetError as err:
         console.print(f"[red]{err.summary()}[/red]", highlight=False)
         return 1
@@ -100,11 +103,19 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _recommend(args: argparse.Namespace) -> int:
-    rec = advisor.recommend_method(advisor.Situation(
-        goal=args.goal, n_examples=args.examples, data_changes_often=args.changes_often,
-        has_preference_pairs=args.pairs, has_reference_answers=args.references,
-        domain_terms_missing=args.terms_missing, base_is_instruct=not args.base_model, gpu_memory_gb=args.gpu_gb,
-        model_params_b=advisor.parse_params(args.params) / 1e9 if args.params else None))
+    rec = advisor.recommend_method(
+        advisor.Situation(
+            goal=args.goal,
+            n_examples=args.examples,
+            data_changes_often=args.changes_often,
+            has_preference_pairs=args.pairs,
+            has_reference_answers=args.references,
+            domain_terms_missing=args.terms_missing,
+            base_is_instruct=not args.base_model,
+            gpu_memory_gb=args.gpu_gb,
+            model_params_b=advisor.parse_params(args.params) / 1e9 if args.params else None,
+        )
+    )
     console = Console()
     console.print(f"[bold]{rec.method}[/bold] (rule {rec.rule}; see {rec.docs})")
     for line in rec.reasons:
@@ -120,10 +131,16 @@ def _recommend(args: argparse.Namespace) -> int:
 
 def _estimate(args: argparse.Namespace) -> int:
     try:
-        est = advisor.estimate_memory(args.model, params=advisor.parse_params(args.params) if args.params else None,
-                                      method=args.method, precision=args.precision, seq_len=args.seq_len,
-                                      batch=args.batch, optimizer=args.optimizer,
-                                      gradient_checkpointing=not args.no_gradient_checkpointing)
+        est = advisor.estimate_memory(
+            args.model,
+            params=advisor.parse_params(args.params) if args.params else None,
+            method=args.method,
+            precision=args.precision,
+            seq_len=args.seq_len,
+            batch=args.batch,
+            optimizer=args.optimizer,
+            gradient_checkpointing=not args.no_gradient_checkpointing,
+        )
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -144,8 +161,11 @@ def _claude_config(_: argparse.Namespace) -> int:
     settings = FinetuneSettings()
     env = {"RAGTUNE_HOME": str(settings.home.resolve()), "PYTHONPATH": str(ROOT)}
     env |= {k: v for k, v in os.environ.items() if k == "RAGTUNE_FINETUNE_ROOTS"}
-    entry = {"command": sys.executable, "args": ["-m", "servers.finetune", "serve", "--transport", "stdio"],
-             "env": env}
+    entry = {
+        "command": sys.executable,
+        "args": ["-m", "ragtune.servers.finetune", "serve", "--transport", "stdio"],
+        "env": env,
+    }
     print(json.dumps({"mcpServers": {"ragtune-finetune": entry}}, indent=2))
     return 0
 

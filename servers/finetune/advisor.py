@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
-
-from servers.finetune.hyper import DEFAULT_LORA
+from ragtune.servers.finetune.hyper import DEFAULT_LORA
 
 Goal = Literal["knowledge", "style", "task", "preference"]
 Method = Literal["prompt_rag", "lora_sft", "full_sft", "cpt_then_sft", "dpo", "rejection_sampling_sft"]
@@ -25,8 +24,10 @@ DOCS = "docs/guide/choosing-a-method.md"
 class Situation(BaseModel):
     """What the user knows about their problem, data and hardware."""
 
-    goal: Goal = Field(description="knowledge (facts/terms), style (tone/format), task (narrow skill), "
-                       "preference (answer quality: better vs worse answers)")
+    goal: Goal = Field(
+        description="knowledge (facts/terms), style (tone/format), task (narrow skill), "
+        "preference (answer quality: better vs worse answers)"
+    )
     n_examples: int = Field(ge=0, description="How many training examples (or preference pairs) exist")
     data_changes_often: bool = Field(default=False, description="The facts change weekly or faster")
     has_preference_pairs: bool = Field(default=False, description="Pairs of a better and a worse answer exist")
@@ -42,7 +43,9 @@ class Recommendation(BaseModel):
 
     method: Method
     rule: str
-    job_method: dict[str, Any] | None = Field(description="`method` for fine_tuning.jobs.create, or null for prompt/RAG")
+    job_method: dict[str, Any] | None = Field(
+        description="`method` for fine_tuning.jobs.create, or null for prompt/RAG"
+    )
     peft: dict[str, Any] | None = Field(description="`peft` extra for the job; null means full fine-tuning")
     reasons: list[str]
     warnings: list[str] = Field(default_factory=list)
@@ -62,31 +65,65 @@ class Rule:
 
 
 RULES: tuple[Rule, ...] = (
-    Rule("changing_data", "goal is knowledge and the facts change often", "prompt_rag",
-         "Fine-tuning freezes facts at training time; retrieval reads the current documents at question time.",
-         lambda s: s.goal == "knowledge" and s.data_changes_often),
-    Rule("tiny_data", f"fewer than {TINY_DATA} examples", "prompt_rag",
-         f"With under {TINY_DATA} examples, put them in the prompt as few-shot examples or retrieve them; "
-         "training on so few overfits.", lambda s: s.n_examples < TINY_DATA),
-    Rule("missing_terms", "goal is knowledge and the model lacks the domain's terms", "cpt_then_sft",
-         "Continued pretraining on raw domain text teaches vocabulary and facts the base model has never seen.",
-         lambda s: s.goal == "knowledge" and s.domain_terms_missing),
-    Rule("knowledge_lookup", "goal is knowledge the model can already read", "prompt_rag",
-         "The model understands the domain; retrieval supplies the facts with sources and stays current.",
-         lambda s: s.goal == "knowledge"),
-    Rule("preference_pairs", "goal is answer quality and preference pairs exist", "dpo",
-         "DPO learns directly from better/worse answer pairs without a reward model.",
-         lambda s: s.goal == "preference" and s.has_preference_pairs),
-    Rule("preference_references", "goal is answer quality with reference answers or a rule to score them",
-         "rejection_sampling_sft",
-         "Sample several answers per prompt, keep the best by a reward (similarity to the reference, or a rule), "
-         "then instruction-tune on the winners.", lambda s: s.goal == "preference"),
-    Rule("plentiful_data", f"style or task with {PLENTIFUL_DATA}+ examples", "full_sft",
-         "With plenty of data, full fine-tuning can use it all; adapters cap what the model can absorb.",
-         lambda s: s.n_examples >= PLENTIFUL_DATA),
-    Rule("narrow_task", "style or task with a small data set", "lora_sft",
-         "Instruction tuning with LoRA fits a narrow task or style from a few hundred examples, cheaply, "
-         "and keeps the base model's general skills.", lambda s: True),
+    Rule(
+        "changing_data",
+        "goal is knowledge and the facts change often",
+        "prompt_rag",
+        "Fine-tuning freezes facts at training time; retrieval reads the current documents at question time.",
+        lambda s: s.goal == "knowledge" and s.data_changes_often,
+    ),
+    Rule(
+        "tiny_data",
+        f"fewer than {TINY_DATA} examples",
+        "prompt_rag",
+        f"With under {TINY_DATA} examples, put them in the prompt as few-shot examples or retrieve them; "
+        "training on so few overfits.",
+        lambda s: s.n_examples < TINY_DATA,
+    ),
+    Rule(
+        "missing_terms",
+        "goal is knowledge and the model lacks the domain's terms",
+        "cpt_then_sft",
+        "Continued pretraining on raw domain text teaches vocabulary and facts the base model has never seen.",
+        lambda s: s.goal == "knowledge" and s.domain_terms_missing,
+    ),
+    Rule(
+        "knowledge_lookup",
+        "goal is knowledge the model can already read",
+        "prompt_rag",
+        "The model understands the domain; retrieval supplies the facts with sources and stays current.",
+        lambda s: s.goal == "knowledge",
+    ),
+    Rule(
+        "preference_pairs",
+        "goal is answer quality and preference pairs exist",
+        "dpo",
+        "DPO learns directly from better/worse answer pairs without a reward model.",
+        lambda s: s.goal == "preference" and s.has_preference_pairs,
+    ),
+    Rule(
+        "preference_references",
+        "goal is answer quality with reference answers or a rule to score them",
+        "rejection_sampling_sft",
+        "Sample several answers per prompt, keep the best by a reward (similarity to the reference, or a rule), "
+        "then instruction-tune on the winners.",
+        lambda s: s.goal == "preference",
+    ),
+    Rule(
+        "plentiful_data",
+        f"style or task with {PLENTIFUL_DATA}+ examples",
+        "full_sft",
+        "With plenty of data, full fine-tuning can use it all; adapters cap what the model can absorb.",
+        lambda s: s.n_examples >= PLENTIFUL_DATA,
+    ),
+    Rule(
+        "narrow_task",
+        "style or task with a small data set",
+        "lora_sft",
+        "Instruction tuning with LoRA fits a narrow task or style from a few hundred examples, cheaply, "
+        "and keeps the base model's general skills.",
+        lambda s: True,
+    ),
 )
 
 
@@ -100,33 +137,51 @@ def recommend_method(situation: Situation) -> Recommendation:
         need = estimate_memory(params=situation.model_params_b * 1e9, method="full").total_gb
         if need > situation.gpu_memory_gb:
             method = "lora_sft"
-            reasons.append(f"full fine-tuning needs about {need:.0f} GB but the GPU has {situation.gpu_memory_gb:g} "
-                           "GB, so LoRA instead")
+            reasons.append(
+                f"full fine-tuning needs about {need:.0f} GB but the GPU has {situation.gpu_memory_gb:g} "
+                "GB, so LoRA instead"
+            )
     if method == "full_sft":
         peft = None
     if method == "cpt_then_sft":
         peft = None if (situation.model_params_b or 0) < 3 else dict(DEFAULT_LORA)
-        warnings.append("continued pretraining can hurt instruction following; run instruction tuning "
-                        "(supervised) on its result afterwards")
+        warnings.append(
+            "continued pretraining can hurt instruction following; run instruction tuning "
+            "(supervised) on its result afterwards"
+        )
         then = "supervised fine-tuning (LoRA) on instruction examples, starting from the CPT result"
         if situation.base_is_instruct:
             warnings.append("CPT works best on a base (non-instruct) model; an instruct model loses its chat skills")
     if method in ("lora_sft", "full_sft") and not situation.base_is_instruct:
-        warnings.append("the base model is not instruction-tuned; start from its instruct variant for a narrow "
-                        "task or style, or expect to need more data")
+        warnings.append(
+            "the base model is not instruction-tuned; start from its instruct variant for a narrow "
+            "task or style, or expect to need more data"
+        )
     if method == "rejection_sampling_sft" and not situation.has_reference_answers:
-        warnings.append("no reference answers: use a rule reward such as regex:<pattern>, contains:<text> or length, "
-                        "or collect preference pairs for DPO")
+        warnings.append(
+            "no reference answers: use a rule reward such as regex:<pattern>, contains:<text> or length, "
+            "or collect preference pairs for DPO"
+        )
     if method in ("dpo", "rejection_sampling_sft") and situation.base_is_instruct is False:
         warnings.append("preference tuning expects an instruction-tuned model; run supervised tuning first")
     if method in ("lora_sft", "full_sft") and situation.data_changes_often:
-        reasons.append("the facts change often: keep them in retrieval (RAG) and train only the style or task, "
-                       "so the model never answers from stale memorised facts")
+        reasons.append(
+            "the facts change often: keep them in retrieval (RAG) and train only the style or task, "
+            "so the model never answers from stale memorised facts"
+        )
         then = "serve the tuned model with retrieval (retrieval_search) supplying the current facts"
     if method == "prompt_rag":
         peft = None
-    return Recommendation(method=method, rule=rule.name, job_method=_job_method(method, situation), peft=peft,
-                          reasons=reasons, warnings=warnings, then=then, docs=f"{DOCS}#{method.replace('_', '-')}")
+    return Recommendation(
+        method=method,
+        rule=rule.name,
+        job_method=_job_method(method, situation),
+        peft=peft,
+        reasons=reasons,
+        warnings=warnings,
+        then=then,
+        docs=f"{DOCS}#{method.replace('_', '-')}",
+    )
 
 
 def _job_method(method: Method, situation: Situation) -> dict[str, Any] | None:
@@ -137,8 +192,15 @@ def _job_method(method: Method, situation: Situation) -> dict[str, Any] | None:
         return {"type": "dpo", "dpo": {"hyperparameters": {**auto, "beta": 0.1}}}
     if method == "rejection_sampling_sft":
         reward = "reference_similarity" if situation.has_reference_answers else "length"
-        return {"type": "rejection_sampling", "rejection_sampling": {
-            "hyperparameters": auto, "n_samples": 4, "reward": reward, "temperature": 0.8}}
+        return {
+            "type": "rejection_sampling",
+            "rejection_sampling": {
+                "hyperparameters": auto,
+                "n_samples": 4,
+                "reward": reward,
+                "temperature": 0.8,
+            },
+        }
     if method == "cpt_then_sft":
         return {"type": "cpt", "cpt": {"hyperparameters": auto}}
     return {"type": "supervised", "supervised": {"hyperparameters": auto}}
@@ -146,33 +208,65 @@ def _job_method(method: Method, situation: Situation) -> dict[str, Any] | None:
 
 # canonical scenarios the docs guide must match ------------------------------------------------------
 SCENARIOS: tuple[tuple[str, dict[str, Any], Method], ...] = (
-    ("Product prices that change every week", {"goal": "knowledge", "n_examples": 5000, "data_changes_often": True},
-     "prompt_rag"),
+    (
+        "Product prices that change every week",
+        {"goal": "knowledge", "n_examples": 5000, "data_changes_often": True},
+        "prompt_rag",
+    ),
     ("Twenty examples of the house style", {"goal": "style", "n_examples": 20}, "prompt_rag"),
-    ("3,000 support chats in our house style; the product facts change weekly",
-     {"goal": "style", "n_examples": 3000, "data_changes_often": True}, "lora_sft"),
-    ("Medical notes full of terms the model never saw",
-     {"goal": "knowledge", "n_examples": 50000, "domain_terms_missing": True, "base_is_instruct": False},
-     "cpt_then_sft"),
-    ("Questions about our handbook, which the model can read", {"goal": "knowledge", "n_examples": 800},
-     "prompt_rag"),
+    (
+        "3,000 support chats in our house style; the product facts change weekly",
+        {"goal": "style", "n_examples": 3000, "data_changes_often": True},
+        "lora_sft",
+    ),
+    (
+        "Medical notes full of terms the model never saw",
+        {"goal": "knowledge", "n_examples": 50000, "domain_terms_missing": True, "base_is_instruct": False},
+        "cpt_then_sft",
+    ),
+    (
+        "Questions about our handbook, which the model can read",
+        {"goal": "knowledge", "n_examples": 800},
+        "prompt_rag",
+    ),
     ("500 support tickets answered in our format", {"goal": "style", "n_examples": 500}, "lora_sft"),
     ("2,000 examples of extracting fields from invoices", {"goal": "task", "n_examples": 2000}, "lora_sft"),
-    ("50,000 labelled task examples, memory no constraint", {"goal": "task", "n_examples": 50000}, "full_sft"),
-    ("50,000 examples, 70B model, one 24 GB GPU",
-     {"goal": "task", "n_examples": 50000, "model_params_b": 70, "gpu_memory_gb": 24}, "lora_sft"),
-    ("Raters picked the better of two answers 3,000 times",
-     {"goal": "preference", "n_examples": 3000, "has_preference_pairs": True}, "dpo"),
-    ("Answers are often wrong; we have a reference answer per question",
-     {"goal": "preference", "n_examples": 1000, "has_reference_answers": True}, "rejection_sampling_sft"),
+    (
+        "50,000 labelled task examples, memory no constraint",
+        {"goal": "task", "n_examples": 50000},
+        "full_sft",
+    ),
+    (
+        "50,000 examples, 70B model, one 24 GB GPU",
+        {"goal": "task", "n_examples": 50000, "model_params_b": 70, "gpu_memory_gb": 24},
+        "lora_sft",
+    ),
+    (
+        "Raters picked the better of two answers 3,000 times",
+        {"goal": "preference", "n_examples": 3000, "has_preference_pairs": True},
+        "dpo",
+    ),
+    (
+        "Answers are often wrong; we have a reference answer per question",
+        {"goal": "preference", "n_examples": 1000, "has_reference_answers": True},
+        "rejection_sampling_sft",
+    ),
 )
 
 
 # memory estimate ----------------------------------------------------------------------------------
 Precision = Literal["fp32", "bf16", "fp16", "int8", "int4"]
 BYTES: dict[str, float] = {"fp32": 4, "bf16": 2, "fp16": 2, "int8": 1, "int4": 0.5}
-GPUS: dict[str, float] = {"T4": 16, "L4": 24, "A10": 24, "RTX 4090": 24, "A100 40GB": 40, "A100 80GB": 80,
-                          "H100": 80, "H200": 141}
+GPUS: dict[str, float] = {
+    "T4": 16,
+    "L4": 24,
+    "A10": 24,
+    "RTX 4090": 24,
+    "A100 40GB": 40,
+    "A100 80GB": 80,
+    "H100": 80,
+    "H200": 141,
+}
 GB = 1e9  # decimal gigabytes, as GPU memory is sold (7B params x 2 bytes = 14 GB)
 
 
@@ -221,8 +315,11 @@ def find_arch(model: str | None = None, params: float | None = None) -> tuple[st
     """Return a known model's shape, or derive one from a parameter count (e.g. 7e9 or '7B')."""
     if model:
         key = re.sub(r"^.*/", "", model.strip().lower()).replace("-instruct", "").replace("_", "-")
-        key = {"smollm2-135m-instruct": "smollm2-135m", "meta-llama-3-8b": "llama-3-8b",
-               "mistral-7b-v0.1": "mistral-7b"}.get(key, key)
+        key = {
+            "smollm2-135m-instruct": "smollm2-135m",
+            "meta-llama-3-8b": "llama-3-8b",
+            "mistral-7b-v0.1": "mistral-7b",
+        }.get(key, key)
         if key in MODELS:
             return key, MODELS[key]
         size = re.search(r"(\d+(?:\.\d+)?)\s*([bm])\b", key)
@@ -237,14 +334,25 @@ def find_arch(model: str | None = None, params: float | None = None) -> tuple[st
     return model or f"{params / 1e9:g}B", Arch(params, hidden, layers, max(1, hidden // 128), int(hidden * 3.5), 32000)
 
 
-def estimate_memory(model: str | None = None, *, params: float | None = None,
-                    method: Literal["full", "lora", "qlora"] = "lora", precision: Precision = "bf16",
-                    seq_len: int = 2048, batch: int = 1, optimizer: Literal["adamw", "adamw8bit", "sgd"] = "adamw",
-                    gradient_checkpointing: bool = True, lora_r: int = 16) -> MemoryEstimate:
+def estimate_memory(
+    model: str | None = None,
+    *,
+    params: float | None = None,
+    method: Literal["full", "lora", "qlora"] = "lora",
+    precision: Precision = "bf16",
+    seq_len: int = 2048,
+    batch: int = 1,
+    optimizer: Literal["adamw", "adamw8bit", "sgd"] = "adamw",
+    gradient_checkpointing: bool = True,
+    lora_r: int = 16,
+) -> MemoryEstimate:
     """Estimate training memory: weights + gradients + optimizer state + activations + CUDA overhead."""
     name, arch = find_arch(model, params)
-    notes = ["GB = 10^9 bytes", "activations: Korthikanti et al. 2022 per-layer formula with memory-efficient "
-             "attention (s*b*h*34 bytes per layer in 16-bit; ~2*s*b*h with gradient checkpointing) + fp32 logits"]
+    notes = [
+        "GB = 10^9 bytes",
+        "activations: Korthikanti et al. 2022 per-layer formula with memory-efficient "
+        "attention (s*b*h*34 bytes per layer in 16-bit; ~2*s*b*h with gradient checkpointing) + fp32 logits",
+    ]
     if method == "qlora":
         precision = "int4"
         notes.append("QLoRA keeps the frozen base weights in 4-bit")
@@ -275,10 +383,22 @@ def estimate_memory(model: str | None = None, *, params: float | None = None,
     if not fits:
         notes.append("no single common GPU holds this: shard over several (FSDP/DeepSpeed) or use QLoRA")
     r = [round(p / GB, 2) for p in parts]
-    return MemoryEstimate(model=name, params_b=round(arch.params / 1e9, 3), method=method, precision=precision,
-                          trainable_params=int(trainable), weights_gb=r[0], adapter_gb=r[1], gradients_gb=r[2],
-                          optimizer_gb=r[3], activations_gb=r[4], overhead_gb=r[5], total_gb=round(total / GB, 2), fits=fits,
-                          assumptions=notes)
+    return MemoryEstimate(
+        model=name,
+        params_b=round(arch.params / 1e9, 3),
+        method=method,
+        precision=precision,
+        trainable_params=int(trainable),
+        weights_gb=r[0],
+        adapter_gb=r[1],
+        gradients_gb=r[2],
+        optimizer_gb=r[3],
+        activations_gb=r[4],
+        overhead_gb=r[5],
+        total_gb=round(total / GB, 2),
+        fits=fits,
+        assumptions=notes,
+    )
 
 
 def parse_params(text: str) -> float:

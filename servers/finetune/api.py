@@ -12,13 +12,13 @@ from fastapi import APIRouter, Depends, FastAPI, File, Form, Query, Request, Upl
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
+from ragtune.servers.finetune import advisor
+from ragtune.servers.finetune.http import bearer_ok
+from ragtune.servers.finetune.service import FinetuneService, JobRequest, Page, ServiceError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ragtune.jobs import Job
-from servers.finetune import advisor
-from servers.finetune.http import bearer_ok
-from servers.finetune.service import FinetuneService, JobRequest, Page, ServiceError
 
 
 class EstimateRequest(BaseModel):
@@ -34,8 +34,14 @@ class EstimateRequest(BaseModel):
     gradient_checkpointing: bool = True
 
 
-def error_body(message: str, *, type: str = "invalid_request_error", param: str | None = None,
-               code: str | None = None, **extra: Any) -> dict[str, Any]:
+def error_body(
+    message: str,
+    *,
+    type: str = "invalid_request_error",
+    param: str | None = None,
+    code: str | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
     """Return OpenAI's error object."""
     return {"error": {"message": message, "type": type, "param": param, "code": code, **extra}}
 
@@ -66,27 +72,41 @@ def build_router(svc: FinetuneService, token: str | None) -> APIRouter:
 
     def require_token(request: Request) -> None:
         if not bearer_ok(request.headers.get("authorization"), token):
-            raise StarletteHTTPException(401, "missing or wrong bearer token: send Authorization: Bearer "
-                                              "$RAGTUNE_API_TOKEN (the openai SDK sends its api_key)")
+            raise StarletteHTTPException(
+                401,
+                "missing or wrong bearer token: send Authorization: Bearer "
+                "$RAGTUNE_API_TOKEN (the openai SDK sends its api_key)",
+            )
 
     router = APIRouter(dependencies=[Depends(require_token)])
     limit_mb = svc.settings.finetune_max_file_mb
 
     @router.post("/files")
-    async def upload_file(file: Annotated[UploadFile, File()], purpose: Annotated[str, Form()] = "fine-tune",
-                          allow_prompt_only: Annotated[bool, Form()] = False) -> dict[str, Any]:
+    async def upload_file(
+        file: Annotated[UploadFile, File()],
+        purpose: Annotated[str, Form()] = "fine-tune",
+        allow_prompt_only: Annotated[bool, Form()] = False,
+    ) -> dict[str, Any]:
         """Upload and validate a dataset (multipart `file` + `purpose`; ragtune's `allow_prompt_only`)."""
         data = await file.read(int(limit_mb * 1e6) + 1)
         if len(data) > limit_mb * 1e6:
-            raise ServiceError(413, f"{file.filename} is larger than the {limit_mb:g} MB limit "
-                               "(RAGTUNE_FINETUNE_MAX_FILE_MB)", param="file", code="file_too_large")
-        stored = await run_in_threadpool(svc.upload, data, file.filename or "dataset.jsonl", purpose,
-                                         allow_prompt_only=allow_prompt_only)
+            raise ServiceError(
+                413,
+                f"{file.filename} is larger than the {limit_mb:g} MB limit (RAGTUNE_FINETUNE_MAX_FILE_MB)",
+                param="file",
+                code="file_too_large",
+            )
+        stored = await run_in_threadpool(
+            svc.upload, data, file.filename or "dataset.jsonl", purpose, allow_prompt_only=allow_prompt_only
+        )
         return stored.model_dump(mode="json")
 
     @router.get("/files")
-    def list_files(purpose: str | None = None, after: str | None = None,
-                   limit: Annotated[int, Query(ge=1, le=10_000)] = 100) -> dict[str, Any]:
+    def list_files(
+        purpose: str | None = None,
+        after: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+    ) -> dict[str, Any]:
         """List uploaded files, newest first."""
         return svc.list_files(purpose=purpose, after=after, limit=limit).model_dump(mode="json")
 
@@ -111,15 +131,26 @@ def build_router(svc: FinetuneService, token: str | None) -> APIRouter:
         return _job(svc.create_job(body))
 
     @router.get("/fine_tuning/jobs")
-    def list_jobs(request: Request, after: str | None = None, limit: Annotated[int, Query(ge=1, le=100)] = 20,
-                  status: str | None = None) -> dict[str, Any]:
+    def list_jobs(
+        request: Request,
+        after: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=100)] = 20,
+        status: str | None = None,
+    ) -> dict[str, Any]:
         """List jobs newest first; `metadata[key]=value` filters like OpenAI's."""
         wanted = {k[9:-1]: v for k, v in request.query_params.items() if k.startswith("metadata[") and k.endswith("]")}
         if not wanted:
             return _jobs(svc.list_jobs(after=after, limit=limit, status=status))
-        matches = [j for j in svc.list_jobs(after=after, limit=10_000, status=status).data
-                   if all((j.metadata or {}).get(k) == v for k, v in wanted.items())]
-        return {"object": "list", "data": [_job(j) for j in matches[:limit]], "has_more": len(matches) > limit}
+        matches = [
+            j
+            for j in svc.list_jobs(after=after, limit=10_000, status=status).data
+            if all((j.metadata or {}).get(k) == v for k, v in wanted.items())
+        ]
+        return {
+            "object": "list",
+            "data": [_job(j) for j in matches[:limit]],
+            "has_more": len(matches) > limit,
+        }
 
     @router.get("/fine_tuning/jobs/{job_id}")
     def get_job(job_id: str) -> dict[str, Any]:
@@ -142,14 +173,19 @@ def build_router(svc: FinetuneService, token: str | None) -> APIRouter:
         return _job(svc.resume_job(job_id))
 
     @router.get("/fine_tuning/jobs/{job_id}/events")
-    def list_events(job_id: str, after: str | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 20,
-                    order: Literal["asc", "desc"] = "desc") -> dict[str, Any]:
+    def list_events(
+        job_id: str,
+        after: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 20,
+        order: Literal["asc", "desc"] = "desc",
+    ) -> dict[str, Any]:
         """List a job's events, newest first (`order=asc` tails forward from `after`)."""
         return svc.events(job_id, after=after, limit=limit, order=order).model_dump(mode="json")
 
     @router.get("/fine_tuning/jobs/{job_id}/checkpoints")
-    def list_checkpoints(job_id: str, after: str | None = None,
-                         limit: Annotated[int, Query(ge=1, le=100)] = 10) -> dict[str, Any]:
+    def list_checkpoints(
+        job_id: str, after: str | None = None, limit: Annotated[int, Query(ge=1, le=100)] = 10
+    ) -> dict[str, Any]:
         """List a job's checkpoints, newest first."""
         return svc.checkpoints(job_id, after=after, limit=limit).model_dump(mode="json")
 
@@ -162,14 +198,18 @@ def build_router(svc: FinetuneService, token: str | None) -> APIRouter:
     def estimate(body: EstimateRequest) -> advisor.MemoryEstimate:
         """Estimate training memory (ragtune extra)."""
         try:
-            return advisor.estimate_memory(body.model, params=body.params_b * 1e9 if body.params_b else None,
-                                           **body.model_dump(exclude={"model", "params_b"}))
+            return advisor.estimate_memory(
+                body.model,
+                params=body.params_b * 1e9 if body.params_b else None,
+                **body.model_dump(exclude={"model", "params_b"}),
+            )
         except ValueError as e:
             raise ServiceError(400, str(e)) from e
 
     @router.post("/ragtune/validate")
-    async def validate(file: Annotated[UploadFile, File()], format: Annotated[str | None, Form()] = None
-                       ) -> dict[str, Any]:
+    async def validate(
+        file: Annotated[UploadFile, File()], format: Annotated[str | None, Form()] = None
+    ) -> dict[str, Any]:
         """Validate a dataset without storing it (ragtune extra); 400 lists the bad lines."""
         data = await file.read(int(limit_mb * 1e6) + 1)
         loaded = await run_in_threadpool(svc.validate, data, filename=file.filename or "dataset", format=format)

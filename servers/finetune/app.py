@@ -6,16 +6,21 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from ragtune.servers.finetune.api import build_router, install_error_handlers
+from ragtune.servers.finetune.http import public_url, transport_security
+from ragtune.servers.finetune.server import build_server
+from ragtune.servers.finetune.service import FinetuneService
 
 from ragtune.config import FinetuneSettings, check_bind
-from servers.finetune.api import build_router, install_error_handlers
-from servers.finetune.http import public_url, transport_security
-from servers.finetune.server import build_server
-from servers.finetune.service import FinetuneService
 
 
-def build_app(settings: FinetuneSettings, *, service: FinetuneService | None = None, host: str | None = None,
-              port: int | None = None) -> FastAPI:
+def build_app(
+    settings: FinetuneSettings,
+    *,
+    service: FinetuneService | None = None,
+    host: str | None = None,
+    port: int | None = None,
+) -> FastAPI:
     """Build the FastAPI app; its lifespan runs the MCP session manager (required when mounting MCP)."""
     host = host or settings.finetune_host
     port = port or settings.finetune_port
@@ -31,8 +36,12 @@ def build_app(settings: FinetuneSettings, *, service: FinetuneService | None = N
         if service is None:
             svc.close()
 
-    app = FastAPI(title="ragtune fine-tuning", version="0.1.0", lifespan=lifespan,
-                  description="OpenAI-compatible fine-tuning jobs (/v1) and MCP tools (/mcp).")
+    app = FastAPI(
+        title="ragtune fine-tuning",
+        version="0.1.0",
+        lifespan=lifespan,
+        description="OpenAI-compatible fine-tuning jobs (/v1) and MCP tools (/mcp).",
+    )
     install_error_handlers(app)
     app.include_router(build_router(svc, settings.token()), prefix="/v1")
 

@@ -41,9 +41,15 @@ def mcp_auth_kwargs(settings: FinetuneSettings, base_url: str) -> dict[str, Any]
     if token is None:
         return {}
     resource = f"{base_url}/mcp"
-    return {"token_verifier": StaticToken(token, resource),
-            "auth": AuthSettings(issuer_url=AnyHttpUrl(base_url), resource_server_url=AnyHttpUrl(resource),
-                                 required_scopes=[SCOPE], validate_token_resource=True)}
+    return {
+        "token_verifier": StaticToken(token, resource),
+        "auth": AuthSettings(
+            issuer_url=AnyHttpUrl(base_url),
+            resource_server_url=AnyHttpUrl(resource),
+            required_scopes=[SCOPE],
+            validate_token_resource=True,
+        ),
+    }
 
 
 def transport_security(host: str) -> TransportSecuritySettings | None:

@@ -22,24 +22,52 @@ from typing import Any
 
 METHODS = ("supervised", "dpo", "cpt", "rejection_sampling")
 ACCEPTS: dict[str, tuple[str, ...]] = {
-    "supervised": ("chat",), "rejection_sampling": ("chat",), "dpo": ("preference",), "cpt": ("text", "chat"),
+    "supervised": ("chat",),
+    "rejection_sampling": ("chat",),
+    "dpo": ("preference",),
+    "cpt": ("text", "chat"),
 }
 # The same base rates as the worker's recipes (LORA_LR / FULL_LR there; a test keeps them equal).
 BASE_LR: dict[tuple[str, str], float] = {
-    ("supervised", "lora"): 2e-4, ("supervised", "full"): 2e-5,
-    ("rejection_sampling", "lora"): 2e-4, ("rejection_sampling", "full"): 2e-5,
-    ("dpo", "lora"): 5e-5, ("dpo", "full"): 5e-5,
-    ("cpt", "lora"): 2e-4, ("cpt", "full"): 5e-5,
+    ("supervised", "lora"): 2e-4,
+    ("supervised", "full"): 2e-5,
+    ("rejection_sampling", "lora"): 2e-4,
+    ("rejection_sampling", "full"): 2e-5,
+    ("dpo", "lora"): 5e-5,
+    ("dpo", "full"): 5e-5,
+    ("cpt", "lora"): 2e-4,
+    ("cpt", "full"): 5e-5,
 }
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-DEFAULT_LORA: dict[str, Any] = {"type": "lora", "r": 16, "alpha": 32, "dropout": 0.05, "target_modules": LORA_TARGETS}
+DEFAULT_LORA: dict[str, Any] = {
+    "type": "lora",
+    "r": 16,
+    "alpha": 32,
+    "dropout": 0.05,
+    "target_modules": LORA_TARGETS,
+}
 REWARDS = ("reference_similarity", "regex:<pattern>", "contains:<text>", "length[:<max words>]")
 # What the worker's recipes read (servers/worker/recipes: TrainingOptions and each recipe's config).
-_HYPER_KEYS = {"n_epochs", "batch_size", "learning_rate_multiplier", "learning_rate", "max_steps", "max_length",
-               "beta", "loss_type", "lr_scheduler", "warmup_steps", "save_steps", "save_total_limit", "merge",
-               "packing"}
-_OPTIONS = {"dpo": {"beta", "loss_type"},
-            "rejection_sampling": {"n_samples", "reward", "temperature", "top_p", "max_new_tokens", "threshold"}}
+_HYPER_KEYS = {
+    "n_epochs",
+    "batch_size",
+    "learning_rate_multiplier",
+    "learning_rate",
+    "max_steps",
+    "max_length",
+    "beta",
+    "loss_type",
+    "lr_scheduler",
+    "warmup_steps",
+    "save_steps",
+    "save_total_limit",
+    "merge",
+    "packing",
+}
+_OPTIONS = {
+    "dpo": {"beta", "loss_type"},
+    "rejection_sampling": {"n_samples", "reward", "temperature", "top_p", "max_new_tokens", "threshold"},
+}
 
 
 class RequestError(ValueError):
@@ -55,23 +83,31 @@ def parse_method(method: dict[str, Any] | str | None, legacy: dict[str, Any] | N
     if method is None or isinstance(method, str):
         method = {"type": method or "supervised"}
     if not isinstance(method, dict):
-        raise RequestError("method must be an object such as {\"type\": \"supervised\"}", param="method")
+        raise RequestError('method must be an object such as {"type": "supervised"}', param="method")
     kind = method.get("type", "supervised")
     if kind == "reinforcement":
-        raise RequestError("method 'reinforcement' is not supported here; use rejection_sampling (sample, score "
-                           "with a reward, keep the best, then SFT)", param="method.type", code="unsupported_method")
+        raise RequestError(
+            "method 'reinforcement' is not supported here; use rejection_sampling (sample, score "
+            "with a reward, keep the best, then SFT)",
+            param="method.type",
+            code="unsupported_method",
+        )
     if kind not in METHODS:
         raise RequestError(f"unknown method type {kind!r}; use one of {', '.join(METHODS)}", param="method.type")
     options = dict(method.get(kind) or {})
     hyper = {**(legacy or {}), **(options.pop("hyperparameters", None) or {})}
     unknown = set(hyper) - _HYPER_KEYS
     if unknown:
-        raise RequestError(f"unknown hyperparameters {sorted(unknown)}; known: {sorted(_HYPER_KEYS)}",
-                           param=f"method.{kind}.hyperparameters")
+        raise RequestError(
+            f"unknown hyperparameters {sorted(unknown)}; known: {sorted(_HYPER_KEYS)}",
+            param=f"method.{kind}.hyperparameters",
+        )
     extra = set(options) - _OPTIONS.get(kind, set())
     if extra:
-        raise RequestError(f"unknown {kind} options {sorted(extra)}; known: {sorted(_OPTIONS.get(kind, set()))}",
-                           param=f"method.{kind}")
+        raise RequestError(
+            f"unknown {kind} options {sorted(extra)}; known: {sorted(_OPTIONS.get(kind, set()))}",
+            param=f"method.{kind}",
+        )
     if "beta" in options:
         hyper["beta"] = options.pop("beta")
     for key in ("beta", "loss_type"):
@@ -94,15 +130,19 @@ def parse_peft(peft: dict[str, Any] | str | None, kind: str) -> dict[str, Any] |
     out = {**DEFAULT_LORA, **peft}
     unknown = set(out) - set(DEFAULT_LORA)
     if unknown:
-        raise RequestError(f"unknown LoRA settings {sorted(unknown)}; use r, alpha, dropout, target_modules",
-                           param="peft")
+        raise RequestError(
+            f"unknown LoRA settings {sorted(unknown)}; use r, alpha, dropout, target_modules", param="peft"
+        )
     _check_number(out["r"], "peft.r", integer=True, low=1)
     _check_number(out["alpha"], "peft.alpha", low=0)
     _check_number(out["dropout"], "peft.dropout", low=0, high=1)
-    if not (out["target_modules"] == "all-linear" or (isinstance(out["target_modules"], list)
-                                                      and all(isinstance(t, str) for t in out["target_modules"]))):
-        raise RequestError("peft.target_modules must be a list of module names or 'all-linear'",
-                           param="peft.target_modules")
+    if not (
+        out["target_modules"] == "all-linear"
+        or (isinstance(out["target_modules"], list) and all(isinstance(t, str) for t in out["target_modules"]))
+    ):
+        raise RequestError(
+            "peft.target_modules must be a list of module names or 'all-linear'", param="peft.target_modules"
+        )
     return out
 
 
@@ -162,14 +202,15 @@ def _value(given: dict[str, Any], key: str, auto: Any, *, integer: bool = False,
     return int(value) if integer else value
 
 
-def _check_number(value: Any, key: str, *, integer: bool = False, low: float | None = None,
-                  high: float | None = None) -> None:
+def _check_number(
+    value: Any, key: str, *, integer: bool = False, low: float | None = None, high: float | None = None
+) -> None:
     ok = isinstance(value, int | float) and not isinstance(value, bool) and (not integer or float(value).is_integer())
     if not ok or (low is not None and value < low) or (high is not None and value > high):
         kind = "an integer" if integer else "a number"
         bounds = f" >= {low}" if low is not None else ""
         bounds += f" and <= {high}" if high is not None else ""
-        raise RequestError(f"{key} must be \"auto\" or {kind}{bounds}, got {value!r}", param=key)
+        raise RequestError(f'{key} must be "auto" or {kind}{bounds}, got {value!r}', param=key)
 
 
 def _auto_epochs(n: int) -> int:

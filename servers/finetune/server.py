@@ -15,13 +15,13 @@ from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
 from pydantic import BaseModel, Field
+from ragtune.servers.finetune import advisor
+from ragtune.servers.finetune.http import mcp_auth_kwargs, public_url
+from ragtune.servers.finetune.service import FinetuneService, JobRequest, ServiceError
 
 from ragtune.config import FinetuneSettings
 from ragtune.datasets import format_report
 from ragtune.jobs import Checkpoint, Job, JobEvent, JobStatus
-from servers.finetune import advisor
-from servers.finetune.http import mcp_auth_kwargs, public_url
-from servers.finetune.service import FinetuneService, JobRequest, ServiceError
 
 R = TypeVar("R")
 READ = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False)
@@ -101,8 +101,9 @@ def _call(fn: Callable[..., R], *args: Any, **kwargs: Any) -> R:
         raise ToolError(e.message) from e
 
 
-def build_server(settings: FinetuneSettings, *, service: FinetuneService | None = None,
-                 base_url: str | None = None) -> MCPServer:
+def build_server(
+    settings: FinetuneSettings, *, service: FinetuneService | None = None, base_url: str | None = None
+) -> MCPServer:
     """Build the MCP server over `service` (created from settings when not given)."""
     svc = service or FinetuneService(settings)
     url = base_url or public_url(settings.finetune_host, settings.finetune_port)
@@ -112,16 +113,26 @@ def build_server(settings: FinetuneSettings, *, service: FinetuneService | None 
     async def finetune_upload_dataset(
         ctx: Context,
         path: Annotated[str | None, Field(description="Dataset file under the allowed folders")] = None,
-        content: Annotated[str | None, Field(description="Inline JSONL text instead of a path (up to ~4 MB over "
-                                             "HTTP; use a path or POST /v1/files for larger files)")] = None,
+        content: Annotated[
+            str | None,
+            Field(
+                description="Inline JSONL text instead of a path (up to ~4 MB over "
+                "HTTP; use a path or POST /v1/files for larger files)"
+            ),
+        ] = None,
         filename: Annotated[str, Field(description="Name for inline content")] = "dataset.jsonl",
-        allow_prompt_only: Annotated[bool, Field(
-            description="Accept chat examples without an answer (rejection sampling with a rule reward)")] = False,
+        allow_prompt_only: Annotated[
+            bool,
+            Field(description="Accept chat examples without an answer (rejection sampling with a rule reward)"),
+        ] = False,
     ) -> DatasetFile:
         """Validate and store a JSONL dataset (a path or inline text); returns the file id for a job."""
         data, name = _source(svc, path, content, filename)
-        file = await anyio.to_thread.run_sync(functools.partial(
-            _call, svc.upload, data, name, allow_prompt_only=allow_prompt_only, progress=_progress(ctx)))
+        file = await anyio.to_thread.run_sync(
+            functools.partial(
+                _call, svc.upload, data, name, allow_prompt_only=allow_prompt_only, progress=_progress(ctx)
+            )
+        )
         return DatasetFile(**file.model_dump(include=set(DatasetFile.model_fields)))
 
     @mcp.tool(annotations=READ)
@@ -129,84 +140,140 @@ def build_server(settings: FinetuneSettings, *, service: FinetuneService | None 
         ctx: Context,
         path: Annotated[str | None, Field(description="Dataset file under the allowed folders")] = None,
         content: Annotated[str | None, Field(description="Inline JSONL text instead of a path")] = None,
-        format: Annotated[Literal["chat", "text", "preference"] | None,
-                          Field(description="Force a format instead of detecting it")] = None,
+        format: Annotated[
+            Literal["chat", "text", "preference"] | None,
+            Field(description="Force a format instead of detecting it"),
+        ] = None,
         max_tokens: Annotated[int | None, Field(ge=16, description="Model context length to check against")] = None,
     ) -> Validation:
         """Check a dataset without storing it: format, problems by line number, token statistics."""
         data, name = _source(svc, path, content, "dataset.jsonl")
         try:
-            loaded = await anyio.to_thread.run_sync(functools.partial(
-                svc.validate, data, filename=name, format=format, max_tokens=max_tokens, progress=_progress(ctx)))
+            loaded = await anyio.to_thread.run_sync(
+                functools.partial(
+                    svc.validate,
+                    data,
+                    filename=name,
+                    format=format,
+                    max_tokens=max_tokens,
+                    progress=_progress(ctx),
+                )
+            )
         except ServiceError as e:
             if e.problems is None:
                 raise ToolError(e.message) from e
             return Validation(valid=False, summary=e.message, problems=[Problem(**p) for p in e.problems])
         rows = "; ".join(f"{k}: {v}" for k, v in format_report(loaded.report))
-        return Validation(valid=True, format=loaded.format, examples=len(loaded.records), summary=rows,
-                          report=loaded.report)
+        return Validation(
+            valid=True, format=loaded.format, examples=len(loaded.records), summary=rows, report=loaded.report
+        )
 
     @mcp.tool(annotations=READ)
     def finetune_recommend_method(
         goal: Annotated[advisor.Goal, Field(description="knowledge | style | task | preference")],
         n_examples: Annotated[int, Field(ge=0, description="Training examples (or preference pairs) available")],
-        data_changes_often: bool = False, has_preference_pairs: bool = False, has_reference_answers: bool = False,
-        domain_terms_missing: bool = False, base_is_instruct: bool = True,
+        data_changes_often: bool = False,
+        has_preference_pairs: bool = False,
+        has_reference_answers: bool = False,
+        domain_terms_missing: bool = False,
+        base_is_instruct: bool = True,
         gpu_memory_gb: Annotated[float | None, Field(gt=0)] = None,
         model_params_b: Annotated[float | None, Field(gt=0, description="Model size in billions")] = None,
     ) -> advisor.Recommendation:
         """Advise prompt/RAG vs LoRA vs full fine-tuning vs CPT vs DPO/rejection sampling, with reasons."""
-        return advisor.recommend_method(advisor.Situation(
-            goal=goal, n_examples=n_examples, data_changes_often=data_changes_often,
-            has_preference_pairs=has_preference_pairs, has_reference_answers=has_reference_answers,
-            domain_terms_missing=domain_terms_missing, base_is_instruct=base_is_instruct,
-            gpu_memory_gb=gpu_memory_gb, model_params_b=model_params_b))
+        return advisor.recommend_method(
+            advisor.Situation(
+                goal=goal,
+                n_examples=n_examples,
+                data_changes_often=data_changes_often,
+                has_preference_pairs=has_preference_pairs,
+                has_reference_answers=has_reference_answers,
+                domain_terms_missing=domain_terms_missing,
+                base_is_instruct=base_is_instruct,
+                gpu_memory_gb=gpu_memory_gb,
+                model_params_b=model_params_b,
+            )
+        )
 
     @mcp.tool(annotations=READ)
     def finetune_estimate_memory(
-        model: Annotated[str | None, Field(description="Known model, e.g. llama-3-8b, qwen2.5-7b, smollm2-135m")] = None,
+        model: Annotated[
+            str | None, Field(description="Known model, e.g. llama-3-8b, qwen2.5-7b, smollm2-135m")
+        ] = None,
         params_b: Annotated[float | None, Field(gt=0, description="Or the size in billions of parameters")] = None,
         method: Literal["full", "lora", "qlora"] = "lora",
         precision: Literal["fp32", "bf16", "fp16", "int8", "int4"] = "bf16",
-        seq_len: Annotated[int, Field(ge=1)] = 2048, batch: Annotated[int, Field(ge=1)] = 1,
-        optimizer: Literal["adamw", "adamw8bit", "sgd"] = "adamw", gradient_checkpointing: bool = True,
+        seq_len: Annotated[int, Field(ge=1)] = 2048,
+        batch: Annotated[int, Field(ge=1)] = 1,
+        optimizer: Literal["adamw", "adamw8bit", "sgd"] = "adamw",
+        gradient_checkpointing: bool = True,
     ) -> advisor.MemoryEstimate:
         """Estimate GPU memory (weights, gradients, optimizer, activations) and which GPUs fit."""
         try:
-            return advisor.estimate_memory(model, params=params_b * 1e9 if params_b else None, method=method,
-                                           precision=precision, seq_len=seq_len, batch=batch, optimizer=optimizer,
-                                           gradient_checkpointing=gradient_checkpointing)
+            return advisor.estimate_memory(
+                model,
+                params=params_b * 1e9 if params_b else None,
+                method=method,
+                precision=precision,
+                seq_len=seq_len,
+                batch=batch,
+                optimizer=optimizer,
+                gradient_checkpointing=gradient_checkpointing,
+            )
         except ValueError as e:
             raise ToolError(str(e)) from e
 
     @mcp.tool(annotations=WRITE)
     def finetune_create_job(
         training_file: Annotated[str, Field(description="File id from finetune_upload_dataset")],
-        model: Annotated[str | None, Field(description="Base model; default the embedded smollm2-135m-instruct")] = None,
+        model: Annotated[
+            str | None, Field(description="Base model; default the embedded smollm2-135m-instruct")
+        ] = None,
         method: Literal["supervised", "dpo", "cpt", "rejection_sampling"] = "supervised",
-        hyperparameters: Annotated[dict[str, Any] | None, Field(
-            description='n_epochs, batch_size, learning_rate_multiplier, learning_rate, max_steps, max_length '
-                        '(numbers or "auto"), warmup_steps, save_steps, lr_scheduler, packing, merge')] = None,
-        peft: Annotated[dict[str, Any] | None, Field(
-            description='{"type": "lora", "r": 16, "alpha": 32} (default) or {"type": "full"}')] = None,
+        hyperparameters: Annotated[
+            dict[str, Any] | None,
+            Field(
+                description="n_epochs, batch_size, learning_rate_multiplier, learning_rate, max_steps, max_length "
+                '(numbers or "auto"), warmup_steps, save_steps, lr_scheduler, packing, merge'
+            ),
+        ] = None,
+        peft: Annotated[
+            dict[str, Any] | None,
+            Field(description='{"type": "lora", "r": 16, "alpha": 32} (default) or {"type": "full"}'),
+        ] = None,
         beta: Annotated[float | None, Field(gt=0, description="DPO strength (dpo only)")] = None,
         n_samples: Annotated[int | None, Field(ge=2, description="Answers per prompt (rejection_sampling)")] = None,
-        reward: Annotated[str | None, Field(description="reference_similarity | regex:<pattern> | contains:<text> | "
-                                            "length[:<max words>] (rejection_sampling)")] = None,
+        reward: Annotated[
+            str | None,
+            Field(
+                description="reference_similarity | regex:<pattern> | contains:<text> | "
+                "length[:<max words>] (rejection_sampling)"
+            ),
+        ] = None,
         temperature: Annotated[float | None, Field(ge=0, description="Sampling temperature")] = None,
         validation_file: str | None = None,
-        suffix: Annotated[str | None, Field(max_length=64)] = None, seed: int | None = None,
+        suffix: Annotated[str | None, Field(max_length=64)] = None,
+        seed: int | None = None,
     ) -> Job:
         """Queue a fine-tuning job on a validated dataset; returns at once with the job id."""
-        options = {k: v for k, v in {"n_samples": n_samples, "reward": reward, "temperature": temperature}.items()
-                   if v is not None}
+        options = {
+            k: v
+            for k, v in {"n_samples": n_samples, "reward": reward, "temperature": temperature}.items()
+            if v is not None
+        }
         hyper = dict(hyperparameters or {})
         if beta is not None:
             hyper["beta"] = beta
         try:
-            request = JobRequest(model=model, training_file=training_file, validation_file=validation_file,
-                                 method={"type": method, method: {"hyperparameters": hyper, **options}},
-                                 peft=peft, suffix=suffix, seed=seed)
+            request = JobRequest(
+                model=model,
+                training_file=training_file,
+                validation_file=validation_file,
+                method={"type": method, method: {"hyperparameters": hyper, **options}},
+                peft=peft,
+                suffix=suffix,
+                seed=seed,
+            )
         except ValueError as e:
             raise ToolError(str(e)) from e
         return _call(svc.create_job, request)
@@ -217,8 +284,11 @@ def build_server(settings: FinetuneSettings, *, service: FinetuneService | None 
         return _view(svc, _call(svc.get_job, job_id))
 
     @mcp.tool(annotations=READ)
-    def finetune_list_jobs(limit: Annotated[int, Field(ge=1, le=100)] = 20, after: str | None = None,
-                           status: JobStatus | None = None) -> JobList:
+    def finetune_list_jobs(
+        limit: Annotated[int, Field(ge=1, le=100)] = 20,
+        after: str | None = None,
+        status: JobStatus | None = None,
+    ) -> JobList:
         """List jobs, newest first (page with after = the last id)."""
         page = _call(svc.list_jobs, after=after, limit=limit, status=status.value if status else None)
         return JobList(jobs=page.data, has_more=page.has_more)
@@ -240,7 +310,8 @@ def build_server(settings: FinetuneSettings, *, service: FinetuneService | None 
 
     @mcp.tool(annotations=READ)
     def finetune_job_events(
-        job_id: str, after: Annotated[str | None, Field(description="Event id to continue from")] = None,
+        job_id: str,
+        after: Annotated[str | None, Field(description="Event id to continue from")] = None,
         limit: Annotated[int, Field(ge=1, le=200)] = 20,
         order: Annotated[Literal["asc", "desc"], Field(description="asc tails forward from `after`")] = "desc",
     ) -> EventList:
@@ -254,14 +325,22 @@ def build_server(settings: FinetuneSettings, *, service: FinetuneService | None 
         page = _call(svc.checkpoints, job_id, limit=limit)
         return CheckpointList(checkpoints=page.data, has_more=page.has_more)
 
-    @mcp.resource("finetune://jobs/{job_id}", name="job", mime_type="application/json",
-                  description="A fine-tuning job as JSON")
+    @mcp.resource(
+        "finetune://jobs/{job_id}",
+        name="job",
+        mime_type="application/json",
+        description="A fine-tuning job as JSON",
+    )
     def job_resource(job_id: str) -> str:
         """Return one job as JSON."""
         return _call(svc.get_job, job_id).model_dump_json(indent=2)
 
-    @mcp.resource("finetune://jobs", name="jobs", mime_type="application/json",
-                  description="The 50 newest fine-tuning jobs as JSON")
+    @mcp.resource(
+        "finetune://jobs",
+        name="jobs",
+        mime_type="application/json",
+        description="The 50 newest fine-tuning jobs as JSON",
+    )
     def jobs_resource() -> str:
         """Return the newest jobs as JSON."""
         return svc.list_jobs(limit=50).model_dump_json(indent=2)
@@ -288,7 +367,7 @@ def _source(svc: FinetuneService, path: str | None, content: str | None, filenam
 
 NEXT = {
     JobStatus.validating_files: "wait: files are being checked",
-    JobStatus.queued: "wait for a worker (python -m servers.worker) to start it; poll finetune_get_job",
+    JobStatus.queued: "wait for a worker (python -m ragtune.servers.worker) to start it; poll finetune_get_job",
     JobStatus.running: "poll finetune_get_job or finetune_job_events for loss; cancel with finetune_cancel_job",
     JobStatus.paused: "resume it with finetune_resume_job, or cancel it",
     JobStatus.succeeded: "use the adapter in output_dir (fine_tuned_model names it)",
@@ -303,7 +382,7 @@ def _view(svc: FinetuneService, job: Job) -> JobView:
 
 
 def build_app(settings: FinetuneSettings, **kwargs: Any) -> Any:
-    """Build the HTTP app (/mcp, /v1, /health); see servers.finetune.app."""
-    from servers.finetune.app import build_app as _build
+    """Build the HTTP app (/mcp, /v1, /health); see ragtune.servers.finetune.app."""
+    from ragtune.servers.finetune.app import build_app as _build
 
     return _build(settings, **kwargs)

@@ -15,6 +15,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from ragtune.servers.finetune import hyper
+from ragtune.servers.finetune.dispatch import Dispatcher, DispatchError, make_dispatcher
+from ragtune.servers.finetune.schemas import JobRequest, Page, ServiceError
+
 from ragtune.config import FinetuneSettings
 from ragtune.datasets import DatasetError, LoadedDataset, parse_dataset
 from ragtune.jobs import (
@@ -31,9 +35,6 @@ from ragtune.jobs import (
     new_id,
 )
 from ragtune.models import UnknownModel, resolve_base_model
-from servers.finetune import hyper
-from servers.finetune.dispatch import Dispatcher, DispatchError, make_dispatcher
-from servers.finetune.schemas import JobRequest, Page, ServiceError
 
 __all__ = ["FinetuneService", "JobRequest", "Page", "ServiceError"]
 
@@ -43,8 +44,13 @@ PURPOSE = "fine-tune"
 class FinetuneService:
     """Files and fine-tuning jobs over one JobStore; thread-safe (REST and MCP share one instance)."""
 
-    def __init__(self, settings: FinetuneSettings, *, store: JobStore | None = None,
-                 dispatcher: Dispatcher | None = None) -> None:
+    def __init__(
+        self,
+        settings: FinetuneSettings,
+        *,
+        store: JobStore | None = None,
+        dispatcher: Dispatcher | None = None,
+    ) -> None:
         self.settings = settings
         self.store = store or JobStore(settings.db_path())
         self.dispatcher = dispatcher or make_dispatcher(settings)
@@ -70,17 +76,34 @@ class FinetuneService:
                 raise ServiceError(409, str(e), code="invalid_state") from e
 
     # datasets ----------------------------------------------------------------------------------------
-    def validate(self, data: bytes | str, *, filename: str = "dataset.jsonl", format: str | None = None,
-                 max_tokens: int | None = None, allow_prompt_only: bool = False,
-                 progress: Callable[[int, int], None] | None = None) -> LoadedDataset:
+    def validate(
+        self,
+        data: bytes | str,
+        *,
+        filename: str = "dataset.jsonl",
+        format: str | None = None,
+        max_tokens: int | None = None,
+        allow_prompt_only: bool = False,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> LoadedDataset:
         """Validate dataset bytes without storing them; raise ServiceError 400 listing the bad lines."""
         if len(data) > self.settings.finetune_max_file_mb * 1e6:
-            raise ServiceError(413, f"{filename} is {len(data) / 1e6:.1f} MB; the limit is "
-                               f"{self.settings.finetune_max_file_mb:g} MB (RAGTUNE_FINETUNE_MAX_FILE_MB)",
-                               param="file", code="file_too_large")
+            raise ServiceError(
+                413,
+                f"{filename} is {len(data) / 1e6:.1f} MB; the limit is "
+                f"{self.settings.finetune_max_file_mb:g} MB (RAGTUNE_FINETUNE_MAX_FILE_MB)",
+                param="file",
+                code="file_too_large",
+            )
         try:
-            return parse_dataset(data, source=filename, format=format, max_tokens=max_tokens,
-                                 allow_prompt_only=allow_prompt_only, progress=progress)
+            return parse_dataset(
+                data,
+                source=filename,
+                format=format,
+                max_tokens=max_tokens,
+                allow_prompt_only=allow_prompt_only,
+                progress=progress,
+            )
         except DatasetError as e:
             raise ServiceError(400, str(e), param="file", code="invalid_file", problems=e.problems) from e
         except ValueError as e:
@@ -91,27 +114,46 @@ class FinetuneService:
         target = Path(path).expanduser().resolve()
         roots = [r.expanduser().resolve() for r in self.settings.finetune_roots]
         if not any(target == r or target.is_relative_to(r) for r in roots):
-            raise ServiceError(403, f"{target} is outside the allowed folders ({', '.join(map(str, roots))}); move "
-                               "the file there or add its folder to RAGTUNE_FINETUNE_ROOTS", param="path",
-                               type="permission_error", code="path_not_allowed")
+            raise ServiceError(
+                403,
+                f"{target} is outside the allowed folders ({', '.join(map(str, roots))}); move "
+                "the file there or add its folder to RAGTUNE_FINETUNE_ROOTS",
+                param="path",
+                type="permission_error",
+                code="path_not_allowed",
+            )
         if not target.is_file():
             raise ServiceError(404, f"no file at {target}", param="path", code="not_found")
         if target.stat().st_size > self.settings.finetune_max_file_mb * 1e6:
-            raise ServiceError(413, f"{target.name} is larger than RAGTUNE_FINETUNE_MAX_FILE_MB="
-                               f"{self.settings.finetune_max_file_mb:g}", param="path", code="file_too_large")
+            raise ServiceError(
+                413,
+                f"{target.name} is larger than RAGTUNE_FINETUNE_MAX_FILE_MB={self.settings.finetune_max_file_mb:g}",
+                param="path",
+                code="file_too_large",
+            )
         return target.read_bytes(), target.name
 
     # files -------------------------------------------------------------------------------------------
-    def upload(self, data: bytes, filename: str, purpose: str = PURPOSE, *, allow_prompt_only: bool = False,
-               progress: Callable[[int, int], None] | None = None) -> FileObject:
+    def upload(
+        self,
+        data: bytes,
+        filename: str,
+        purpose: str = PURPOSE,
+        *,
+        allow_prompt_only: bool = False,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> FileObject:
         """Validate and store a dataset; nothing is written when it has problems.
 
         `allow_prompt_only` accepts chat records without an answer (prompts for rejection sampling with a rule
         reward); jobs of other methods refuse such files.
         """
         if purpose != PURPOSE:
-            raise ServiceError(400, f"purpose {purpose!r} is not supported; upload datasets with purpose "
-                               f"{PURPOSE!r}", param="purpose")
+            raise ServiceError(
+                400,
+                f"purpose {purpose!r} is not supported; upload datasets with purpose {PURPOSE!r}",
+                param="purpose",
+            )
         loaded = self.validate(data, filename=filename, allow_prompt_only=allow_prompt_only, progress=progress)
         file_id = new_id("file")
         safe = re.sub(r"[^\w.-]", "_", Path(filename).name)[-80:] or "dataset.jsonl"
@@ -119,8 +161,16 @@ class FinetuneService:
         tmp = path.with_suffix(path.suffix + ".part")
         tmp.write_bytes(data)
         os.replace(tmp, path)
-        obj = FileObject(id=file_id, bytes=len(data), created_at=int(time.time()), filename=Path(filename).name,
-                         purpose=purpose, path=str(path), format=loaded.format, report=loaded.report)
+        obj = FileObject(
+            id=file_id,
+            bytes=len(data),
+            created_at=int(time.time()),
+            filename=Path(filename).name,
+            purpose=purpose,
+            path=str(path),
+            format=loaded.format,
+            report=loaded.report,
+        )
         try:
             with self._guard():
                 return self.store.add_file(obj)
@@ -136,7 +186,7 @@ class FinetuneService:
             ids = [f.id for f in files]
             if after not in ids:
                 raise ServiceError(404, f"no file with id {after!r} to page after", param="after", code="not_found")
-            files = files[ids.index(after) + 1:]
+            files = files[ids.index(after) + 1 :]
         return Page[FileObject](data=files[:limit], has_more=len(files) > limit)
 
     def get_file(self, file_id: str) -> FileObject:
@@ -148,8 +198,11 @@ class FinetuneService:
         """Return the original bytes of an uploaded file."""
         path = Path(self.get_file(file_id).path)
         if not path.is_file():
-            raise ServiceError(404, f"the bytes of file {file_id} are missing from {path.parent}; upload it again",
-                               code="file_missing")
+            raise ServiceError(
+                404,
+                f"the bytes of file {file_id} are missing from {path.parent}; upload it again",
+                code="file_missing",
+            )
         return path.read_bytes()
 
     def delete_file(self, file_id: str) -> FileObject:
@@ -158,8 +211,12 @@ class FinetuneService:
             self.store.get_file(file_id)
             for job in self._all_jobs():
                 if job.status not in TERMINAL and file_id in (job.training_file, job.validation_file):
-                    raise ServiceError(409, f"file {file_id} is used by job {job.id}, which is {job.status.value}; "
-                                       "cancel the job or wait for it to finish", code="file_in_use")
+                    raise ServiceError(
+                        409,
+                        f"file {file_id} is used by job {job.id}, which is {job.status.value}; "
+                        "cancel the job or wait for it to finish",
+                        code="file_in_use",
+                    )
             return self.store.delete_file(file_id)
 
     def _all_jobs(self) -> list[Job]:
@@ -172,14 +229,21 @@ class FinetuneService:
         job = self._plan(req)
         with self._guard():
             self.store.create_job(job)
-            self.store.add_event(job.id, f"created fine-tuning job: {job.method['type']} of {job.model}"
-                                 f" ({'LoRA r=' + str(job.peft['r']) if job.peft else 'full fine-tuning'})")
+            self.store.add_event(
+                job.id,
+                f"created fine-tuning job: {job.method['type']} of {job.model}"
+                f" ({'LoRA r=' + str(job.peft['r']) if job.peft else 'full fine-tuning'})",
+            )
             try:
                 return self._check_files_and_queue(job)
             except Exception as e:  # never leave a job in validating_files: fail it with the reason
                 reason = f"could not queue the job: {type(e).__name__}: {e}"
-                return self.store.transition(job.id, JobStatus.failed, message=reason,
-                                             error=JobError(code="internal_error", message=reason))
+                return self.store.transition(
+                    job.id,
+                    JobStatus.failed,
+                    message=reason,
+                    error=JobError(code="internal_error", message=reason),
+                )
 
     def _plan(self, req: JobRequest) -> Job:
         try:
@@ -196,49 +260,84 @@ class FinetuneService:
         if req.validation_file:
             valid = self._job_file(req.validation_file, "validation_file", kind)
             if valid.format != train.format:
-                raise ServiceError(400, f"validation_file is {valid.format} but training_file is {train.format}; "
-                                   "use the same format", param="validation_file")
-        if req.metadata and (len(req.metadata) > 16 or any(len(k) > 64 or len(v) > 512
-                                                          for k, v in req.metadata.items())):
-            raise ServiceError(400, "metadata holds at most 16 pairs, keys up to 64 and values up to 512 characters",
-                               param="metadata")
+                raise ServiceError(
+                    400,
+                    f"validation_file is {valid.format} but training_file is {train.format}; use the same format",
+                    param="validation_file",
+                )
+        if req.metadata and (
+            len(req.metadata) > 16 or any(len(k) > 64 or len(v) > 512 for k, v in req.metadata.items())
+        ):
+            raise ServiceError(
+                400,
+                "metadata holds at most 16 pairs, keys up to 64 and values up to 512 characters",
+                param="metadata",
+            )
         try:
             resolved = hyper.resolve(kind, options, peft, train.report)
         except hyper.RequestError as e:
             raise ServiceError(400, e.message, param=e.param, code=e.code) from e
         unanswered = train.report.get("prompt_only", 0)
         if unanswered and not (kind == "rejection_sampling" and resolved["reward"] != "reference_similarity"):
-            raise ServiceError(400, f"training_file {train.id} has {unanswered} examples without an assistant answer; "
-                               f"{kind} needs one in every example (only rejection_sampling with a rule reward such "
-                               "as regex:<pattern> trains from prompts alone)", param="training_file",
-                               code="invalid_file_format")
-        public = {k: resolved[k] for k in ("n_epochs", "batch_size", "learning_rate_multiplier", "beta")
-                  if k in resolved}
-        method = {"type": kind, kind: {**{k: v for k, v in options.items() if k != "hyperparameters"},
-                                       **{k: resolved[k] for k in ("n_samples", "temperature", "reward",
-                                                                  "max_new_tokens") if k in resolved},
-                                       "hyperparameters": public}}
+            raise ServiceError(
+                400,
+                f"training_file {train.id} has {unanswered} examples without an assistant answer; "
+                f"{kind} needs one in every example (only rejection_sampling with a rule reward such "
+                "as regex:<pattern> trains from prompts alone)",
+                param="training_file",
+                code="invalid_file_format",
+            )
+        public = {
+            k: resolved[k] for k in ("n_epochs", "batch_size", "learning_rate_multiplier", "beta") if k in resolved
+        }
+        method = {
+            "type": kind,
+            kind: {
+                **{k: v for k, v in options.items() if k != "hyperparameters"},
+                **{k: resolved[k] for k in ("n_samples", "temperature", "reward", "max_new_tokens") if k in resolved},
+                "hyperparameters": public,
+            },
+        }
         job_id = new_id("ftjob")
-        return Job(id=job_id, created_at=int(time.time()), model=model, status=JobStatus.validating_files,
-                   hyperparameters=resolved, training_file=train.id, validation_file=req.validation_file,
-                   seed=req.seed if req.seed is not None else 42, method=method, metadata=req.metadata,
-                   integrations=req.integrations or [], user_provided_suffix=req.suffix, peft=peft,
-                   output_dir=str((self.jobs_dir / job_id).resolve()))
+        return Job(
+            id=job_id,
+            created_at=int(time.time()),
+            model=model,
+            status=JobStatus.validating_files,
+            hyperparameters=resolved,
+            training_file=train.id,
+            validation_file=req.validation_file,
+            seed=req.seed if req.seed is not None else 42,
+            method=method,
+            metadata=req.metadata,
+            integrations=req.integrations or [],
+            user_provided_suffix=req.suffix,
+            peft=peft,
+            output_dir=str((self.jobs_dir / job_id).resolve()),
+        )
 
     def _job_file(self, file_id: str, param: str, kind: str) -> FileObject:
         with self._lock:
             try:
                 file = self.store.get_file(file_id)
             except UnknownId as e:
-                raise ServiceError(400, f"{param} {file_id!r} does not exist; upload it first (POST /v1/files, "
-                                   "purpose=fine-tune) and pass the returned id", param=param,
-                                   code="file_not_found") from e
+                raise ServiceError(
+                    400,
+                    f"{param} {file_id!r} does not exist; upload it first (POST /v1/files, "
+                    "purpose=fine-tune) and pass the returned id",
+                    param=param,
+                    code="file_not_found",
+                ) from e
         accepts = hyper.ACCEPTS[kind]
         if file.format not in accepts:
-            raise ServiceError(400, f"{param} {file_id} holds {file.format} records but method {kind!r} needs "
-                               f"{' or '.join(accepts)} records; upload a matching file or pick another method "
-                               "(chat -> supervised/rejection_sampling, preference -> dpo, text -> cpt)",
-                               param=param, code="invalid_file_format")
+            raise ServiceError(
+                400,
+                f"{param} {file_id} holds {file.format} records but method {kind!r} needs "
+                f"{' or '.join(accepts)} records; upload a matching file or pick another method "
+                "(chat -> supervised/rejection_sampling, preference -> dpo, text -> cpt)",
+                param=param,
+                code="invalid_file_format",
+            )
         return file
 
     def _check_files_and_queue(self, job: Job) -> Job:
@@ -251,13 +350,19 @@ class FinetuneService:
             path = Path(file.path)
             if not path.is_file() or path.stat().st_size != file.bytes:
                 reason = f"{param} {fid} changed or vanished on disk since it was validated; upload it again"
-                return self.store.transition(job.id, JobStatus.failed, message=reason,
-                                             error=JobError(code=f"invalid_{param}", message=reason, param=param))
+                return self.store.transition(
+                    job.id,
+                    JobStatus.failed,
+                    message=reason,
+                    error=JobError(code=f"invalid_{param}", message=reason, param=param),
+                )
             notes += [f"{fid}: {w}" for w in file.report.get("warnings", [])]
             longest = file.report.get("tokens", {}).get("max", 0)
             if longest > job.hyperparameters["max_length"]:
-                notes.append(f"{fid}: some examples (up to ~{longest} tokens) are longer than max_length "
-                             f"{job.hyperparameters['max_length']} and will be truncated")
+                notes.append(
+                    f"{fid}: some examples (up to ~{longest} tokens) are longer than max_length "
+                    f"{job.hyperparameters['max_length']} and will be truncated"
+                )
         if job.method["type"] == "cpt" and self.store.get_file(job.training_file).format == "chat":
             notes.append("chat records are flattened to plain text for continued pretraining")
         for note in notes:
@@ -269,8 +374,12 @@ class FinetuneService:
         try:
             note = self.dispatcher.submit(job)
         except DispatchError as e:
-            return self.store.transition(job.id, JobStatus.failed, message=str(e),
-                                         error=JobError(code="dispatch_failed", message=str(e)))
+            return self.store.transition(
+                job.id,
+                JobStatus.failed,
+                message=str(e),
+                error=JobError(code="dispatch_failed", message=str(e)),
+            )
         self.store.add_event(job.id, note)
         return self.store.get_job(job.id)
 

@@ -13,7 +13,7 @@ from ragtune.config import RetrievalSettings, check_bind, configure_logging
 
 def build_parser() -> argparse.ArgumentParser:
     """Describe every subcommand (each has --help)."""
-    parser = argparse.ArgumentParser(prog="python -m servers.retrieval", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m ragtune.servers.retrieval", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the MCP server", description="Run the MCP server over stdio or HTTP.")
     serve.add_argument("--transport", choices=["stdio", "http"], default="stdio")
@@ -33,8 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--weight", type=float, default=0.5, help="vector share in hybrid fusion")
     search.add_argument("--json", action="store_true", help="print the result as JSON")
     sub.add_parser("status", help="print index status as JSON", description="Print index status as JSON.")
-    sub.add_parser("claude-config", help="print a Claude Desktop entry",
-                   description="Print a Claude Desktop mcpServers entry for this checkout (stdio).")
+    sub.add_parser(
+        "claude-config",
+        help="print a Claude Desktop entry",
+        description="Print a Claude Desktop mcpServers entry for this checkout (stdio).",
+    )
     return parser
 
 
@@ -48,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "claude-config":
         print(json.dumps(claude_config(settings), indent=2))
         return 0
-    from servers.retrieval import cli
+    from ragtune.servers.retrieval import cli
 
     return cli.run(settings, args)
 
@@ -56,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def serve(settings: RetrievalSettings, transport: str, host: str | None, port: int | None) -> int:
     """Serve over stdio (nothing but protocol on stdout) or streamable HTTP at /mcp."""
     if transport == "stdio":
-        from servers.retrieval.server import build_server
+        from ragtune.servers.retrieval.server import build_server
 
         build_server(settings).run("stdio")
         return 0
@@ -66,7 +69,7 @@ def serve(settings: RetrievalSettings, transport: str, host: str | None, port: i
     port = port or settings.retrieval_port
     check_bind(host, settings)
     settings = settings.model_copy(update={"retrieval_host": host, "retrieval_port": port})
-    from servers.retrieval.server import build_app
+    from ragtune.servers.retrieval.server import build_app
 
     uvicorn.run(build_app(settings, host=host), host=host, port=port, log_level=settings.log_level.lower())
     return 0
@@ -75,14 +78,20 @@ def serve(settings: RetrievalSettings, transport: str, host: str | None, port: i
 def claude_config(settings: RetrievalSettings) -> dict[str, object]:
     """Return a Claude Desktop `mcpServers` entry launching this Python over stdio."""
     root = Path(__file__).resolve().parents[2]
-    env = {"RAGTUNE_HOME": str(settings.home.expanduser().resolve()),
-           "RAGTUNE_RETRIEVAL_ROOTS": ":".join(str(r.expanduser().resolve()) for r in settings.retrieval_roots),
-           "PYTHONPATH": str(root)}  # Desktop starts servers from an arbitrary folder
-    return {"mcpServers": {"ragtune-retrieval": {
-        "command": str(Path(sys.executable).absolute()),
-        "args": ["-m", "servers.retrieval", "serve", "--transport", "stdio"],
-        "env": env,
-    }}}
+    env = {
+        "RAGTUNE_HOME": str(settings.home.expanduser().resolve()),
+        "RAGTUNE_RETRIEVAL_ROOTS": ":".join(str(r.expanduser().resolve()) for r in settings.retrieval_roots),
+        "PYTHONPATH": str(root),
+    }  # Desktop starts servers from an arbitrary folder
+    return {
+        "mcpServers": {
+            "ragtune-retrieval": {
+                "command": str(Path(sys.executable).absolute()),
+                "args": ["-m", "ragtune.servers.retrieval", "serve", "--transport", "stdio"],
+                "env": env,
+            }
+        }
+    }
 
 
 if __name__ == "__main__":

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from ragtune.servers.retrieval.errors import RetrievalError
+from ragtune.servers.retrieval.index import Index
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from ragtune.config import RetrievalSettings
 from ragtune.embeddings import make_embedder
-from servers.retrieval.errors import RetrievalError
-from servers.retrieval.index import Index
 
 out = Console()
 err = Console(stderr=True)
@@ -35,8 +35,14 @@ def run(settings: RetrievalSettings, args: argparse.Namespace) -> int:
 
 
 def _bar() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    console=err, transient=False)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=False,
+    )
 
 
 def ingest(index: Index, args: argparse.Namespace) -> int:
@@ -44,7 +50,9 @@ def ingest(index: Index, args: argparse.Namespace) -> int:
     with _bar() as bar:
         task = bar.add_task("ingest", total=None)
         report = index.ingest_path(
-            args.paths, collection=args.collection, text_field=args.text_field,
+            args.paths,
+            collection=args.collection,
+            text_field=args.text_field,
             progress=lambda done, total, msg: bar.update(task, completed=done, total=total, description=msg[:40]),
         )
     out.print(report.message)
@@ -60,8 +68,14 @@ def ingest(index: Index, args: argparse.Namespace) -> int:
 
 def search(index: Index, args: argparse.Namespace) -> int:
     """Print hits as a table (or JSON), with the signals used and any skipped."""
-    result = index.search(args.query, collection=args.collection, k=args.k, mode=args.mode,
-                          filters=args.filters, weight=args.weight)
+    result = index.search(
+        args.query,
+        collection=args.collection,
+        k=args.k,
+        mode=args.mode,
+        filters=args.filters,
+        weight=args.weight,
+    )
     if args.json:
         out.print_json(result.model_dump_json())
         return 0
@@ -70,13 +84,18 @@ def search(index: Index, args: argparse.Namespace) -> int:
         table.add_column(column, overflow="fold")
     for n, hit in enumerate(result.hits, 1):
         where = " > ".join([hit.title, *hit.heading_path[1:]])
-        table.add_row(str(n), f"{hit.score:.4g}", str(hit.lexical_rank or "-"), str(hit.vector_rank or "-"),
-                      where, f"{hit.char_start}-{hit.char_end}", " ".join(hit.text.split())[:160])
+        table.add_row(
+            str(n),
+            f"{hit.score:.4g}",
+            str(hit.lexical_rank or "-"),
+            str(hit.vector_rank or "-"),
+            where,
+            f"{hit.char_start}-{hit.char_end}",
+            " ".join(hit.text.split())[:160],
+        )
     out.print(table)
     for signal, why in result.skipped.items():
         err.print(f"[dim]{signal} skipped: {why}[/dim]")
     cov = result.coverage
     err.print(f"[dim]vector coverage {cov.embedded}/{cov.total}[/dim]")
     return 0
-
-

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from servers.retrieval.index import Index
+from ragtune.servers.retrieval.index import Index
 
 log = logging.getLogger(__name__)
 

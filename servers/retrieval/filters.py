@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from servers.retrieval.errors import RetrievalError
+from ragtune.servers.retrieval.errors import RetrievalError
 
 OPERATORS = {"eq": "=", "ne": "!=", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 LIST_OPERATORS = {"in": "in", "nin": "not in"}

@@ -9,7 +9,9 @@ from collections.abc import Hashable, Sequence
 RRF_K = 10
 
 
-def rrf(rankings: Sequence[Sequence[Hashable]], weights: Sequence[float], k: int = RRF_K) -> list[tuple[Hashable, float]]:
+def rrf(
+    rankings: Sequence[Sequence[Hashable]], weights: Sequence[float], k: int = RRF_K
+) -> list[tuple[Hashable, float]]:
     """Fuse best-first id lists: score(id) = sum of weight / (k + rank); return (id, score) best first."""
     scores: dict[Hashable, float] = {}
     first_seen: dict[Hashable, tuple[int, int]] = {}

@@ -1,7 +1,7 @@
 """The retrieval index: collections, documents and chunks in SQLite, lexical (FTS5) and vector (vec0) search.
 
 One connection guarded by a lock: every document is written in one transaction, and the background
-vector filler (servers.retrieval.filler) interleaves with ingest and search without half-written state.
+vector filler (ragtune.servers.retrieval.filler) interleaves with ingest and search without half-written state.
 """
 
 from __future__ import annotations
@@ -18,21 +18,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from ragtune.config import RetrievalSettings
-from ragtune.db import Connection, connect, migrate, transaction
-from ragtune.embeddings import Embedder, detect_language
-from servers.retrieval.chunking import chunk_text, passage_text
-from servers.retrieval.errors import (
+from ragtune.servers.retrieval.chunking import chunk_text, passage_text
+from ragtune.servers.retrieval.errors import (
     CollectionExists,
     EmbedderMismatch,
     IngestError,
     UnknownCollection,
     UnknownDocument,
 )
-from servers.retrieval.korean import get_analyzer
-from servers.retrieval.loaders import LoadedDoc
-from servers.retrieval.models import (
+from ragtune.servers.retrieval.korean import get_analyzer
+from ragtune.servers.retrieval.loaders import LoadedDoc
+from ragtune.servers.retrieval.models import (
     ChunkInfo,
     CollectionInfo,
     Coverage,
@@ -45,8 +41,12 @@ from servers.retrieval.models import (
     SearchResult,
     Status,
 )
-from servers.retrieval.schema import MIGRATIONS, ensure_vec_table, vec_table
-from servers.retrieval.vector_cache import VectorCache
+from ragtune.servers.retrieval.schema import MIGRATIONS, ensure_vec_table, vec_table
+from ragtune.servers.retrieval.vector_cache import VectorCache
+
+from ragtune.config import RetrievalSettings
+from ragtune.db import Connection, connect, migrate, transaction
+from ragtune.embeddings import Embedder, detect_language
 
 Progress = Callable[[float, float | None, str], None]
 COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -123,7 +123,9 @@ class Index:
             self.vectors.after_write(before, self.generation(), self._added, self._removed, self._dropped)
 
     @classmethod
-    def open(cls, target: RetrievalSettings | IndexConfig | Path | str, embedder: Embedder | None, **overrides: Any) -> Index:
+    def open(
+        cls, target: RetrievalSettings | IndexConfig | Path | str, embedder: Embedder | None, **overrides: Any
+    ) -> Index:
         """Open (creating and migrating) the index at `target`; `overrides` replace IndexConfig fields."""
         if isinstance(target, RetrievalSettings):
             config = IndexConfig.from_settings(target)
@@ -164,8 +166,13 @@ class Index:
                     ensure_vec_table(self.conn, e.dim)
                 self.conn.execute(
                     "insert into collections(name, embedder_model, dim, languages, created_at) values (?,?,?,?,?)",
-                    (name, e.model_id if e else None, e.dim if e else None,
-                     json.dumps(sorted(e.languages)) if e else "[]", time.time()),
+                    (
+                        name,
+                        e.model_id if e else None,
+                        e.dim if e else None,
+                        json.dumps(sorted(e.languages)) if e else "[]",
+                        time.time(),
+                    ),
                 )
             return self.collection_info(name)
 
@@ -182,8 +189,13 @@ class Index:
             docs = self.conn.execute("select count(*) from documents where collection = ?", (name,)).fetchone()[0]
             coverage = self.coverage(name)
             return CollectionInfo(
-                name=name, embedder_model=row["embedder_model"], dim=row["dim"],
-                languages=json.loads(row["languages"]), documents=docs, chunks=coverage.total, coverage=coverage,
+                name=name,
+                embedder_model=row["embedder_model"],
+                dim=row["dim"],
+                languages=json.loads(row["languages"]),
+                documents=docs,
+                chunks=coverage.total,
+                coverage=coverage,
             )
 
     def delete_collection(self, name: str) -> int:
@@ -194,7 +206,8 @@ class Index:
                 if row["dim"] is not None:
                     self.conn.execute(
                         f"delete from {vec_table(row['dim'])} where chunk_id in "
-                        "(select id from chunks where collection = ?)", (name,),
+                        "(select id from chunks where collection = ?)",
+                        (name,),
                     )
                 self._dropped.add(name)
                 self.conn.execute("delete from chunks where collection = ?", (name,))
@@ -237,8 +250,13 @@ class Index:
     # -- ingest -----------------------------------------------------------------------------------
 
     def ingest_text(
-        self, text: str, *, collection: str | None = None, source: str | None = None,
-        title: str | None = None, metadata: dict[str, Any] | None = None,
+        self,
+        text: str,
+        *,
+        collection: str | None = None,
+        source: str | None = None,
+        title: str | None = None,
+        metadata: dict[str, Any] | None = None,
     ) -> DocReport:
         """Ingest raw text as one document; the same source with the same content is a no-op."""
         digest = hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -246,8 +264,8 @@ class Index:
         return self.ingest_document(doc, collection=collection)
 
     def ingest_path(self, paths: Sequence[str | Path], **kwargs: Any) -> IngestReport:
-        """Ingest files and folders under the allowed roots (see servers.retrieval.ingest.ingest_paths)."""
-        from servers.retrieval.ingest import ingest_paths
+        """Ingest files and folders under the allowed roots (see ragtune.servers.retrieval.ingest.ingest_paths)."""
+        from ragtune.servers.retrieval.ingest import ingest_paths
 
         return ingest_paths(self, paths, **kwargs)
 
@@ -269,14 +287,23 @@ class Index:
         if not doc.text.strip():
             raise IngestError(f"document {doc.source!r} has no text: nothing to index")
         name = self.prepare_collection(collection)
-        meta = {"lang": detect_language(doc.text[:4000]), **doc.metadata, "source": doc.source, "title": doc.title}
+        meta = {
+            "lang": detect_language(doc.text[:4000]),
+            **doc.metadata,
+            "source": doc.source,
+            "title": doc.title,
+        }
         content_hash = hashlib.sha256(
             json.dumps([doc.text, meta, self.config.chunk_tokens, self.config.chunk_overlap]).encode()
         ).hexdigest()
         doc_id = hashlib.sha1(f"{name}\0{doc.source}".encode()).hexdigest()[:16]
         with self.lock:
             old = self.conn.execute("select id, content_hash from documents where doc_id = ?", (doc_id,)).fetchone()
-            n = self.conn.execute("select count(*) from chunks where doc_id = ?", (old["id"],)).fetchone()[0] if old else 0
+            n = (
+                self.conn.execute("select count(*) from chunks where doc_id = ?", (old["id"],)).fetchone()[0]
+                if old
+                else 0
+            )
         if old is not None and old["content_hash"] == content_hash:
             return DocReport(doc_id=doc_id, source=doc.source, title=doc.title, status="unchanged", chunks=n)
         rows = self._chunk_rows(doc)
@@ -284,7 +311,9 @@ class Index:
             # Re-read under the write lock: another ingest of the same source may have landed meanwhile.
             old = self.conn.execute("select id, content_hash from documents where doc_id = ?", (doc_id,)).fetchone()
             if old is not None and old["content_hash"] == content_hash:
-                return DocReport(doc_id=doc_id, source=doc.source, title=doc.title, status="unchanged", chunks=len(rows))
+                return DocReport(
+                    doc_id=doc_id, source=doc.source, title=doc.title, status="unchanged", chunks=len(rows)
+                )
             row = self._collection_row(name)
             now = time.time()
             if old is not None:
@@ -298,8 +327,17 @@ class Index:
                 pk = self.conn.execute(
                     "insert into documents(doc_id, collection, source, title, content_hash, text, metadata,"
                     " created_at, updated_at) values (?,?,?,?,?,?,?,?,?)",
-                    (doc_id, name, doc.source, doc.title, content_hash, doc.text,
-                     json.dumps(meta, ensure_ascii=False), now, now),
+                    (
+                        doc_id,
+                        name,
+                        doc.source,
+                        doc.title,
+                        content_hash,
+                        doc.text,
+                        json.dumps(meta, ensure_ascii=False),
+                        now,
+                        now,
+                    ),
                 ).lastrowid
             self.conn.executemany(
                 "insert into chunks(doc_id, collection, ordinal, text, heading_path, char_start, char_end,"
@@ -317,17 +355,28 @@ class Index:
         for c in chunk_text(doc.text, self.config.chunk_tokens, self.config.chunk_overlap):
             text = doc.text[c.start : c.end]
             head = analyzer.lexical(" ".join((doc.title, *c.headings)))
-            out.append((c.ordinal, text, json.dumps(list(c.headings), ensure_ascii=False), c.start, c.end,
-                        head, analyzer.lexical(text)))
+            out.append(
+                (
+                    c.ordinal,
+                    text,
+                    json.dumps(list(c.headings), ensure_ascii=False),
+                    c.start,
+                    c.end,
+                    head,
+                    analyzer.lexical(text),
+                )
+            )
         return out
 
     def _delete_chunks(self, pk: int, dim: int | None) -> None:
         """Delete a document's chunks from FTS (trigger), vec0 and the chunk table (inside a transaction)."""
         if dim is not None:
-            self._removed += [r[0] for r in self.conn.execute(
-                "select id from chunks where doc_id = ? and embedded = 1", (pk,))]
+            self._removed += [
+                r[0] for r in self.conn.execute("select id from chunks where doc_id = ? and embedded = 1", (pk,))
+            ]
             self.conn.execute(
-                f"delete from {vec_table(dim)} where chunk_id in (select id from chunks where doc_id = ?)", (pk,)
+                f"delete from {vec_table(dim)} where chunk_id in (select id from chunks where doc_id = ?)",
+                (pk,),
             )
         self.conn.execute("delete from chunks where doc_id = ?", (pk,))
 
@@ -359,8 +408,9 @@ class Index:
                 (self.embedder.model_id, self.embedder.dim),
             ).fetchone()[0]
 
-    def embed_pending(self, limit: int | None = None, progress: Progress | None = None,
-                      stop: threading.Event | None = None) -> int:
+    def embed_pending(
+        self, limit: int | None = None, progress: Progress | None = None, stop: threading.Event | None = None
+    ) -> int:
         """Embed chunks that have no vector yet, in batches; return how many were embedded."""
         e = self.embedder
         if e is None:
@@ -401,17 +451,26 @@ class Index:
                     current = self.conn.execute("select embedded from chunks where id = ?", (row["id"],)).fetchone()
                     if current is None or current[0]:
                         continue
-                    self.conn.execute(f"insert into {table}(chunk_id, embedding, collection) values (?,?,?)",
-                                      (row["id"], vec.tobytes(), row["collection"]))
+                    self.conn.execute(
+                        f"insert into {table}(chunk_id, embedding, collection) values (?,?,?)",
+                        (row["id"], vec.tobytes(), row["collection"]),
+                    )
                     self._added.setdefault(row["collection"], []).append((row["id"], vec))
                     self.conn.execute("update chunks set embedded = 1 where id = ?", (row["id"],))
 
     # -- search and read --------------------------------------------------------------------------
 
-    def search(self, query: str, collection: str | None = None, k: int = 5, mode: SearchMode = "hybrid",
-               filters: dict[str, Any] | None = None, weight: float = 0.5) -> SearchResult:
-        """Rank chunks for `query` (see servers.retrieval.search.search)."""
-        from servers.retrieval.search import search
+    def search(
+        self,
+        query: str,
+        collection: str | None = None,
+        k: int = 5,
+        mode: SearchMode = "hybrid",
+        filters: dict[str, Any] | None = None,
+        weight: float = 0.5,
+    ) -> SearchResult:
+        """Rank chunks for `query` (see ragtune.servers.retrieval.search.search)."""
+        from ragtune.servers.retrieval.search import search
 
         return search(self, query, collection=collection, k=k, mode=mode, filters=filters, weight=weight)
 
@@ -425,8 +484,13 @@ class Index:
                 f"{_DOC_SELECT} where d.collection = ? order by d.id limit ? offset ?", (name, limit, offset)
             ).fetchall()
         nxt = offset + len(rows) if offset + len(rows) < total else None
-        return DocumentPage(collection=name, total=total, offset=offset,
-                            documents=[_doc_info(r) for r in rows], next_offset=nxt)
+        return DocumentPage(
+            collection=name,
+            total=total,
+            offset=offset,
+            documents=[_doc_info(r) for r in rows],
+            next_offset=nxt,
+        )
 
     def get_document(self, doc_id: str) -> DocumentDetail:
         """Return a document with its text and chunk spans; raise UnknownDocument if absent."""
@@ -436,11 +500,20 @@ class Index:
                 raise UnknownDocument(f"unknown document {doc_id!r}: list documents to find its id")
             chunks = self.conn.execute(
                 "select ordinal, heading_path, char_start, char_end, embedded from chunks where doc_id = ? "
-                "order by ordinal", (row["id"],),
+                "order by ordinal",
+                (row["id"],),
             ).fetchall()
-        spans = [ChunkInfo(chunk_id=f"{doc_id}:{c['ordinal']}", ordinal=c["ordinal"],
-                           heading_path=json.loads(c["heading_path"]), char_start=c["char_start"],
-                           char_end=c["char_end"], has_vector=bool(c["embedded"])) for c in chunks]
+        spans = [
+            ChunkInfo(
+                chunk_id=f"{doc_id}:{c['ordinal']}",
+                ordinal=c["ordinal"],
+                heading_path=json.loads(c["heading_path"]),
+                char_start=c["char_start"],
+                char_end=c["char_end"],
+                has_vector=bool(c["embedded"]),
+            )
+            for c in chunks
+        ]
         return DocumentDetail(**_doc_info(row).model_dump(), text=row["text"], chunk_spans=spans)
 
     def delete_document(self, doc_id: str) -> DocumentInfo:
@@ -459,22 +532,32 @@ class Index:
         """Describe the embedder, collections and vector backlog."""
         e = self.embedder
         return Status(
-            db_path=str(self.config.db_path), embedder_model=e.model_id if e else None, embedder_dim=e.dim if e else None,
-            default_collection=self.config.default_collection, collections=self.list_collections(),
-            coverage=self.coverage(), pending_vectors=self.pending_count(), embedding=self.embedding,
+            db_path=str(self.config.db_path),
+            embedder_model=e.model_id if e else None,
+            embedder_dim=e.dim if e else None,
+            default_collection=self.config.default_collection,
+            collections=self.list_collections(),
+            coverage=self.coverage(),
+            pending_vectors=self.pending_count(),
+            embedding=self.embedding,
         )
 
 
-_DOC_SELECT = (
-    "select d.*, (select count(*) from chunks c where c.doc_id = d.id) as n_chunks from documents d"
-)
+_DOC_SELECT = "select d.*, (select count(*) from chunks c where c.doc_id = d.id) as n_chunks from documents d"
 
 
 def _doc_info(row: Any) -> DocumentInfo:
     return DocumentInfo(
-        doc_id=row["doc_id"], collection=row["collection"], source=row["source"], title=row["title"],
-        chunks=row["n_chunks"], chars=len(row["text"]), content_hash=row["content_hash"],
-        metadata=json.loads(row["metadata"]), updated_at=row["updated_at"], uri=document_uri(row["doc_id"]),
+        doc_id=row["doc_id"],
+        collection=row["collection"],
+        source=row["source"],
+        title=row["title"],
+        chunks=row["n_chunks"],
+        chars=len(row["text"]),
+        content_hash=row["content_hash"],
+        metadata=json.loads(row["metadata"]),
+        updated_at=row["updated_at"],
+        uri=document_uri(row["doc_id"]),
     )
 
 

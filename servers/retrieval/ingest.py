@@ -12,12 +12,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from servers.retrieval.errors import IngestError
-from servers.retrieval.loaders import SUFFIXES, LoadError, load_file
-from servers.retrieval.models import DocReport, FileError, IngestReport
+from ragtune.servers.retrieval.errors import IngestError
+from ragtune.servers.retrieval.loaders import SUFFIXES, LoadError, load_file
+from ragtune.servers.retrieval.models import DocReport, FileError, IngestReport
 
 if TYPE_CHECKING:
-    from servers.retrieval.index import Index, Progress
+    from ragtune.servers.retrieval.index import Index, Progress
 
 
 def check_path(path: str | Path, roots: Sequence[Path]) -> tuple[Path, Path]:
@@ -53,8 +53,9 @@ def check_file(real: Path, max_mb: float) -> None:
         )
 
 
-def expand(paths: Sequence[str | Path], roots: Sequence[Path], max_mb: float
-           ) -> tuple[list[tuple[Path, Path]], list[FileError]]:
+def expand(
+    paths: Sequence[str | Path], roots: Sequence[Path], max_mb: float
+) -> tuple[list[tuple[Path, Path]], list[FileError]]:
     """Check every named path, then list the files to read as (real path, root) plus per-file problems."""
     named = [check_path(p, roots) for p in paths]
     files: list[tuple[Path, Path]] = []
@@ -77,13 +78,20 @@ def expand(paths: Sequence[str | Path], roots: Sequence[Path], max_mb: float
                     problems.append(FileError(path=str(Path(folder) / name), error=str(e)))
     unique = list(dict.fromkeys(files))
     if not unique and not problems:
-        raise IngestError(f"no supported files under {', '.join(map(str, paths))}: supported are "
-                          f"{', '.join(sorted(SUFFIXES))}")
+        raise IngestError(
+            f"no supported files under {', '.join(map(str, paths))}: supported are {', '.join(sorted(SUFFIXES))}"
+        )
     return unique, problems
 
 
-def ingest_paths(index: Index, paths: Sequence[str | Path], *, collection: str | None = None,
-                 text_field: str = "text", progress: Progress | None = None) -> IngestReport:
+def ingest_paths(
+    index: Index,
+    paths: Sequence[str | Path],
+    *,
+    collection: str | None = None,
+    text_field: str = "text",
+    progress: Progress | None = None,
+) -> IngestReport:
     """Ingest files and folders into `collection`; each document lands whole or not at all."""
     if not paths:
         raise IngestError("no paths given: pass one or more files or folders")
@@ -130,7 +138,16 @@ def summarize(index: Index, collection: str, reports: list[DocReport], problems:
     if index.embedder is None:
         message += ". No embedder is configured: search is lexical only"
     elif coverage.embedded < coverage.total:
-        message += (f". Lexical search works now; vectors: {coverage.embedded}/{coverage.total} chunks "
-                    "(filled in the background)")
-    return IngestReport(collection=collection, chunks=written, documents=reports, errors=problems,
-                        coverage=coverage, message=message, **counts)
+        message += (
+            f". Lexical search works now; vectors: {coverage.embedded}/{coverage.total} chunks "
+            "(filled in the background)"
+        )
+    return IngestReport(
+        collection=collection,
+        chunks=written,
+        documents=reports,
+        errors=problems,
+        coverage=coverage,
+        message=message,
+        **counts,
+    )

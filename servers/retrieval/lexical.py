@@ -41,8 +41,9 @@ class Split:
     avgdl: float
 
 
-def split_terms(conn: Any, terms: Sequence[str], *, min_rows: int | None = None,
-                ratio: float | None = None) -> Split | None:
+def split_terms(
+    conn: Any, terms: Sequence[str], *, min_rows: int | None = None, ratio: float | None = None
+) -> Split | None:
     """Return the split, or None when the plain query is as good (small index, no common or no rare terms)."""
     min_rows = MIN_ROWS if min_rows is None else min_rows
     ratio = COMMON_RATIO if ratio is None else ratio
@@ -51,8 +52,9 @@ def split_terms(conn: Any, terms: Sequence[str], *, min_rows: int | None = None,
     n_rows, n_tokens = _averages(conn)
     if n_rows < min_rows or not n_tokens:
         return None
-    df = dict(conn.execute(
-        f"select term, doc from chunks_vocab where term in ({', '.join('?' * len(terms))})", list(terms)))
+    df = dict(
+        conn.execute(f"select term, doc from chunks_vocab where term in ({', '.join('?' * len(terms))})", list(terms))
+    )
     common = [t for t in terms if df.get(t, 0) > ratio * n_rows]
     rare = [t for t in terms if t not in common]
     if not common or not rare or not all(SIMPLE_TERM.match(t) and t == t.lower() for t in common):
@@ -61,8 +63,9 @@ def split_terms(conn: Any, terms: Sequence[str], *, min_rows: int | None = None,
     return Split(rare=rare, common=common, idf=idf, avgdl=n_tokens / n_rows)
 
 
-def exact_top(conn: Any, split: Split, rank: Ranker, depth: int, weights: tuple[float, float]
-              ) -> list[tuple[int, float]] | None:
+def exact_top(
+    conn: Any, split: Split, rank: Ranker, depth: int, weights: tuple[float, float]
+) -> list[tuple[int, float]] | None:
     """Return (rowid, bm25) best first (FTS5's sign: lower is better), or None when not provably exact."""
     fetch = max(CANDIDATES, depth)
     partial = rank(split.rare, fetch)
@@ -70,10 +73,14 @@ def exact_top(conn: Any, split: Split, rank: Ranker, depth: int, weights: tuple[
         return None  # chunks matching only common terms could fill the list
     ids = [cid for cid, _ in partial]
     marks = ", ".join("?" * len(ids))
-    texts = {r[0]: (r[1], r[2]) for r in conn.execute(
-        f"select id, lex_head, lex_body from chunks where id in ({marks})", ids)}
-    sizes = {r[0]: sum(_varints(r[1])) for r in conn.execute(
-        f"select id, sz from chunks_fts_docsize where id in ({marks})", ids)}
+    texts = {
+        r[0]: (r[1], r[2])
+        for r in conn.execute(f"select id, lex_head, lex_body from chunks where id in ({marks})", ids)
+    }
+    sizes = {
+        r[0]: sum(_varints(r[1]))
+        for r in conn.execute(f"select id, sz from chunks_fts_docsize where id in ({marks})", ids)
+    }
     scored = []
     for cid, score in partial:
         head, body = texts[cid]

@@ -12,7 +12,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
-from servers.retrieval.errors import IngestError
+from ragtune.servers.retrieval.errors import IngestError
 
 TEXT_SUFFIXES = {".md", ".markdown", ".txt", ".text", ".rst"}
 SUFFIXES = TEXT_SUFFIXES | {".html", ".htm", ".pdf", ".docx", ".json", ".jsonl"}
@@ -39,8 +39,7 @@ def load_file(path: Path, *, source: str | None = None, text_field: str = "text"
     reader = READERS.get(suffix)
     if reader is None:
         raise LoadError(
-            f"unsupported file type {suffix or '(none)'!r} for {path.name}: "
-            f"supported are {', '.join(sorted(SUFFIXES))}"
+            f"unsupported file type {suffix or '(none)'!r} for {path.name}: supported are {', '.join(sorted(SUFFIXES))}"
         )
     if suffix in {".json", ".jsonl"}:
         return read_records(path, source, text_field)

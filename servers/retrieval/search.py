@@ -7,18 +7,18 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from ragtune.servers.retrieval.errors import BadQuery, EmbedderMismatch
+from ragtune.servers.retrieval.filters import compile_filters
+from ragtune.servers.retrieval.fusion import rrf
+from ragtune.servers.retrieval.korean import get_analyzer
+from ragtune.servers.retrieval.lexical import exact_top, split_terms
+from ragtune.servers.retrieval.models import Coverage, Hit, SearchMode, SearchResult
+from ragtune.servers.retrieval.schema import vec_table
 
 from ragtune.embeddings import covers, detect_language
-from servers.retrieval.errors import BadQuery, EmbedderMismatch
-from servers.retrieval.filters import compile_filters
-from servers.retrieval.fusion import rrf
-from servers.retrieval.korean import get_analyzer
-from servers.retrieval.lexical import exact_top, split_terms
-from servers.retrieval.models import Coverage, Hit, SearchMode, SearchResult
-from servers.retrieval.schema import vec_table
 
 if TYPE_CHECKING:
-    from servers.retrieval.index import Index
+    from ragtune.servers.retrieval.index import Index
 
 FUSION_DEPTH = 100  # candidates per signal before fusion (notes: depth 100 for the measured +3 nDCG)
 MAX_K = 100
@@ -26,8 +26,16 @@ MODES = ("hybrid", "lexical", "vector")
 HEAD_WEIGHT = 1.0  # bm25 weight of the title/heading column relative to the body
 
 
-def search(index: Index, query: str, *, collection: str | None = None, k: int = 5, mode: SearchMode = "hybrid",
-           filters: dict[str, Any] | None = None, weight: float = 0.5) -> SearchResult:
+def search(
+    index: Index,
+    query: str,
+    *,
+    collection: str | None = None,
+    k: int = 5,
+    mode: SearchMode = "hybrid",
+    filters: dict[str, Any] | None = None,
+    weight: float = 0.5,
+) -> SearchResult:
     """Return the top `k` chunks; hybrid fuses bm25 and vector ranks with weighted RRF (fusion.RRF_K)."""
     if not isinstance(query, str) or not query.strip():
         raise BadQuery("query is empty: pass the question or keywords to search for")
@@ -54,13 +62,22 @@ def search(index: Index, query: str, *, collection: str | None = None, k: int = 
         fused = [(c, -s if signals == ["lexical"] else 1.0 - s) for c, s in (lexical or vector)]
     ranks = [{c: r for r, (c, _) in enumerate(lst, 1)} for lst in (lexical, vector)]
     hits = load_hits(index, fused[:k], ranks[0], ranks[1])
-    return SearchResult(query=query, collection=name, mode=mode, query_language=lang, signals=signals,
-                        skipped=skipped, weight=weight if len(signals) == 2 else float("vector" in signals),
-                        coverage=coverage, hits=hits)
+    return SearchResult(
+        query=query,
+        collection=name,
+        mode=mode,
+        query_language=lang,
+        signals=signals,
+        skipped=skipped,
+        weight=weight if len(signals) == 2 else float("vector" in signals),
+        coverage=coverage,
+        hits=hits,
+    )
 
 
-def plan(index: Index, row: Any, mode: str, lang: str, coverage: Coverage, has_terms: bool
-         ) -> tuple[list[Any], dict[str, str]]:
+def plan(
+    index: Index, row: Any, mode: str, lang: str, coverage: Coverage, has_terms: bool
+) -> tuple[list[Any], dict[str, str]]:
     """Decide which signals rank this query, and say why any is left out."""
     signals: list[Any] = []
     skipped: dict[str, str] = {}
@@ -98,8 +115,9 @@ def plan(index: Index, row: Any, mode: str, lang: str, coverage: Coverage, has_t
     return signals, skipped
 
 
-def lexical_ranking(index: Index, terms: list[str], collection: str, where: str, params: list[Any],
-                    depth: int) -> list[tuple[int, float]]:
+def lexical_ranking(
+    index: Index, terms: list[str], collection: str, where: str, params: list[Any], depth: int
+) -> list[tuple[int, float]]:
     """Return (chunk rowid, bm25) best first; filters apply before the limit (exact top-k, see lexical.py)."""
     # CROSS JOIN pins the FTS match as the outer loop; otherwise SQLite walks the collection's chunks first.
     docs = "" if where == "1" else " cross join documents d on d.id = c.doc_id"
@@ -122,14 +140,16 @@ def lexical_ranking(index: Index, terms: list[str], collection: str, where: str,
         return rank(terms, depth)
 
 
-def vector_ranking(index: Index, query: str, row: Any, where: str, params: list[Any],
-                   depth: int) -> list[tuple[int, float]]:
+def vector_ranking(
+    index: Index, query: str, row: Any, where: str, params: list[Any], depth: int
+) -> list[tuple[int, float]]:
     """Return (chunk rowid, cosine distance) best first; filters restrict the candidates before the top-k."""
     assert index.embedder is not None
     vec = np.asarray(index.embedder.embed_queries([query]), dtype=np.float32).reshape(-1)
     # Documents first: the filter is evaluated once per document, not once per chunk.
-    allowed_sql = ("select c.id from documents d cross join chunks c on c.doc_id = d.id "
-                   f"where d.collection = ? and {where}")
+    allowed_sql = (
+        f"select c.id from documents d cross join chunks c on c.doc_id = d.id where d.collection = ? and {where}"
+    )
     with index.lock:
         allowed = None
         if where != "1":
@@ -137,8 +157,10 @@ def vector_ranking(index: Index, query: str, row: Any, where: str, params: list[
         cached = index.vectors.knn(index.conn, index.generation(), row["name"], row["dim"], vec, depth, allowed)
         if cached is not None:
             return cached
-        sql = (f"select chunk_id, distance from {vec_table(row['dim'])} "
-               "where embedding match ? and k = ? and collection = ?")
+        sql = (
+            f"select chunk_id, distance from {vec_table(row['dim'])} "
+            "where embedding match ? and k = ? and collection = ?"
+        )
         args: list[Any] = [vec.tobytes(), depth, row["name"]]
         if where != "1":
             sql += f" and chunk_id in ({allowed_sql})"
@@ -146,8 +168,9 @@ def vector_ranking(index: Index, query: str, row: Any, where: str, params: list[
         return [(r[0], r[1]) for r in index.conn.execute(sql + " order by distance", args)]
 
 
-def load_hits(index: Index, ranked: list[tuple[int, float]], lex_ranks: dict[int, int],
-              vec_ranks: dict[int, int]) -> list[Hit]:
+def load_hits(
+    index: Index, ranked: list[tuple[int, float]], lex_ranks: dict[int, int], vec_ranks: dict[int, int]
+) -> list[Hit]:
     """Fetch the chunks and documents behind ranked rowids, keeping the order."""
     if not ranked:
         return []
@@ -156,14 +179,25 @@ def load_hits(index: Index, ranked: list[tuple[int, float]], lex_ranks: dict[int
         rows = index.conn.execute(
             "select c.id, c.ordinal, c.text, c.heading_path, c.char_start, c.char_end, d.doc_id, d.title, "
             f"d.source, d.metadata from chunks c join documents d on d.id = c.doc_id "
-            f"where c.id in ({', '.join('?' * len(ids))})", ids,
+            f"where c.id in ({', '.join('?' * len(ids))})",
+            ids,
         ).fetchall()
     by_id = {r["id"]: r for r in rows}
     return [
-        Hit(chunk_id=f"{r['doc_id']}:{r['ordinal']}", doc_id=r["doc_id"], title=r["title"], source=r["source"],
-            heading_path=json.loads(r["heading_path"]), text=r["text"], char_start=r["char_start"],
-            char_end=r["char_end"], score=float(score), lexical_rank=lex_ranks.get(cid),
-            vector_rank=vec_ranks.get(cid), metadata=json.loads(r["metadata"]))
+        Hit(
+            chunk_id=f"{r['doc_id']}:{r['ordinal']}",
+            doc_id=r["doc_id"],
+            title=r["title"],
+            source=r["source"],
+            heading_path=json.loads(r["heading_path"]),
+            text=r["text"],
+            char_start=r["char_start"],
+            char_end=r["char_end"],
+            score=float(score),
+            lexical_rank=lex_ranks.get(cid),
+            vector_rank=vec_ranks.get(cid),
+            metadata=json.loads(r["metadata"]),
+        )
         for cid, score in ranked
         if (r := by_id.get(cid)) is not None
     ]

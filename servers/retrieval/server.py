@@ -15,16 +15,12 @@ from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
 from pydantic import BaseModel, Field
-from starlette.applications import Starlette
-
-from ragtune.config import RetrievalSettings
-from ragtune.embeddings import Embedder, make_embedder
-from servers.retrieval.errors import RetrievalError
-from servers.retrieval.filler import VectorFiller
-from servers.retrieval.http import add_health_route, auth_options, http_app
-from servers.retrieval.index import Index, Progress
-from servers.retrieval.ingest import summarize
-from servers.retrieval.models import (
+from ragtune.servers.retrieval.errors import RetrievalError
+from ragtune.servers.retrieval.filler import VectorFiller
+from ragtune.servers.retrieval.http import add_health_route, auth_options, http_app
+from ragtune.servers.retrieval.index import Index, Progress
+from ragtune.servers.retrieval.ingest import summarize
+from ragtune.servers.retrieval.models import (
     CollectionInfo,
     DocumentDetail,
     DocumentPage,
@@ -33,6 +29,10 @@ from servers.retrieval.models import (
     SearchResult,
     Status,
 )
+from starlette.applications import Starlette
+
+from ragtune.config import RetrievalSettings
+from ragtune.embeddings import Embedder, make_embedder
 
 NAME = "ragtune-retrieval"
 INSTRUCTIONS = (
@@ -100,8 +100,12 @@ def build_server(settings: RetrievalSettings, *, embedder: Embedder | None = _US
             await anyio.to_thread.run_sync(filler.stop)
             index.close()
 
-    mcp = MCPServer(NAME, instructions=INSTRUCTIONS, lifespan=lifespan,
-                    **auth_options(settings.token(), settings.retrieval_host, settings.retrieval_port))
+    mcp = MCPServer(
+        NAME,
+        instructions=INSTRUCTIONS,
+        lifespan=lifespan,
+        **auth_options(settings.token(), settings.retrieval_host, settings.retrieval_port),
+    )
     add_health_route(mcp, NAME)
     _add_search_tools(mcp)
     _add_ingest_tools(mcp)
@@ -109,8 +113,9 @@ def build_server(settings: RetrievalSettings, *, embedder: Embedder | None = _US
     return mcp
 
 
-def build_app(settings: RetrievalSettings, *, embedder: Embedder | None = _USE_SETTINGS,
-              host: str | None = None) -> Starlette:
+def build_app(
+    settings: RetrievalSettings, *, embedder: Embedder | None = _USE_SETTINGS, host: str | None = None
+) -> Starlette:
     """Build the HTTP app: streamable MCP at /mcp (bearer token when RAGTUNE_API_TOKEN is set), /health open."""
     return http_app(build_server(settings, embedder=embedder), host or settings.retrieval_host)
 
@@ -130,14 +135,19 @@ def _add_search_tools(mcp: MCPServer) -> None:
         collection: Collection = None,
         k: Annotated[int, Field(ge=1, le=100, description="How many hits to return.")] = 5,
         mode: Annotated[SearchMode, Field(description="hybrid (bm25 + vectors, fused), lexical or vector.")] = "hybrid",
-        filters: Annotated[dict[str, Any] | None, Field(
-            description='Metadata filters, ANDed: {"source": "a.md"}, {"year": {"gte": 2020}}, '
-            '{"lang": {"in": ["ko", "en"]}}; operators eq ne gt gte lt lte in nin.')] = None,
+        filters: Annotated[
+            dict[str, Any] | None,
+            Field(
+                description='Metadata filters, ANDed: {"source": "a.md"}, {"year": {"gte": 2020}}, '
+                '{"lang": {"in": ["ko", "en"]}}; operators eq ne gt gte lt lte in nin.'
+            ),
+        ] = None,
         weight: Annotated[float, Field(ge=0.0, le=1.0, description="Vector share in hybrid fusion.")] = 0.5,
     ) -> SearchResult:
         """Search a collection; each hit has its text, title, source, heading path, char span and ranks."""
-        return await _run(_index(ctx).search, query, collection=collection, k=k, mode=mode, filters=filters,
-                          weight=weight)
+        return await _run(
+            _index(ctx).search, query, collection=collection, k=k, mode=mode, filters=filters, weight=weight
+        )
 
     @mcp.tool(annotations=READ)
     async def retrieval_status(ctx: Context[State]) -> Status:
@@ -154,19 +164,28 @@ def _add_ingest_tools(mcp: MCPServer) -> None:
         text_field: Annotated[str, Field(description="Field holding the text in .json/.jsonl records.")] = "text",
     ) -> IngestReport:
         """Ingest .md .txt .html .pdf .docx .json .jsonl files or folders; unchanged files are skipped."""
-        return await _run(_index(ctx).ingest_path, paths, collection=collection, text_field=text_field,
-                          progress=_progress(ctx))
+        return await _run(
+            _index(ctx).ingest_path,
+            paths,
+            collection=collection,
+            text_field=text_field,
+            progress=_progress(ctx),
+        )
 
     @mcp.tool(annotations=WRITE)
     async def retrieval_ingest_text(
         text: Annotated[str, Field(min_length=1, description="The document text (markdown headings are used).")],
         ctx: Context[State],
         collection: Collection = None,
-        source: Annotated[str | None, Field(
-            description="Stable name of the document; ingesting the same source again replaces it.")] = None,
+        source: Annotated[
+            str | None,
+            Field(description="Stable name of the document; ingesting the same source again replaces it."),
+        ] = None,
         title: Annotated[str | None, Field(description="Title; default the first line.")] = None,
-        metadata: Annotated[dict[str, Any] | None, Field(
-            description='Filterable metadata, e.g. {"year": 2024, "lang": "ko"}.')] = None,
+        metadata: Annotated[
+            dict[str, Any] | None,
+            Field(description='Filterable metadata, e.g. {"year": 2024, "lang": "ko"}.'),
+        ] = None,
     ) -> IngestReport:
         """Ingest raw text as one document with optional metadata; the same content again is a no-op."""
         index = _index(ctx)
@@ -183,8 +202,9 @@ def _add_manage_tools(mcp: MCPServer) -> None:
     async def retrieval_list_collections(ctx: Context[State]) -> CollectionList:
         """List collections with their embedder, document and chunk counts and vector coverage."""
         index = _index(ctx)
-        return CollectionList(default_collection=index.config.default_collection,
-                              collections=await _run(index.list_collections))
+        return CollectionList(
+            default_collection=index.config.default_collection, collections=await _run(index.list_collections)
+        )
 
     @mcp.tool(annotations=WRITE)
     async def retrieval_create_collection(
@@ -201,8 +221,10 @@ def _add_manage_tools(mcp: MCPServer) -> None:
 
     @mcp.tool(annotations=READ)
     async def retrieval_list_documents(
-        ctx: Context[State], collection: Collection = None,
-        offset: Annotated[int, Field(ge=0)] = 0, limit: Annotated[int, Field(ge=1, le=200)] = 20,
+        ctx: Context[State],
+        collection: Collection = None,
+        offset: Annotated[int, Field(ge=0)] = 0,
+        limit: Annotated[int, Field(ge=1, le=200)] = 20,
     ) -> DocumentPage:
         """List a collection's documents a page at a time (pass next_offset to continue)."""
         return await _run(_index(ctx).list_documents, collection, offset, limit)
@@ -218,8 +240,12 @@ def _add_manage_tools(mcp: MCPServer) -> None:
         info = await _run(_index(ctx).delete_document, doc_id)
         return Deleted(deleted=doc_id, documents=1, message=f"deleted {info.title!r} ({info.source})")
 
-    @mcp.resource("ragtune://documents/{doc_id}", name="document", mime_type="text/plain",
-                  description="Full text of an ingested document.")
+    @mcp.resource(
+        "ragtune://documents/{doc_id}",
+        name="document",
+        mime_type="text/plain",
+        description="Full text of an ingested document.",
+    )
     async def document_text(doc_id: str, ctx: Context) -> str:
         """Return the document text."""
         index: Index = ctx.request_context.lifespan_context.index

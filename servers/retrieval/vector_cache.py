@@ -15,8 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
-from servers.retrieval.schema import vec_table
+from ragtune.servers.retrieval.schema import vec_table
 
 Generation = tuple[int, int]
 
@@ -56,8 +55,16 @@ class VectorCache:
         for key in [k for k in self._entries if k[0] == collection]:
             del self._entries[key]
 
-    def knn(self, conn: Any, generation: Generation, collection: str, dim: int, query: np.ndarray, k: int,
-            allowed: Sequence[int] | None = None) -> list[tuple[int, float]] | None:
+    def knn(
+        self,
+        conn: Any,
+        generation: Generation,
+        collection: str,
+        dim: int,
+        query: np.ndarray,
+        k: int,
+        allowed: Sequence[int] | None = None,
+    ) -> list[tuple[int, float]] | None:
         """Return (chunk id, cosine distance) best first, or None when the collection does not fit the budget."""
         entry = self._current(conn, generation, collection, dim)
         if entry is None:
@@ -75,8 +82,14 @@ class VectorCache:
         top = top[np.lexsort((ids[top], -scores[top]))]
         return [(int(ids[i]), float(1.0 - scores[i])) for i in top]
 
-    def after_write(self, before: Generation, after: Generation, added: dict[str, list[tuple[int, np.ndarray]]],
-                    removed: list[int], dropped: set[str]) -> None:
+    def after_write(
+        self,
+        before: Generation,
+        after: Generation,
+        added: dict[str, list[tuple[int, np.ndarray]]],
+        removed: list[int],
+        dropped: set[str],
+    ) -> None:
         """Apply one committed Index write to the cached matrices, or drop those that may have missed others."""
         for name in dropped:
             self.drop(name)
@@ -92,8 +105,11 @@ class VectorCache:
                 entry.matrix = np.ascontiguousarray(entry.matrix[: len(keep)][keep])
             rows = [(cid, vec) for cid, vec in added.get(name, []) if len(vec) == entry.dim]
             if rows:
-                self._append(entry, np.array([c for c, _ in rows], dtype=np.int64),
-                             _normalise(np.stack([v for _, v in rows]).astype(np.float32)))
+                self._append(
+                    entry,
+                    np.array([c for c, _ in rows], dtype=np.int64),
+                    _normalise(np.stack([v for _, v in rows]).astype(np.float32)),
+                )
             entry.generation = after
         while self._entries and self.used_bytes() > self.limit_bytes:
             self._entries.popitem(last=False)

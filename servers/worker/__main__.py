@@ -1,4 +1,4 @@
-"""`python -m servers.worker`: lease queued fine-tuning jobs from the job store and train them."""
+"""`python -m ragtune.servers.worker`: lease queued fine-tuning jobs from the job store and train them."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from .worker import Worker
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse the command line."""
     p = argparse.ArgumentParser(
-        prog="python -m servers.worker",
+        prog="python -m ragtune.servers.worker",
         description="Lease queued fine-tuning jobs from the job store (RAGTUNE_JOBS_DB or RAGTUNE_HOME/jobs.db) "
         "and train each in a child process, with heartbeats, checkpoints, cancel, pause and recovery.",
     )

@@ -1,6 +1,6 @@
 """The training child: runs one job's recipe in its own process, so cancel can stop it and a crash is contained.
 
-The worker starts it as `python -m servers.worker.child --db ... --job ...`; it writes events, metrics and
+The worker starts it as `python -m ragtune.servers.worker.child --db ... --job ...`; it writes events, metrics and
 checkpoints to the job store itself and tells the worker how it ended through its exit code and
 `result.json` / `error.json` in the job's output folder. SIGUSR1 asks it to checkpoint and stop (pause).
 """
@@ -67,8 +67,9 @@ def load_records(store: JobStore, job: Job, data_format: str) -> tuple[list[dict
     return train.records, valid
 
 
-def train(store: JobStore, job: Job, out_dir: Path, models_dir: Path, threads: int,
-          callbacks: StoreCallbacks) -> RunResult:
+def train(
+    store: JobStore, job: Job, out_dir: Path, models_dir: Path, threads: int, callbacks: StoreCallbacks
+) -> RunResult:
     """Resolve the recipe, the data and the base model, then run the recipe."""
     from .recipes.common import resolve_model_path
 
@@ -77,13 +78,20 @@ def train(store: JobStore, job: Job, out_dir: Path, models_dir: Path, threads: i
     callbacks.event(f"loading base model {job.model}")
     ref, model_path = resolve_model_path(job.model, models_dir)
     callbacks.event(f"training {recipe.name} on {len(records)} records with {ref.name}")
-    train_job = TrainJob(job=job.model_dump(mode="json"), records=records, model_name=ref.name,
-                         model_path=model_path, threads=threads, validation_records=valid)
+    train_job = TrainJob(
+        job=job.model_dump(mode="json"),
+        records=records,
+        model_name=ref.name,
+        model_path=model_path,
+        threads=threads,
+        validation_records=valid,
+    )
     return recipe.run(train_job, out_dir, callbacks)
 
 
 def watch_parent(parent: int) -> None:
     """Exit when the worker that started us is gone, so an orphan never trains a re-queued job."""
+
     def loop() -> None:
         while True:
             if os.getppid() != parent:
@@ -95,7 +103,7 @@ def watch_parent(parent: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one job's training and exit 0 (done), 2 (failed, error.json), 3 (paused)."""
-    p = argparse.ArgumentParser(prog="python -m servers.worker.child", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m ragtune.servers.worker.child", description=__doc__)
     p.add_argument("--db", required=True, help="job store SQLite file")
     p.add_argument("--job", required=True, help="job id")
     p.add_argument("--out", required=True, help="the job's output folder")
@@ -120,11 +128,18 @@ def main(argv: list[str] | None = None) -> int:
     if result.paused:
         return EXIT_PAUSED
     png = plot_loss(out_dir / "metrics.jsonl", out_dir / "loss.png", title=f"{job.id} loss")
-    files = [result.model_path, *([result.merged_path] if result.merged_path else []),
-             *result.result_files, str(out_dir / "metrics.jsonl"), str(out_dir / "config.json"),
-             *([str(png)] if png else [])]
-    write_json(out_dir / "result.json", {**result.to_json(), "result_files": files,
-                                         "fine_tuned_model": fine_tuned_model_name(job)})
+    files = [
+        result.model_path,
+        *([result.merged_path] if result.merged_path else []),
+        *result.result_files,
+        str(out_dir / "metrics.jsonl"),
+        str(out_dir / "config.json"),
+        *([str(png)] if png else []),
+    ]
+    write_json(
+        out_dir / "result.json",
+        {**result.to_json(), "result_files": files, "fine_tuned_model": fine_tuned_model_name(job)},
+    )
     return EXIT_OK
 
 

@@ -35,8 +35,9 @@ PAUSE_GRACE_SECONDS = 120.0
 class Worker:
     """Lease jobs from a JobStore and supervise their training child processes."""
 
-    def __init__(self, settings: WorkerSettings, store: JobStore | None = None, *,
-                 progress: bool | None = None) -> None:
+    def __init__(
+        self, settings: WorkerSettings, store: JobStore | None = None, *, progress: bool | None = None
+    ) -> None:
         self.settings = settings
         self.store = store or JobStore(settings.db_path())
         self.worker_id = settings.worker_id or f"{socket.gethostname()}-{os.getpid()}"
@@ -93,16 +94,39 @@ class Worker:
         return self._finish(job.id, rc, ended, out_dir)
 
     def _command(self, job: Job, out_dir: Path) -> list[str]:
-        return [sys.executable, "-m", "servers.worker.child", "--db", str(self.store.path), "--job", job.id,
-                "--out", str(out_dir), "--models-dir", str(self.settings.models_path()),
-                "--threads", str(self.settings.train_threads), "--parent-pid", str(os.getpid())]
+        return [
+            sys.executable,
+            "-m",
+            "ragtune.servers.worker.child",
+            "--db",
+            str(self.store.path),
+            "--job",
+            job.id,
+            "--out",
+            str(out_dir),
+            "--models-dir",
+            str(self.settings.models_path()),
+            "--threads",
+            str(self.settings.train_threads),
+            "--parent-pid",
+            str(os.getpid()),
+        ]
 
     def _supervise(self, job: Job, out_dir: Path) -> tuple[int | None, str]:
         """Run the child, heartbeating; return its exit code (None if we stopped it) and why it ended."""
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        }
         with (out_dir / "train.log").open("ab") as logf:
-            self.child = proc = subprocess.Popen(self._command(job, out_dir), cwd=ROOT, env=env,
-                                                 stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            self.child = proc = subprocess.Popen(
+                self._command(job, out_dir),
+                cwd=ROOT,
+                env=env,
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
         bar = _Progress(self.store, job.id) if self.progress else None
         last_beat, pause_sent = 0.0, 0.0
         try:
@@ -156,9 +180,12 @@ class Worker:
             self.store.add_event(job_id, "training stopped: the job was cancelled")
             return job
         if ended == "worker stopping" and job.status is JobStatus.running:
-            return self.store.transition(job_id, JobStatus.queued, worker_id=None,
-                                         message=f"worker {self.worker_id} stopped; re-queued to resume from "
-                                                 "the last checkpoint")
+            return self.store.transition(
+                job_id,
+                JobStatus.queued,
+                worker_id=None,
+                message=f"worker {self.worker_id} stopped; re-queued to resume from the last checkpoint",
+            )
         if ended == "lease lost":
             self.store.add_event(job_id, "training stopped: another worker holds the job now", level="warn")
             return job
@@ -172,16 +199,23 @@ class Worker:
         if rc == EXIT_FAILED and (out_dir / "error.json").exists():
             err = json.loads((out_dir / "error.json").read_text())
             return self._fail(job_id, err.get("code", "invalid_training_job"), err["message"])
-        return self._fail(job_id, "training_crashed",
-                          f"the training process exited with code {rc}: {_tail(out_dir / 'train.log')}")
+        return self._fail(
+            job_id,
+            "training_crashed",
+            f"the training process exited with code {rc}: {_tail(out_dir / 'train.log')}",
+        )
 
     def _succeed(self, job_id: str, result: dict[str, Any]) -> Job:
         try:
             job = self.store.transition(
-                job_id, JobStatus.succeeded, fine_tuned_model=result["fine_tuned_model"],
-                result_files=result["result_files"], trained_tokens=result["trained_tokens"],
+                job_id,
+                JobStatus.succeeded,
+                fine_tuned_model=result["fine_tuned_model"],
+                result_files=result["result_files"],
+                trained_tokens=result["trained_tokens"],
                 message=f"job succeeded: {result['steps']} steps, final loss {result['final_loss']}, "
-                        f"model at {result['model_path']}")
+                f"model at {result['model_path']}",
+            )
         except IllegalTransition as e:
             log.warning("job %s finished training but could not be marked succeeded: %s", job_id, e)
             return self.store.get_job(job_id)
@@ -189,8 +223,12 @@ class Worker:
 
     def _fail(self, job_id: str, code: str, message: str) -> Job:
         try:
-            return self.store.transition(job_id, JobStatus.failed, error=JobError(code=code, message=message),
-                                         message=f"job failed: {message}")
+            return self.store.transition(
+                job_id,
+                JobStatus.failed,
+                error=JobError(code=code, message=message),
+                message=f"job failed: {message}",
+            )
         except IllegalTransition as e:
             log.warning("job %s failed (%s) but its state moved on: %s", job_id, message, e)
             return self.store.get_job(job_id)

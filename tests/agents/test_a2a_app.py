@@ -18,9 +18,9 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import interrupt
+from ragtune.agents.a2a_app import AgentSpec, build_app, serve, skill
+from ragtune.agents.a2a_peer import A2APeer
 
-from agents.a2a_app import AgentSpec, build_app, serve, skill
-from agents.a2a_peer import A2APeer
 from ragtune.config import AgentSettings, InsecureBindError
 
 pytestmark = pytest.mark.anyio
@@ -169,8 +169,11 @@ async def test_bearer_token_guards_rpc_but_not_the_card(free_port, serving):
         card = (await aget(f"{url}/.well-known/agent-card.json")).json()
         assert card["securitySchemes"]["bearer"]["httpAuthSecurityScheme"]["scheme"] == "Bearer"
         for token, message in [(None, "missing bearer token"), ("wrong", "wrong bearer token")]:
-            r = await apost(f"{url}/", json={"jsonrpc": "2.0", "id": 1, "method": "GetTask", "params": {"id": "x"}},
-                           headers={"A2A-Version": "1.0", **({"Authorization": f"Bearer {token}"} if token else {})})
+            r = await apost(
+                f"{url}/",
+                json={"jsonrpc": "2.0", "id": 1, "method": "GetTask", "params": {"id": "x"}},
+                headers={"A2A-Version": "1.0", **({"Authorization": f"Bearer {token}"} if token else {})},
+            )
             assert r.status_code == 401 and message in r.json()["error"]
             peer = A2APeer(url, token)
             with pytest.raises(A2AClientError, match="401"):
@@ -189,8 +192,19 @@ def test_refuses_to_bind_beyond_loopback_without_a_token():
 async def test_a2a_0_3_clients_are_served_too(free_port, serving):
     port = free_port()
     async with serving(echo_app(port), port) as url:
-        body = {"jsonrpc": "2.0", "id": 1, "method": "message/send", "params": {"message": {
-            "kind": "message", "messageId": "m1", "role": "user", "parts": [{"kind": "text", "text": "old"}]}}}
+        body = {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "message/send",
+            "params": {
+                "message": {
+                    "kind": "message",
+                    "messageId": "m1",
+                    "role": "user",
+                    "parts": [{"kind": "text", "text": "old"}],
+                }
+            },
+        }
         r = await apost(f"{url}/", json=body)  # no A2A-Version header: a 0.3 client
         result = r.json()["result"]
         assert result["status"]["state"] == "completed"

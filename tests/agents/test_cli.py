@@ -15,8 +15,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _card_urls(port: int, extra: list[str], env: dict[str, str]) -> list[str]:
-    proc = subprocess.Popen([sys.executable, "-m", "agents.coordinator", "--port", str(port), *extra], cwd=ROOT,
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ragtune.agents.coordinator", "--port", str(port), *extra],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -35,8 +40,13 @@ def _card_urls(port: int, extra: list[str], env: dict[str, str]) -> list[str]:
 
 @pytest.mark.parametrize("public_url", [None, "http://coordinator.internal:9000"])
 def test_card_advertises_the_public_url_or_the_bind_address(public_url: str | None, free_port, tmp_path) -> None:
-    env = {**os.environ, "RAGTUNE_HOME": str(tmp_path), "RAGTUNE_CHAT_MODEL": "scripted",
-           "RAGTUNE_CHAT_BASE_URL": "http://127.0.0.1:9/v1", "RAGTUNE_CHAT_API_KEY": "unused"}
+    env = {
+        **os.environ,
+        "RAGTUNE_HOME": str(tmp_path),
+        "RAGTUNE_CHAT_MODEL": "scripted",
+        "RAGTUNE_CHAT_BASE_URL": "http://127.0.0.1:9/v1",
+        "RAGTUNE_CHAT_API_KEY": "unused",
+    }
     port = free_port()
     urls = _card_urls(port, ["--public-url", public_url] if public_url else [], env)
     expected = public_url or f"http://127.0.0.1:{port}"

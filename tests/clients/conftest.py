@@ -34,19 +34,31 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def run_client(script: str, *args: str, env: dict[str, str] | None = None, timeout: float = 180
-               ) -> subprocess.CompletedProcess[str]:
+def run_client(
+    script: str, *args: str, env: dict[str, str] | None = None, timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
     """Run clients/<script> as a user would, returning its exit status and output."""
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
-    return subprocess.run([sys.executable, str(ROOT / "clients" / script), *args], cwd=ROOT, env=full_env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "clients" / script), *args],
+        cwd=ROOT,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @contextmanager
 def serve(args: list[str], env: dict[str, str], ready_url: str, deadline_s: float = 120) -> Iterator[None]:
     """Start `python <args>` and wait until `ready_url` answers; stop it afterwards."""
-    proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, env={**os.environ, **env},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, *args],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         end = time.monotonic() + deadline_s
         while True:
@@ -89,9 +101,15 @@ def in_thread(app: Any, port: int) -> Iterator[None]:
 
 def server_env(home: Path) -> dict[str, str]:
     """Environment for a ragtune server under test: its own home, a token, lexical-only retrieval."""
-    return {"RAGTUNE_HOME": str(home), "RAGTUNE_API_TOKEN": TOKEN, "RAGTUNE_EMBEDDER": "none",
-            "RAGTUNE_RETRIEVAL_ROOTS": str(ROOT / "docs"), "RAGTUNE_FINETUNE_ROOTS": str(home),
-            "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    return {
+        "RAGTUNE_HOME": str(home),
+        "RAGTUNE_API_TOKEN": TOKEN,
+        "RAGTUNE_EMBEDDER": "none",
+        "RAGTUNE_RETRIEVAL_ROOTS": str(ROOT / "docs"),
+        "RAGTUNE_FINETUNE_ROOTS": str(home),
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+    }
 
 
 @pytest.fixture(scope="module")
@@ -99,8 +117,11 @@ def finetune_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Base URL of a real fine-tuning server (MCP at /mcp, REST at /v1) with a token, on loopback."""
     port = free_port()
     env = server_env(tmp_path_factory.mktemp("finetune-home"))
-    with serve(["-m", "servers.finetune", "serve", "--transport", "http", "--port", str(port)], env,
-               f"http://127.0.0.1:{port}/health"):
+    with serve(
+        ["-m", "ragtune.servers.finetune", "serve", "--transport", "http", "--port", str(port)],
+        env,
+        f"http://127.0.0.1:{port}/health",
+    ):
         yield f"http://127.0.0.1:{port}"
 
 
@@ -109,8 +130,11 @@ def retrieval_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Base URL of a real retrieval server with a token, on loopback, holding docs/ (lexical index)."""
     port = free_port()
     env = server_env(tmp_path_factory.mktemp("retrieval-home"))
-    with serve(["-m", "servers.retrieval", "serve", "--transport", "http", "--port", str(port)], env,
-               f"http://127.0.0.1:{port}/health"):
+    with serve(
+        ["-m", "ragtune.servers.retrieval", "serve", "--transport", "http", "--port", str(port)],
+        env,
+        f"http://127.0.0.1:{port}/health",
+    ):
         import anyio
 
         anyio.run(_ingest_docs, f"http://127.0.0.1:{port}/mcp")
@@ -123,9 +147,12 @@ async def _ingest_docs(mcp_url: str) -> None:
     from mcp import Client
     from mcp.client.streamable_http import streamable_http_client
 
-    async with (httpx2.AsyncClient(headers={"Authorization": f"Bearer {TOKEN}"},
-                                   timeout=httpx2.Timeout(30.0, read=300.0)) as http,
-                Client(streamable_http_client(mcp_url, http_client=http)) as client):
+    async with (
+        httpx2.AsyncClient(
+            headers={"Authorization": f"Bearer {TOKEN}"}, timeout=httpx2.Timeout(30.0, read=300.0)
+        ) as http,
+        Client(streamable_http_client(mcp_url, http_client=http)) as client,
+    ):
         result = await client.call_tool("retrieval_ingest_path", {"paths": [str(ROOT / "docs")]})
         assert not result.is_error, result.content
 
@@ -137,8 +164,17 @@ Responder = Callable[[dict[str, Any]], dict[str, Any]]
 
 def tool_call(name: str, arguments: dict[str, Any]) -> dict[str, Any]:
     """An assistant message that calls one tool."""
-    return {"role": "assistant", "content": None, "tool_calls": [
-        {"id": "call_1", "type": "function", "function": {"name": name, "arguments": json.dumps(arguments)}}]}
+    return {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "id": "call_1",
+                "type": "function",
+                "function": {"name": name, "arguments": json.dumps(arguments)},
+            }
+        ],
+    }
 
 
 def text(content: str) -> dict[str, Any]:
@@ -158,13 +194,22 @@ class ScriptedChat:
         body = await request.json()
         self.requests.append(body)
         message = self.responder(body)
-        return JSONResponse({
-            "id": f"chatcmpl-{len(self.requests)}", "object": "chat.completion", "created": int(time.time()),
-            "model": body.get("model", "scripted"),
-            "choices": [{"index": 0, "message": message,
-                         "finish_reason": "tool_calls" if message.get("tool_calls") else "stop"}],
-            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-        })
+        return JSONResponse(
+            {
+                "id": f"chatcmpl-{len(self.requests)}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": body.get("model", "scripted"),
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": message,
+                        "finish_reason": "tool_calls" if message.get("tool_calls") else "stop",
+                    }
+                ],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+            }
+        )
 
 
 @pytest.fixture
@@ -185,4 +230,3 @@ def scripted_chat() -> Iterator[Callable[[Responder], ScriptedChat]]:
     yield start
     for ctx in reversed(stack):
         ctx.__exit__(None, None, None)
-

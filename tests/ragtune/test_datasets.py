@@ -23,8 +23,13 @@ def jsonl(*rows: Any) -> str:
     return "\n".join(r if isinstance(r, str) else json.dumps(r, ensure_ascii=False) for r in rows) + "\n"
 
 
-CHAT = {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Capital of France?"},
-                     {"role": "assistant", "content": "Paris.", "weight": 1}]}
+CHAT = {
+    "messages": [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Capital of France?"},
+        {"role": "assistant", "content": "Paris.", "weight": 1},
+    ]
+}
 
 
 def problems(text: str | bytes, **kw: Any) -> list[dict[str, Any]]:
@@ -35,10 +40,15 @@ def problems(text: str | bytes, **kw: Any) -> list[dict[str, Any]]:
 
 def test_openai_chat_keeps_weights_tools_and_reports_stats(tmp_path: Path) -> None:
     tools = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
-    multi = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "draft", "weight": 0},
-                          {"role": "user", "content": "again"},
-                          {"role": "assistant", "content": [{"type": "text", "text": "final answer"}]}],
-             "tools": tools}
+    multi = {
+        "messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": "draft", "weight": 0},
+            {"role": "user", "content": "again"},
+            {"role": "assistant", "content": [{"type": "text", "text": "final answer"}]},
+        ],
+        "tools": tools,
+    }
     path = tmp_path / "chat.jsonl"
     path.write_text(jsonl(CHAT, multi))
     ds = load_dataset(path)
@@ -58,12 +68,19 @@ def test_openai_chat_keeps_weights_tools_and_reports_stats(tmp_path: Path) -> No
 
 
 def test_qa_and_alpaca_convert_to_chat() -> None:
-    ds = parse_dataset(jsonl({"question": "2+2?", "answer": "4", "system": "math"},
-                             {"instruction": "Translate", "input": "bonjour", "output": "hello"},
-                             {"instruction": "Say hi", "output": "hi"}))
+    ds = parse_dataset(
+        jsonl(
+            {"question": "2+2?", "answer": "4", "system": "math"},
+            {"instruction": "Translate", "input": "bonjour", "output": "hello"},
+            {"instruction": "Say hi", "output": "hi"},
+        )
+    )
     assert ds.format == "chat"
-    assert ds.records[0]["messages"] == [{"role": "system", "content": "math"}, {"role": "user", "content": "2+2?"},
-                                         {"role": "assistant", "content": "4"}]
+    assert ds.records[0]["messages"] == [
+        {"role": "system", "content": "math"},
+        {"role": "user", "content": "2+2?"},
+        {"role": "assistant", "content": "4"},
+    ]
     assert ds.records[1]["messages"][0] == {"role": "user", "content": "Translate\n\nbonjour"}
     assert ds.records[2]["messages"][0] == {"role": "user", "content": "Say hi"}
     assert ds.report["source_formats"] == {"qa": 1, "alpaca": 2}
@@ -71,52 +88,79 @@ def test_qa_and_alpaca_convert_to_chat() -> None:
 
 def test_text_records_for_cpt_and_json_array() -> None:
     ds = parse_dataset(json.dumps([{"text": "RAG retrieves passages."}, {"text": "LoRA adds adapters."}]))
-    assert ds.format == "text" and ds.records == [{"text": "RAG retrieves passages."}, {"text": "LoRA adds adapters."}]
+    assert ds.format == "text" and ds.records == [
+        {"text": "RAG retrieves passages."},
+        {"text": "LoRA adds adapters."},
+    ]
     assert "assistant_tokens" not in ds.report
     assert chat_to_text({"messages": CHAT["messages"]}) == {"text": "Be brief.\n\nCapital of France?\n\nParis."}
 
 
 def test_preference_formats_convert_to_prompt_chosen_rejected() -> None:
-    openai = {"input": {"messages": [{"role": "user", "content": "Hi"}], "tools": [], "parallel_tool_calls": True},
-              "preferred_output": [{"role": "assistant", "content": "Hello! How can I help?"}],
-              "non_preferred_output": [{"role": "assistant", "content": "What."}]}
+    openai = {
+        "input": {"messages": [{"role": "user", "content": "Hi"}], "tools": [], "parallel_tool_calls": True},
+        "preferred_output": [{"role": "assistant", "content": "Hello! How can I help?"}],
+        "non_preferred_output": [{"role": "assistant", "content": "What."}],
+    }
     strings = {"prompt": "Sky colour?", "chosen": "Blue.", "rejected": "Green."}
-    conversational = {"prompt": [{"role": "user", "content": "Sky colour?"}],
-                      "chosen": [{"role": "assistant", "content": "Blue."}],
-                      "rejected": [{"role": "assistant", "content": "Green."}]}
+    conversational = {
+        "prompt": [{"role": "user", "content": "Sky colour?"}],
+        "chosen": [{"role": "assistant", "content": "Blue."}],
+        "rejected": [{"role": "assistant", "content": "Green."}],
+    }
     ds = parse_dataset(jsonl(openai, strings, conversational))
     assert ds.format == "preference"
-    assert ds.records[0] == {"prompt": [{"role": "user", "content": "Hi"}],
-                             "chosen": [{"role": "assistant", "content": "Hello! How can I help?"}],
-                             "rejected": [{"role": "assistant", "content": "What."}]}
+    assert ds.records[0] == {
+        "prompt": [{"role": "user", "content": "Hi"}],
+        "chosen": [{"role": "assistant", "content": "Hello! How can I help?"}],
+        "rejected": [{"role": "assistant", "content": "What."}],
+    }
     assert ds.records[1] == ds.records[2]
     assert ds.report["source_formats"] == {"openai_dpo": 1, "prompt_chosen_rejected": 2}
 
 
-@pytest.mark.parametrize(("line", "needle"), [
-    ("{not json", "bad JSON"),
-    ("3", "expected a JSON object, got a number"),
-    ('"text"', "expected a JSON object, got a string"),
-    ('{"foo": 1}', "unrecognised record"),
-    ('{"messages": [{"role": "robot", "content": "x"}, {"role": "assistant", "content": "y"}]}', "unknown role 'robot'"),
-    ('{"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "  "}]}', "empty assistant turn"),
-    ('{"messages": [{"role": "user", "content": "x"}]}', "no assistant turn"),
-    ('{"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y", "weight": 0}]}',
-     "weight 0"),
-    ('{"messages": [{"role": "user", "content": "x", "weight": 1}, {"role": "assistant", "content": "y"}]}',
-     "only assistant turns can be weighted"),
-    ('{"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y", "weight": 2}]}',
-     "weight must be 0 or 1"),
-    ('{"messages": [{"role": "user"}, {"role": "assistant", "content": "y"}]}', "missing content"),
-    ('{"messages": []}', "non-empty list"),
-    ('{"question": "q"}', "missing field 'answer'"),
-    ('{"instruction": "i", "output": ""}', "'output' is empty"),
-    ('{"text": ""}', "'text' is empty"),
-    ('{"prompt": "p", "chosen": "a"}', "missing field 'rejected'"),
-    ('{"prompt": "p", "chosen": "same", "rejected": "same"}', "identical"),
-    ('{"input": {"messages": [{"role": "user", "content": "x"}]}, "preferred_output": [{"role": "assistant", "content": "a"}]}',
-     "missing field 'non_preferred_output'"),
-])
+@pytest.mark.parametrize(
+    ("line", "needle"),
+    [
+        ("{not json", "bad JSON"),
+        ("3", "expected a JSON object, got a number"),
+        ('"text"', "expected a JSON object, got a string"),
+        ('{"foo": 1}', "unrecognised record"),
+        (
+            '{"messages": [{"role": "robot", "content": "x"}, {"role": "assistant", "content": "y"}]}',
+            "unknown role 'robot'",
+        ),
+        (
+            '{"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "  "}]}',
+            "empty assistant turn",
+        ),
+        ('{"messages": [{"role": "user", "content": "x"}]}', "no assistant turn"),
+        (
+            '{"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y", "weight": 0}]}',
+            "weight 0",
+        ),
+        (
+            '{"messages": [{"role": "user", "content": "x", "weight": 1}, {"role": "assistant", "content": "y"}]}',
+            "only assistant turns can be weighted",
+        ),
+        (
+            '{"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y", "weight": 2}]}',
+            "weight must be 0 or 1",
+        ),
+        ('{"messages": [{"role": "user"}, {"role": "assistant", "content": "y"}]}', "missing content"),
+        ('{"messages": []}', "non-empty list"),
+        ('{"question": "q"}', "missing field 'answer'"),
+        ('{"instruction": "i", "output": ""}', "'output' is empty"),
+        ('{"text": ""}', "'text' is empty"),
+        ('{"prompt": "p", "chosen": "a"}', "missing field 'rejected'"),
+        ('{"prompt": "p", "chosen": "same", "rejected": "same"}', "identical"),
+        (
+            '{"input": {"messages": [{"role": "user", "content": "x"}]}, '
+            '"preferred_output": [{"role": "assistant", "content": "a"}]}',
+            "missing field 'non_preferred_output'",
+        ),
+    ],
+)
 def test_each_problem_names_its_line(line: str, needle: str) -> None:
     found = problems(jsonl("", "  ", line))  # blank lines are skipped but still counted
     assert len(found) == 1 and found[0]["line"] == 3, found
@@ -161,8 +205,9 @@ def test_empty_non_utf8_and_many_problems_summary(tmp_path: Path) -> None:
 
 
 def test_prompt_only_for_rejection_sampling() -> None:
-    ds = parse_dataset(jsonl({"messages": [{"role": "user", "content": "Name a colour."}]}, CHAT),
-                       allow_prompt_only=True)
+    ds = parse_dataset(
+        jsonl({"messages": [{"role": "user", "content": "Name a colour."}]}, CHAT), allow_prompt_only=True
+    )
     assert split_prompt_reference(ds.records[0]) == ([{"role": "user", "content": "Name a colour."}], None)
     prompt, ref = split_prompt_reference(ds.records[1])
     assert ref == "Paris." and [m["role"] for m in prompt] == ["system", "user"]

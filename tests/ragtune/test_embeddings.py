@@ -61,9 +61,7 @@ class _EmbeddingsHandler(BaseHTTPRequestHandler):
             )
             return
         inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
-        data = [
-            {"object": "embedding", "index": i, "embedding": fake_vector(t)} for i, t in enumerate(inputs)
-        ]
+        data = [{"object": "embedding", "index": i, "embedding": fake_vector(t)} for i, t in enumerate(inputs)]
         data.reverse()  # the API does not promise order; the client must sort by index
         usage = {
             "prompt_tokens": sum(len(t.split()) for t in inputs),
@@ -182,9 +180,7 @@ def test_minilm_is_english_only_and_ranks_the_matching_passage_first() -> None:
     minilm = make_embedder(_settings(embedder="minilm"))
     assert minilm is not None and minilm.model_id == "all-MiniLM-L6-v2"
     assert covers(minilm, "en") and not covers(minilm, "ko")
-    passages = minilm.embed_passages(
-        ["Vitamin D supplements and bone fractures in older adults.", "A cookie recipe."]
-    )
+    passages = minilm.embed_passages(["Vitamin D supplements and bone fractures in older adults.", "A cookie recipe."])
     query = minilm.embed_queries(["does vitamin D prevent fractures"])
     assert passages.shape == (2, 384) and np.allclose(np.linalg.norm(passages, axis=1), 1.0, atol=1e-5)
     relevant, unrelated = passages @ query[0]
@@ -233,18 +229,14 @@ def test_openai_embedder_falls_back_to_openai_env(
 
 
 def test_openai_embedder_rejects_a_wrong_dimension(embeddings_endpoint: FakeEmbeddingsServer) -> None:
-    embedder = make_embedder(
-        _settings(embedder="openai:fake-embed:1536", embed_base_url=embeddings_endpoint.base_url)
-    )
+    embedder = make_embedder(_settings(embedder="openai:fake-embed:1536", embed_base_url=embeddings_endpoint.base_url))
     assert embedder is not None
     with pytest.raises(EmbeddingEndpointError, match="expected 1536"):
         embedder.embed_passages(["x"])
 
 
 def test_openai_embedder_reports_endpoint_errors(embeddings_endpoint: FakeEmbeddingsServer) -> None:
-    embedder = make_embedder(
-        _settings(embedder="openai:missing-model", embed_base_url=embeddings_endpoint.base_url)
-    )
+    embedder = make_embedder(_settings(embedder="openai:missing-model", embed_base_url=embeddings_endpoint.base_url))
     assert embedder is not None
     with pytest.raises(EmbeddingEndpointError, match="missing-model"):
         embedder.embed_queries(["x"])

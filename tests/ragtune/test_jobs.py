@@ -22,8 +22,14 @@ from ragtune.jobs import (
 
 
 def make_job(store: JobStore, status: JobStatus = JobStatus.queued, created_at: int | None = None) -> Job:
-    job = Job(id=new_id("ftjob"), created_at=created_at or int(time.time()), model="smollm2-135m-instruct",
-              status=status, training_file="file-x", user_provided_suffix="demo")
+    job = Job(
+        id=new_id("ftjob"),
+        created_at=created_at or int(time.time()),
+        model="smollm2-135m-instruct",
+        status=status,
+        training_file="file-x",
+        user_provided_suffix="demo",
+    )
     return store.create_job(job)
 
 
@@ -49,11 +55,17 @@ def test_legal_path_and_events(store: JobStore) -> None:
     assert fine_tuned_model_name(done) == f"ft:smollm2-135m-instruct:org-ragtune:demo:{job.id}"
 
 
-@pytest.mark.parametrize(("start", "to"), [
-    (JobStatus.succeeded, JobStatus.running), (JobStatus.cancelled, JobStatus.queued),
-    (JobStatus.failed, JobStatus.cancelled), (JobStatus.queued, JobStatus.succeeded),
-    (JobStatus.paused, JobStatus.running), (JobStatus.validating_files, JobStatus.running),
-])
+@pytest.mark.parametrize(
+    ("start", "to"),
+    [
+        (JobStatus.succeeded, JobStatus.running),
+        (JobStatus.cancelled, JobStatus.queued),
+        (JobStatus.failed, JobStatus.cancelled),
+        (JobStatus.queued, JobStatus.succeeded),
+        (JobStatus.paused, JobStatus.running),
+        (JobStatus.validating_files, JobStatus.running),
+    ],
+)
 def test_illegal_transitions_are_refused_and_change_nothing(store: JobStore, start: JobStatus, to: JobStatus) -> None:
     job = make_job(store, start)
     with pytest.raises(IllegalTransition, match=f"is {start.value}; it cannot become {to.value}"):
@@ -156,8 +168,18 @@ def test_paging_events_jobs_and_checkpoints(store: JobStore) -> None:
 def test_files_round_trip_and_delete_removes_bytes(store: JobStore, tmp_path: Path) -> None:
     path = tmp_path / "f.jsonl"
     path.write_text('{"text": "x"}\n')
-    f = store.add_file(FileObject(id="file-1", bytes=14, created_at=1, filename="f.jsonl", purpose="fine-tune",
-                                  path=str(path), format="text", report={"examples": 1}))
+    f = store.add_file(
+        FileObject(
+            id="file-1",
+            bytes=14,
+            created_at=1,
+            filename="f.jsonl",
+            purpose="fine-tune",
+            path=str(path),
+            format="text",
+            report={"examples": 1},
+        )
+    )
     assert store.get_file("file-1").report == {"examples": 1} and "path" not in f.model_dump()
     assert ids(store.list_files("fine-tune")) == ["file-1"] and store.list_files("batch") == []
     store.delete_file("file-1")

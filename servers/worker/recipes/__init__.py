@@ -26,14 +26,34 @@ class Recipe:
 
 
 RECIPES: dict[str, Recipe] = {
-    "supervised": Recipe("supervised", "chat", sft.SFTJobConfig, sft.run,
-                         "instruction tuning on chat records, loss on assistant turns only; LoRA or full"),
-    "cpt": Recipe("cpt", "text", cpt.CPTJobConfig, cpt.run,
-                  "continued pretraining on raw text with packing; full or LoRA"),
-    "dpo": Recipe("dpo", "preference", dpo.DPOJobConfig, dpo.run,
-                  "direct preference optimisation on chosen/rejected pairs with LoRA"),
-    "rejection_sampling": Recipe("rejection_sampling", "chat", rejection.RejectionJobConfig, rejection.run,
-                                 "sample N answers per prompt, keep the best by a reward, then SFT on them"),
+    "supervised": Recipe(
+        "supervised",
+        "chat",
+        sft.SFTJobConfig,
+        sft.run,
+        "instruction tuning on chat records, loss on assistant turns only; LoRA or full",
+    ),
+    "cpt": Recipe(
+        "cpt",
+        "text",
+        cpt.CPTJobConfig,
+        cpt.run,
+        "continued pretraining on raw text with packing; full or LoRA",
+    ),
+    "dpo": Recipe(
+        "dpo",
+        "preference",
+        dpo.DPOJobConfig,
+        dpo.run,
+        "direct preference optimisation on chosen/rejected pairs with LoRA",
+    ),
+    "rejection_sampling": Recipe(
+        "rejection_sampling",
+        "chat",
+        rejection.RejectionJobConfig,
+        rejection.run,
+        "sample N answers per prompt, keep the best by a reward, then SFT on them",
+    ),
 }
 
 

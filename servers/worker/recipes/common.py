@@ -24,10 +24,14 @@ SMOLLM2_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Huggin
 def chatml_training_template(default_system: str | None) -> str:
     """Return a ChatML template whose {% generation %} marks only assistant turns with weight != 0."""
     system = (
-        "{% if loop.first and m['role'] != 'system' %}"
-        "{{ '<|im_start|>system\n" + default_system + "<|im_end|>\n' }}"
-        "{% endif %}"
-    ) if default_system else ""
+        (
+            "{% if loop.first and m['role'] != 'system' %}"
+            "{{ '<|im_start|>system\n" + default_system + "<|im_end|>\n' }}"
+            "{% endif %}"
+        )
+        if default_system
+        else ""
+    )
     return (
         "{% for m in messages %}" + system + "{{ '<|im_start|>' + m['role'] + '\n' }}"
         "{% if m['role'] == 'assistant' and (m['weight'] is not defined or m['weight'] is none"
@@ -46,8 +50,13 @@ def device_settings(threads: int = 0) -> dict[str, Any]:
 
     if torch.cuda.is_available():
         bf16 = torch.cuda.is_bf16_supported()
-        return {"use_cpu": False, "bf16": bf16, "fp16": False, "dtype": torch.bfloat16 if bf16 else torch.float16,
-                "device": "cuda"}
+        return {
+            "use_cpu": False,
+            "bf16": bf16,
+            "fp16": False,
+            "dtype": torch.bfloat16 if bf16 else torch.float16,
+            "device": "cuda",
+        }
     torch.set_num_threads(threads or os.cpu_count() or 1)
     return {"use_cpu": True, "bf16": False, "fp16": False, "dtype": torch.float32, "device": "cpu"}
 
@@ -135,10 +144,12 @@ def lora_config(peft: dict[str, Any] | None) -> Any:
     from peft import LoraConfig
 
     return LoraConfig(
-        r=int(peft.get("r", 8)), lora_alpha=int(peft.get("alpha", peft.get("lora_alpha", 16))),
+        r=int(peft.get("r", 8)),
+        lora_alpha=int(peft.get("alpha", peft.get("lora_alpha", 16))),
         lora_dropout=float(peft.get("dropout", 0.0)),
         target_modules=peft.get("target_modules") or "all-linear",
-        modules_to_save=peft.get("modules_to_save"), task_type="CAUSAL_LM",
+        modules_to_save=peft.get("modules_to_save"),
+        task_type="CAUSAL_LM",
     )
 
 
@@ -162,8 +173,7 @@ def job_callback(callbacks: RunCallbacks, out_dir: Path) -> Any:
             self.last_time = time.monotonic()
             self.last_tokens = float(state.num_input_tokens_seen or 0)
 
-        def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None,
-                   **kw: Any) -> None:
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
             logs = logs or {}
             if "loss" not in logs:
                 return
@@ -171,10 +181,15 @@ def job_callback(callbacks: RunCallbacks, out_dir: Path) -> Any:
             rate = (tokens - self.last_tokens) / max(now - self.last_time, 1e-6) if tokens else None
             self.last_time, self.last_tokens = now, tokens
             self.last_loss = float(logs["loss"])
-            row = {"step": state.global_step, "total_steps": state.max_steps, "train_loss": self.last_loss,
-                   "learning_rate": logs.get("learning_rate"), "epoch": logs.get("epoch"),
-                   "tokens_per_second": round(rate, 2) if rate is not None else None,
-                   "num_tokens": int(tokens)}
+            row = {
+                "step": state.global_step,
+                "total_steps": state.max_steps,
+                "train_loss": self.last_loss,
+                "learning_rate": logs.get("learning_rate"),
+                "epoch": logs.get("epoch"),
+                "tokens_per_second": round(rate, 2) if rate is not None else None,
+                "num_tokens": int(tokens),
+            }
             row.update({k: v for k, v in logs.items() if k.startswith(("rewards/", "mean_token_accuracy"))})
             with metrics_file.open("a") as f:
                 f.write(json.dumps(row) + "\n")
@@ -188,27 +203,42 @@ def job_callback(callbacks: RunCallbacks, out_dir: Path) -> Any:
 
         def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            callbacks.checkpoint(state.global_step, str(path),
-                                 {"step": state.global_step, "train_loss": self.last_loss})
+            callbacks.checkpoint(
+                state.global_step, str(path), {"step": state.global_step, "train_loss": self.last_loss}
+            )
 
     return JobCallback()
 
 
-def training_args(cls: type, out_dir: Path, device: dict[str, Any], cfg: Any, *, peft: bool,
-                  **extra: Any) -> Any:
+def training_args(cls: type, out_dir: Path, device: dict[str, Any], cfg: Any, *, peft: bool, **extra: Any) -> Any:
     """Build an SFTConfig/DPOConfig with the settings every recipe shares (CPU-safe, checkpoints, logging)."""
     # 0 = auto: a resume point every 50 LoRA steps (small) or 200 full steps (a full copy each), newest 3 kept.
     save_steps = int(cfg.save_steps or 0) or (50 if peft else 200)
     return cls(
-        output_dir=str(out_dir / "checkpoints"), max_steps=int(cfg.max_steps or -1),
-        num_train_epochs=float(cfg.n_epochs), per_device_train_batch_size=cfg.per_device_batch_size,
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps, learning_rate=float(cfg.learning_rate),
-        lr_scheduler_type=cfg.lr_scheduler, warmup_steps=int(cfg.warmup_steps), logging_steps=1,
-        save_strategy="steps" if save_steps > 0 else "no", save_steps=max(save_steps, 1),
-        save_total_limit=cfg.save_total_limit or (None if cfg.save_steps else 3), seed=int(cfg.seed), data_seed=int(cfg.seed),
-        use_cpu=device["use_cpu"], bf16=device["bf16"], fp16=device["fp16"], gradient_checkpointing=False,
-        report_to="none", disable_tqdm=True, dataloader_num_workers=0, max_length=int(cfg.max_length),
-        include_num_input_tokens_seen="non_padding", **extra,
+        output_dir=str(out_dir / "checkpoints"),
+        max_steps=int(cfg.max_steps or -1),
+        num_train_epochs=float(cfg.n_epochs),
+        per_device_train_batch_size=cfg.per_device_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        learning_rate=float(cfg.learning_rate),
+        lr_scheduler_type=cfg.lr_scheduler,
+        warmup_steps=int(cfg.warmup_steps),
+        logging_steps=1,
+        save_strategy="steps" if save_steps > 0 else "no",
+        save_steps=max(save_steps, 1),
+        save_total_limit=cfg.save_total_limit or (None if cfg.save_steps else 3),
+        seed=int(cfg.seed),
+        data_seed=int(cfg.seed),
+        use_cpu=device["use_cpu"],
+        bf16=device["bf16"],
+        fp16=device["fp16"],
+        gradient_checkpointing=False,
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        max_length=int(cfg.max_length),
+        include_num_input_tokens_seen="non_padding",
+        **extra,
     )
 
 
@@ -233,11 +263,21 @@ def finish(trainer: Any, tok: Any, cb: Any, cfg: TrainingOptions, out_dir: Path,
     state = trainer.state
     tokens = int(state.num_input_tokens_seen or 0)
     if cb.pause_requested:
-        return RunResult(model_path="", trained_tokens=tokens, steps=state.global_step,
-                         final_loss=cb.last_loss, paused=True)
+        return RunResult(
+            model_path="",
+            trained_tokens=tokens,
+            steps=state.global_step,
+            final_loss=cb.last_loss,
+            paused=True,
+        )
     model_path, merged = save_outputs(trainer, tok, out_dir, merge=cfg.merge, peft=peft)
-    return RunResult(model_path=model_path, merged_path=merged, trained_tokens=tokens, steps=state.global_step,
-                     final_loss=cb.last_loss)
+    return RunResult(
+        model_path=model_path,
+        merged_path=merged,
+        trained_tokens=tokens,
+        steps=state.global_step,
+        final_loss=cb.last_loss,
+    )
 
 
 def save_outputs(trainer: Any, tok: Any, out_dir: Path, *, merge: bool, peft: bool) -> tuple[str, str | None]:

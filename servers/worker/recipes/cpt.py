@@ -70,16 +70,32 @@ def run(job: TrainJob, out_dir: Path, callbacks: RunCallbacks) -> RunResult:
     cfg = config(job)
     rows = texts(job.records)
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(out_dir / "config.json", {"recipe": "cpt", "base_model": job.model_name, "peft": job.peft,
-                                         **dataclasses.asdict(cfg)})
+    write_json(
+        out_dir / "config.json",
+        {"recipe": "cpt", "base_model": job.model_name, "peft": job.peft, **dataclasses.asdict(cfg)},
+    )
     device = device_settings(job.threads)
     tok = load_tokenizer(job.model_path, training_template=False)
     model = load_model(job.model_path, device["dtype"])
-    args = training_args(SFTConfig, out_dir, device, cfg, peft=job.peft is not None, packing=cfg.packing,
-                         dataset_text_field="text",
-                         pad_token=tok.pad_token, eos_token=tok.eos_token)
+    args = training_args(
+        SFTConfig,
+        out_dir,
+        device,
+        cfg,
+        peft=job.peft is not None,
+        packing=cfg.packing,
+        dataset_text_field="text",
+        pad_token=tok.pad_token,
+        eos_token=tok.eos_token,
+    )
     cb = job_callback(callbacks, out_dir)
-    trainer = SFTTrainer(model=model, processing_class=tok, train_dataset=Dataset.from_list(rows),
-                         peft_config=lora_config(job.peft), args=args, callbacks=[cb])
+    trainer = SFTTrainer(
+        model=model,
+        processing_class=tok,
+        train_dataset=Dataset.from_list(rows),
+        peft_config=lora_config(job.peft),
+        args=args,
+        callbacks=[cb],
+    )
     train_resuming(trainer, out_dir, callbacks)
     return finish(trainer, tok, cb, cfg, out_dir, peft=job.peft is not None)

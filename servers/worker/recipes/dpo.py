@@ -42,8 +42,10 @@ def _turns(messages: list[dict[str, Any]]) -> list[dict[str, str]]:
 
 def pairs(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Return TRL's conversational preference rows (prompt/chosen/rejected message lists)."""
-    return [{"prompt": _turns(r["prompt"]), "chosen": _turns(r["chosen"]), "rejected": _turns(r["rejected"])}
-            for r in records]
+    return [
+        {"prompt": _turns(r["prompt"]), "chosen": _turns(r["chosen"]), "rejected": _turns(r["rejected"])}
+        for r in records
+    ]
 
 
 def run(job: TrainJob, out_dir: Path, callbacks: RunCallbacks) -> RunResult:
@@ -69,16 +71,23 @@ def run(job: TrainJob, out_dir: Path, callbacks: RunCallbacks) -> RunResult:
         callbacks.event("dpo trains a LoRA adapter (the base model is the reference); using r=8", level="warn")
         peft = DEFAULT_LORA
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(out_dir / "config.json", {"recipe": "dpo", "base_model": job.model_name, "peft": peft,
-                                         **dataclasses.asdict(cfg)})
+    write_json(
+        out_dir / "config.json",
+        {"recipe": "dpo", "base_model": job.model_name, "peft": peft, **dataclasses.asdict(cfg)},
+    )
     device = device_settings(job.threads)
     tok = load_tokenizer(job.model_path, training_template=False)
     model = load_model(job.model_path, device["dtype"])
-    args = training_args(DPOConfig, out_dir, device, cfg, peft=True, beta=float(cfg.beta),
-                         loss_type=[cfg.loss_type])
+    args = training_args(DPOConfig, out_dir, device, cfg, peft=True, beta=float(cfg.beta), loss_type=[cfg.loss_type])
     cb = job_callback(callbacks, out_dir)
-    trainer = DPOTrainer(model=model, ref_model=None, processing_class=tok, args=args,
-                         train_dataset=Dataset.from_list(pairs(job.records)), peft_config=lora_config(peft),
-                         callbacks=[cb])
+    trainer = DPOTrainer(
+        model=model,
+        ref_model=None,
+        processing_class=tok,
+        args=args,
+        train_dataset=Dataset.from_list(pairs(job.records)),
+        peft_config=lora_config(peft),
+        callbacks=[cb],
+    )
     train_resuming(trainer, out_dir, callbacks)
     return finish(trainer, tok, cb, cfg, out_dir, peft=True)

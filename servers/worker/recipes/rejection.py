@@ -53,11 +53,18 @@ def sample(job: TrainJob, cfg: RejectionJobConfig, prompts: list[list[dict[str, 
     answers = []
     with torch.no_grad():
         for prompt in prompts:
-            ids = tok.apply_chat_template(prompt, add_generation_prompt=True, return_tensors="pt",
-                                          return_dict=True).to(device["device"])
-            out = model.generate(**ids, do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p,
-                                 max_new_tokens=cfg.max_new_tokens, num_return_sequences=cfg.n_samples,
-                                 pad_token_id=tok.pad_token_id)
+            ids = tok.apply_chat_template(prompt, add_generation_prompt=True, return_tensors="pt", return_dict=True).to(
+                device["device"]
+            )
+            out = model.generate(
+                **ids,
+                do_sample=True,
+                temperature=cfg.temperature,
+                top_p=cfg.top_p,
+                max_new_tokens=cfg.max_new_tokens,
+                num_return_sequences=cfg.n_samples,
+                pad_token_id=tok.pad_token_id,
+            )
             start = ids["input_ids"].shape[1]
             answers.append([tok.decode(o[start:], skip_special_tokens=True).strip() for o in out])
     del model
@@ -73,8 +80,10 @@ def run(job: TrainJob, out_dir: Path, callbacks: RunCallbacks) -> RunResult:
     reward = make_reward(cfg.reward)
     split = [split_prompt_reference(r) for r in job.records]
     prompts = [[{"role": m["role"], "content": m.get("content") or ""} for m in p] for p, _ in split]
-    callbacks.event(f"sampling {cfg.n_samples} answers for each of {len(prompts)} prompts "
-                    f"(temperature {cfg.temperature}, up to {cfg.max_new_tokens} tokens)")
+    callbacks.event(
+        f"sampling {cfg.n_samples} answers for each of {len(prompts)} prompts "
+        f"(temperature {cfg.temperature}, up to {cfg.max_new_tokens} tokens)"
+    )
     samples = sample(job, cfg, prompts)
     kept, best_scores = [], []
     for prompt, (_, ref), answers in zip(prompts, split, samples, strict=True):
@@ -82,19 +91,33 @@ def run(job: TrainJob, out_dir: Path, callbacks: RunCallbacks) -> RunResult:
         if scored:
             best_scores.append(scored[0][0])
         if scored and scored[0][0] >= cfg.threshold:
-            kept.append({"messages": [*prompt, {"role": "assistant", "content": scored[0][1]}],
-                         "reward": scored[0][0]})
+            kept.append(
+                {
+                    "messages": [*prompt, {"role": "assistant", "content": scored[0][1]}],
+                    "reward": scored[0][0],
+                }
+            )
     out_dir.mkdir(parents=True, exist_ok=True)
     kept_file = out_dir / "kept.jsonl"
     kept_file.write_text("".join(json.dumps(k, ensure_ascii=False) + "\n" for k in kept))
     mean = sum(best_scores) / len(best_scores) if best_scores else 0.0
-    stats = {"prompts": len(prompts), "samples": sum(len(s) for s in samples), "kept": len(kept),
-             "mean_best_reward": round(mean, 4), "reward": cfg.reward, "threshold": cfg.threshold}
-    callbacks.event(f"rejection sampling kept {len(kept)} of {len(prompts)} prompts "
-                    f"(mean best {cfg.reward} {mean:.3f})", data=stats)
+    stats = {
+        "prompts": len(prompts),
+        "samples": sum(len(s) for s in samples),
+        "kept": len(kept),
+        "mean_best_reward": round(mean, 4),
+        "reward": cfg.reward,
+        "threshold": cfg.threshold,
+    }
+    callbacks.event(
+        f"rejection sampling kept {len(kept)} of {len(prompts)} prompts (mean best {cfg.reward} {mean:.3f})",
+        data=stats,
+    )
     if not kept:
-        raise RecipeError(f"no sampled answer reached the reward threshold {cfg.threshold}: lower `threshold`, "
-                          "raise `n_samples`, or pick another reward")
+        raise RecipeError(
+            f"no sampled answer reached the reward threshold {cfg.threshold}: lower `threshold`, "
+            "raise `n_samples`, or pick another reward"
+        )
     records = [{"messages": k["messages"]} for k in kept]
     result = train_chat(job, records, cfg, out_dir, callbacks)
     result.result_files.append(str(kept_file))

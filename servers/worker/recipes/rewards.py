@@ -20,8 +20,10 @@ def words(text: str) -> list[str]:
 def token_f1(answer: str, reference: str | None) -> float:
     """Word-overlap F1 between an answer and the reference answer (SQuAD-style), in [0, 1]."""
     if reference is None:
-        raise RecipeError("reward reference_similarity needs a reference answer: end each record with the "
-                          "assistant answer you want, or name a rule reward such as regex:<pattern>")
+        raise RecipeError(
+            "reward reference_similarity needs a reference answer: end each record with the "
+            "assistant answer you want, or name a rule reward such as regex:<pattern>"
+        )
     a, r = words(answer), words(reference)
     if not a or not r:
         return float(a == r)
@@ -49,5 +51,6 @@ def make_reward(spec: str) -> Reward:
     if name == "length":
         target = int(arg) if arg.strip().isdigit() else 64
         return lambda answer, _ref: min(1.0, target / max(1, len(words(answer)))) if words(answer) else 0.0
-    raise RecipeError(f"unknown reward {spec!r}: use reference_similarity, regex:<pattern>, contains:<text> "
-                      "or length[:<max words>]")
+    raise RecipeError(
+        f"unknown reward {spec!r}: use reference_similarity, regex:<pattern>, contains:<text> or length[:<max words>]"
+    )

@@ -40,8 +40,14 @@ def trainable_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Keep records with at least one weighted assistant turn, normalising `weight` on every message."""
     kept = []
     for rec in records:
-        messages = [{"role": m["role"], "content": m.get("content") or "",
-                     "weight": None if m.get("weight") is None else int(m["weight"])} for m in rec["messages"]]
+        messages = [
+            {
+                "role": m["role"],
+                "content": m.get("content") or "",
+                "weight": None if m.get("weight") is None else int(m["weight"]),
+            }
+            for m in rec["messages"]
+        ]
         if any(m["role"] == "assistant" and m["weight"] != 0 for m in messages):
             kept.append({"messages": messages})
     return kept
@@ -53,16 +59,21 @@ def run(job: TrainJob, out_dir: Path, callbacks: RunCallbacks) -> RunResult:
     cfg = config(job)
     records = trainable_records(job.records)
     if not records:
-        raise RecipeError("no record has an assistant turn with weight 1: nothing to learn; "
-                          "add assistant answers or set their weight to 1")
+        raise RecipeError(
+            "no record has an assistant turn with weight 1: nothing to learn; "
+            "add assistant answers or set their weight to 1"
+        )
     if len(records) < len(job.records):
-        callbacks.event(f"skipped {len(job.records) - len(records)} records without a trained assistant turn",
-                        level="warn")
+        callbacks.event(
+            f"skipped {len(job.records) - len(records)} records without a trained assistant turn",
+            level="warn",
+        )
     return train_chat(job, records, cfg, out_dir, callbacks)
 
 
-def train_chat(job: TrainJob, records: list[dict[str, Any]], cfg: SFTJobConfig, out_dir: Path,
-               callbacks: RunCallbacks) -> RunResult:
+def train_chat(
+    job: TrainJob, records: list[dict[str, Any]], cfg: SFTJobConfig, out_dir: Path, callbacks: RunCallbacks
+) -> RunResult:
     """Run TRL's SFTTrainer with assistant-only loss on chat records (shared with rejection sampling)."""
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
@@ -79,22 +90,43 @@ def train_chat(job: TrainJob, records: list[dict[str, Any]], cfg: SFTJobConfig, 
     )
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(out_dir / "config.json", {"recipe": "supervised", "base_model": job.model_name,
-                                         "peft": job.peft, **dataclasses.asdict(cfg)})
+    write_json(
+        out_dir / "config.json",
+        {"recipe": "supervised", "base_model": job.model_name, "peft": job.peft, **dataclasses.asdict(cfg)},
+    )
     device = device_settings(job.threads)
     tok = load_tokenizer(job.model_path)
     model = load_model(job.model_path, device["dtype"])
-    args = training_args(SFTConfig, out_dir, device, cfg, peft=job.peft is not None, assistant_only_loss=True,
-                         packing=cfg.packing, pad_token=tok.pad_token, eos_token=tok.eos_token)
+    args = training_args(
+        SFTConfig,
+        out_dir,
+        device,
+        cfg,
+        peft=job.peft is not None,
+        assistant_only_loss=True,
+        packing=cfg.packing,
+        pad_token=tok.pad_token,
+        eos_token=tok.eos_token,
+    )
     cb = job_callback(callbacks, out_dir)
     valid = trainable_records(job.validation_records)
-    trainer = SFTTrainer(model=model, processing_class=tok, train_dataset=Dataset.from_list(records),
-                         eval_dataset=Dataset.from_list(valid) if valid else None,
-                         peft_config=lora_config(job.peft), args=args, callbacks=[cb])
+    trainer = SFTTrainer(
+        model=model,
+        processing_class=tok,
+        train_dataset=Dataset.from_list(records),
+        eval_dataset=Dataset.from_list(valid) if valid else None,
+        peft_config=lora_config(job.peft),
+        args=args,
+        callbacks=[cb],
+    )
     train_resuming(trainer, out_dir, callbacks)
     if valid and not cb.pause_requested:
         scores = trainer.evaluate()
-        callbacks.event(f"validation loss {scores.get('eval_loss', float('nan')):.4f} on {len(valid)} examples",
-                        data={"valid_loss": scores.get("eval_loss"),
-                              "valid_mean_token_accuracy": scores.get("eval_mean_token_accuracy")})
+        callbacks.event(
+            f"validation loss {scores.get('eval_loss', float('nan')):.4f} on {len(valid)} examples",
+            data={
+                "valid_loss": scores.get("eval_loss"),
+                "valid_mean_token_accuracy": scores.get("eval_mean_token_accuracy"),
+            },
+        )
     return finish(trainer, tok, cb, cfg, out_dir, peft=job.peft is not None)

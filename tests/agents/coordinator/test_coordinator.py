@@ -8,27 +8,30 @@ import uuid
 import anyio
 import pytest
 from langchain_core.messages import AIMessage
+from ragtune.agents.a2a_peer import A2APeer
+from ragtune.agents.coordinator.__main__ import make_app as coordinator_app
+from ragtune.agents.coordinator.router import route
+from ragtune.agents.finetune.__main__ import make_app as finetune_agent_app
+from ragtune.servers.finetune.app import build_app as finetune_app
 
-from agents.a2a_peer import A2APeer
-from agents.coordinator.__main__ import make_app as coordinator_app
-from agents.coordinator.router import route
-from agents.finetune.__main__ import make_app as finetune_agent_app
 from ragtune.config import AgentSettings, FinetuneSettings
-from servers.finetune.app import build_app as finetune_app
 
 pytestmark = pytest.mark.anyio
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("What is LoRA?", "research"),
-    ("LoRA는 언제 쓰나요?", "research"),
-    ("How does ragtune search Korean text?", "research"),
-    ("We have 3,000 transcripts. Should we fine-tune?", "finetune"),
-    ("문서가 매주 바뀌는데 파인튜닝을 해야 하나요?", "finetune"),
-    ("Launch a LoRA training job", "finetune"),
-    ("Make a Q/A set from my docs and instruction-tune a model on it", "chain"),
-    ("내 문서로 질의응답 데이터를 만들고 모델을 학습시켜 줘", "chain"),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("What is LoRA?", "research"),
+        ("LoRA는 언제 쓰나요?", "research"),
+        ("How does ragtune search Korean text?", "research"),
+        ("We have 3,000 transcripts. Should we fine-tune?", "finetune"),
+        ("문서가 매주 바뀌는데 파인튜닝을 해야 하나요?", "finetune"),
+        ("Launch a LoRA training job", "finetune"),
+        ("Make a Q/A set from my docs and instruction-tune a model on it", "chain"),
+        ("내 문서로 질의응답 데이터를 만들고 모델을 학습시켜 줘", "chain"),
+    ],
+)
 def test_keyword_router(text, expected):
     assert route(text) == expected
 
@@ -36,12 +39,17 @@ def test_keyword_router(text, expected):
 async def test_model_routes_and_input_required_is_relayed(free_port, serving, scripted_model):
     fport, aport, cport = free_port(), free_port(), free_port()
     async with serving(finetune_app(FinetuneSettings(finetune_port=fport), port=fport), fport) as ft_url:
-        settings = AgentSettings(finetune_url=f"{ft_url}/mcp", research_agent_url="http://127.0.0.1:9",
-                                 finetune_agent_url=f"http://127.0.0.1:{aport}")
+        settings = AgentSettings(
+            finetune_url=f"{ft_url}/mcp",
+            research_agent_url="http://127.0.0.1:9",
+            finetune_agent_url=f"http://127.0.0.1:{aport}",
+        )
         async with serving(finetune_agent_app(settings, f"http://127.0.0.1:{aport}"), aport):
-            model = scripted_model([
-                AIMessage("", tool_calls=[{"name": "route", "args": {"agent": "finetune"}, "id": "r1"}]),
-            ])
+            model = scripted_model(
+                [
+                    AIMessage("", tool_calls=[{"name": "route", "args": {"agent": "finetune"}, "id": "r1"}]),
+                ]
+            )
             app = coordinator_app(settings, f"http://127.0.0.1:{cport}", model=model)
             async with serving(app, cport) as url:
                 peer = A2APeer(url)

@@ -10,20 +10,21 @@ import anyio
 import pytest
 from a2a.types import TaskState
 from langchain_core.messages import AIMessage, ToolMessage
+from ragtune.agents.a2a_peer import A2APeer
+from ragtune.agents.finetune.__main__ import make_app
+from ragtune.agents.finetune.situation import is_yes, parse_situation, wants_training
+from ragtune.agents.mcp_tools import McpTools
+from ragtune.servers.finetune.app import build_app as finetune_app
 
-from agents.a2a_peer import A2APeer
-from agents.finetune.__main__ import make_app
-from agents.finetune.situation import is_yes, parse_situation, wants_training
-from agents.mcp_tools import McpTools
 from ragtune.config import AgentSettings, FinetuneSettings
-from servers.finetune.app import build_app as finetune_app
 
 pytestmark = pytest.mark.anyio
 
 
 def qa_jsonl(n: int) -> str:
-    return "\n".join(json.dumps({"question": f"What is fact number {i}?", "answer": f"Fact {i} is about LoRA."})
-                     for i in range(n))
+    return "\n".join(
+        json.dumps({"question": f"What is fact number {i}?", "answer": f"Fact {i} is about LoRA."}) for i in range(n)
+    )
 
 
 @pytest.fixture
@@ -40,8 +41,9 @@ async def stack(free_port, serving):
 
 
 def test_situations_are_read_from_plain_text():
-    s = parse_situation("We have about 3,000 support conversations and want answers in our house style; "
-                        "the docs change every week.")
+    s = parse_situation(
+        "We have about 3,000 support conversations and want answers in our house style; the docs change every week."
+    )
     assert s["goal"] == "style" and s["n_examples"] == 3000 and s["data_changes_often"]
     assert parse_situation("선호 쌍 2만 개가 있어요")["n_examples"] == 20000
     assert wants_training("Instruction-tune the model on these pairs", has_dataset=False)
@@ -52,8 +54,9 @@ def test_situations_are_read_from_plain_text():
 async def test_advice_for_a_described_situation(stack):
     peer, _ = stack
     with anyio.fail_after(60):
-        done = await peer.ask("Our product docs change every week and we have 3,000 support chats. "
-                              "Should we fine-tune?")
+        done = await peer.ask(
+            "Our product docs change every week and we have 3,000 support chats. Should we fine-tune?"
+        )
     assert done.state_name == "completed"
     assert "prompting + retrieval (RAG) first" in done.text and "[mode:" in done.text
 
@@ -109,13 +112,31 @@ async def test_tool_calling_model_uploads_then_launch_waits_for_yes(free_port, s
     async with serving(finetune_app(FinetuneSettings(finetune_port=fport), port=fport), fport) as ft_url:
         tools = McpTools(f"{ft_url}/mcp")
         file = await tools.call("finetune_upload_dataset", content=qa_jsonl(12), filename="qa.jsonl")
-        model = scripted_model([
-            AIMessage("", tool_calls=[{"name": "finetune_recommend_method", "id": "c1",
-                                       "args": {"goal": "task", "n_examples": 12}}]),
-            AIMessage("", tool_calls=[{"name": "finetune_launch", "id": "c2",
-                                       "args": {"training_file": file["id"], "max_steps": 2}}]),
-            AIMessage("Launched as requested."),
-        ])
+        model = scripted_model(
+            [
+                AIMessage(
+                    "",
+                    tool_calls=[
+                        {
+                            "name": "finetune_recommend_method",
+                            "id": "c1",
+                            "args": {"goal": "task", "n_examples": 12},
+                        }
+                    ],
+                ),
+                AIMessage(
+                    "",
+                    tool_calls=[
+                        {
+                            "name": "finetune_launch",
+                            "id": "c2",
+                            "args": {"training_file": file["id"], "max_steps": 2},
+                        }
+                    ],
+                ),
+                AIMessage("Launched as requested."),
+            ]
+        )
         settings = AgentSettings(finetune_url=f"{ft_url}/mcp", research_agent_url="http://127.0.0.1:9")
         async with serving(make_app(settings, f"http://127.0.0.1:{aport}", model=model), aport) as url:
             peer = A2APeer(url)

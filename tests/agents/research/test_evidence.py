@@ -2,17 +2,32 @@
 
 from __future__ import annotations
 
-from agents.research.evidence import extractive_answer, grounded, is_korean, parse_hits, relevant, sentences
+from ragtune.agents.research.evidence import (
+    extractive_answer,
+    grounded,
+    is_korean,
+    parse_hits,
+    relevant,
+    sentences,
+)
 
-HIT = {"title": "Guide", "heading_path": ["Guide", "LoRA"], "char_start": 10, "char_end": 90, "score": 0.1,
-       "text": "## LoRA\nLoRA trains small adapter matrices and\nkeeps the base model frozen. It saves memory.\n\n"
-               "```\nlora = train(model)  # code is never quoted\n```\n| a | table |\n- **Adapters** are small files."}
+HIT = {
+    "title": "Guide",
+    "heading_path": ["Guide", "LoRA"],
+    "char_start": 10,
+    "char_end": 90,
+    "score": 0.1,
+    "text": "## LoRA\nLoRA trains small adapter matrices and\nkeeps the base model frozen. It saves memory.\n\n"
+    "```\nlora = train(model)  # code is never quoted\n```\n| a | table |\n- **Adapters** are small files.",
+}
 
 
 def test_sentences_are_whole_and_skip_code_and_tables():
     assert sentences(HIT["text"]) == [
-        "LoRA trains small adapter matrices and keeps the base model frozen.", "It saves memory.",
-        "Adapters are small files."]
+        "LoRA trains small adapter matrices and keeps the base model frozen.",
+        "It saves memory.",
+        "Adapters are small files.",
+    ]
 
 
 def test_citation_drops_the_repeated_title_and_keeps_the_span():
@@ -23,8 +38,10 @@ def test_citation_drops_the_repeated_title_and_keeps_the_span():
 def test_extractive_answer_quotes_the_best_sentences_with_numbers():
     hits = parse_hits([HIT])
     answer = extractive_answer("Why does LoRA save memory?", hits, max_sentences=2)
-    assert answer.splitlines() == ["“It saves memory.” [1]",
-                                   "“LoRA trains small adapter matrices and keeps the base model frozen.” [1]"]
+    assert answer.splitlines() == [
+        "“It saves memory.” [1]",
+        "“LoRA trains small adapter matrices and keeps the base model frozen.” [1]",
+    ]
 
 
 def test_relevance_and_grounding():

@@ -11,27 +11,36 @@ from typing import Any
 import anyio
 import pytest
 from langchain_core.messages import AIMessage, ToolMessage
+from ragtune.agents.a2a_peer import A2APeer
+from ragtune.agents.coordinator.__main__ import make_app as coordinator_app
+from ragtune.agents.mcp_tools import McpTools
+from ragtune.agents.research.__main__ import make_app as research_app
+from ragtune.agents.research.evidence import extract_citations
+from ragtune.servers.retrieval.server import build_app as retrieval_app
 
-from agents.a2a_peer import A2APeer
-from agents.coordinator.__main__ import make_app as coordinator_app
-from agents.mcp_tools import McpTools
-from agents.research.__main__ import make_app as research_app
-from agents.research.evidence import extract_citations
 from ragtune.config import AgentSettings, RetrievalSettings
-from servers.retrieval.server import build_app as retrieval_app
 
 pytestmark = pytest.mark.anyio
 
 DOCS = {
-    "lora.md": ("LoRA guide", "# LoRA guide\n\n## Why LoRA\n\nLoRA trains small low-rank adapter matrices while the "
-                "base model stays frozen. It needs far less GPU memory than full fine-tuning. The adapter file is "
-                "only a few megabytes.\n\n## When to use it\n\nUse LoRA when the data set is small and the domain "
-                "is narrow."),
-    "rag.md": ("RAG first", "# RAG first\n\n## Changing data\n\nWhen documents change every week, retrieval "
-               "reads the current text at question time, while fine-tuning freezes facts at training time."),
-    "ko.md": ("한국어 검색", "# 한국어 검색\n\n## 형태소 분석\n\nragtune은 한국어 문서를 Kiwi 형태소 분석기로 나누어 "
-              "색인합니다. 조사가 붙은 단어도 검색됩니다.\n\n## 하이브리드 검색\n\n어휘 검색과 벡터 검색의 순위를 "
-              "결합합니다."),
+    "lora.md": (
+        "LoRA guide",
+        "# LoRA guide\n\n## Why LoRA\n\nLoRA trains small low-rank adapter matrices while the "
+        "base model stays frozen. It needs far less GPU memory than full fine-tuning. The adapter file is "
+        "only a few megabytes.\n\n## When to use it\n\nUse LoRA when the data set is small and the domain "
+        "is narrow.",
+    ),
+    "rag.md": (
+        "RAG first",
+        "# RAG first\n\n## Changing data\n\nWhen documents change every week, retrieval "
+        "reads the current text at question time, while fine-tuning freezes facts at training time.",
+    ),
+    "ko.md": (
+        "한국어 검색",
+        "# 한국어 검색\n\n## 형태소 분석\n\nragtune은 한국어 문서를 Kiwi 형태소 분석기로 나누어 "
+        "색인합니다. 조사가 붙은 단어도 검색됩니다.\n\n## 하이브리드 검색\n\n어휘 검색과 벡터 검색의 순위를 "
+        "결합합니다.",
+    ),
 }
 
 
@@ -106,10 +115,14 @@ async def test_qa_pairs_are_built_from_the_passages(agent, local_model):
 
 
 async def test_tool_calling_model_chooses_retrieval_itself(agent, scripted_model):
-    model = scripted_model([
-        AIMessage("", tool_calls=[{"name": "retrieval_search", "args": {"query": "LoRA memory"}, "id": "c1"}]),
-        AIMessage("LoRA needs far less GPU memory than full fine-tuning [1].\n\nSources:\n[1] LoRA guide › Why LoRA"),
-    ])
+    model = scripted_model(
+        [
+            AIMessage("", tool_calls=[{"name": "retrieval_search", "args": {"query": "LoRA memory"}, "id": "c1"}]),
+            AIMessage(
+                "LoRA needs far less GPU memory than full fine-tuning [1].\n\nSources:\n[1] LoRA guide › Why LoRA"
+            ),
+        ]
+    )
     async with await agent(model) as url:
         answer, statuses = await ask(url, "Why does LoRA save memory?")
     assert "[mode: tool-calling ScriptedModel]" in answer.text
@@ -120,8 +133,11 @@ async def test_tool_calling_model_chooses_retrieval_itself(agent, scripted_model
 
 async def test_coordinator_delegates_to_research_over_http(free_port, serving, retrieval, local_model):
     rport, cport = free_port(), free_port()
-    settings = AgentSettings(retrieval_url=retrieval, research_agent_url=f"http://127.0.0.1:{rport}",
-                             finetune_agent_url="http://127.0.0.1:9")
+    settings = AgentSettings(
+        retrieval_url=retrieval,
+        research_agent_url=f"http://127.0.0.1:{rport}",
+        finetune_agent_url="http://127.0.0.1:9",
+    )
     async with serving(research_app(settings, f"http://127.0.0.1:{rport}", model=local_model), rport):
         async with serving(coordinator_app(settings, f"http://127.0.0.1:{cport}"), cport) as url:
             answer, statuses = await ask(url, "한국어 검색은 어떻게 하나요?")

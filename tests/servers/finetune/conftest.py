@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 import uvicorn
+from ragtune.servers.finetune.app import build_app
+from ragtune.servers.finetune.service import FinetuneService
 
 from ragtune.config import FinetuneSettings
-from servers.finetune.app import build_app
-from servers.finetune.service import FinetuneService
 
 
 def jsonl(rows: list[dict]) -> str:
@@ -22,11 +22,27 @@ def jsonl(rows: list[dict]) -> str:
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
 
 
-CHAT = jsonl([{"messages": [{"role": "user", "content": f"What is {i} + {i}?"},
-                            {"role": "assistant", "content": f"{i} + {i} = {2 * i}."}]} for i in range(12)])
-PREFERENCE = jsonl([{"input": {"messages": [{"role": "user", "content": f"Add {i} and 1."}]},
-                     "preferred_output": [{"role": "assistant", "content": f"{i + 1}"}],
-                     "non_preferred_output": [{"role": "assistant", "content": "No idea."}]} for i in range(12)])
+CHAT = jsonl(
+    [
+        {
+            "messages": [
+                {"role": "user", "content": f"What is {i} + {i}?"},
+                {"role": "assistant", "content": f"{i} + {i} = {2 * i}."},
+            ]
+        }
+        for i in range(12)
+    ]
+)
+PREFERENCE = jsonl(
+    [
+        {
+            "input": {"messages": [{"role": "user", "content": f"Add {i} and 1."}]},
+            "preferred_output": [{"role": "assistant", "content": f"{i + 1}"}],
+            "non_preferred_output": [{"role": "assistant", "content": "No idea."}],
+        }
+        for i in range(12)
+    ]
+)
 TEXT = jsonl([{"text": f"Retrieval fetches passage {i}; fine-tuning changes weights."} for i in range(12)])
 BAD = CHAT + '{"messages": [{"role": "user", "content": "hi"}]}\n{oops\n'
 

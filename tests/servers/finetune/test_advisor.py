@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from servers.finetune.advisor import (
+from ragtune.servers.finetune.advisor import (
     GPUS,
     MODELS,
     RULES,
@@ -31,8 +30,9 @@ def test_every_rule_is_reachable_and_names_are_unique() -> None:
 
 
 def test_changing_facts_beat_cpt_for_knowledge_and_return_no_job() -> None:
-    rec = recommend_method(Situation(goal="knowledge", n_examples=100_000, domain_terms_missing=True,
-                                     data_changes_often=True))
+    rec = recommend_method(
+        Situation(goal="knowledge", n_examples=100_000, domain_terms_missing=True, data_changes_often=True)
+    )
     assert rec.method == "prompt_rag" and rec.job_method is None and rec.peft is None
 
 
@@ -44,8 +44,10 @@ def test_style_with_changing_facts_tunes_the_style_and_keeps_facts_in_retrieval(
 
 def test_cpt_warns_about_instruction_following_and_says_what_comes_next() -> None:
     rec = recommend_method(Situation(goal="knowledge", n_examples=20_000, domain_terms_missing=True))
-    assert rec.job_method == {"type": "cpt", "cpt": {"hyperparameters": {
-        "n_epochs": "auto", "batch_size": "auto", "learning_rate_multiplier": "auto"}}}
+    assert rec.job_method == {
+        "type": "cpt",
+        "cpt": {"hyperparameters": {"n_epochs": "auto", "batch_size": "auto", "learning_rate_multiplier": "auto"}},
+    }
     assert any("hurt instruction following" in w for w in rec.warnings)
     assert any("base (non-instruct)" in w for w in rec.warnings) and "supervised" in (rec.then or "")
 
@@ -66,8 +68,19 @@ def test_seven_billion_in_bf16_is_14_gb_of_weights() -> None:
     full = estimate_memory(params=7e9, method="full", precision="bf16", optimizer="adamw")
     assert full.weights_gb == 14.0 and full.gradients_gb == 14.0
     assert full.optimizer_gb == 84.0  # AdamW moments (8 B) + fp32 master weights (4 B) per parameter
-    assert full.total_gb == pytest.approx(sum([full.weights_gb, full.adapter_gb, full.gradients_gb, full.optimizer_gb,
-                                               full.activations_gb, full.overhead_gb]), abs=0.05)
+    assert full.total_gb == pytest.approx(
+        sum(
+            [
+                full.weights_gb,
+                full.adapter_gb,
+                full.gradients_gb,
+                full.optimizer_gb,
+                full.activations_gb,
+                full.overhead_gb,
+            ]
+        ),
+        abs=0.05,
+    )
     lora = estimate_memory(params=7e9, method="lora")
     qlora = estimate_memory(params=7e9, method="qlora")
     assert lora.weights_gb == 14.0 and qlora.weights_gb == 3.5 and qlora.precision == "int4"

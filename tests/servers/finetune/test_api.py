@@ -10,10 +10,10 @@ import pytest
 from fastapi.testclient import TestClient
 from openai import OpenAI
 from pydantic import SecretStr
+from ragtune.servers.finetune.app import build_app
 
 from ragtune.config import FinetuneSettings
 from ragtune.jobs import JobStore
-from servers.finetune.app import build_app
 
 from .conftest import BAD, CHAT, PREFERENCE, TEXT
 
@@ -23,7 +23,8 @@ def client(url: str, key: str = "unused") -> OpenAI:
 
 
 def test_upload_create_and_follow_a_job_with_the_openai_sdk(
-        settings: FinetuneSettings, serve: Callable[[FinetuneSettings], str]) -> None:
+    settings: FinetuneSettings, serve: Callable[[FinetuneSettings], str]
+) -> None:
     api = client(serve(settings))
     file = api.files.create(file=("train.jsonl", CHAT.encode()), purpose="fine-tune")
     assert file.id.startswith("file-") and file.bytes == len(CHAT.encode()) and file.purpose == "fine-tune"
@@ -31,14 +32,25 @@ def test_upload_create_and_follow_a_job_with_the_openai_sdk(
     assert api.files.content(file.id).content == CHAT.encode()
     assert [f.id for f in api.files.list().data] == [file.id]
 
-    job = api.fine_tuning.jobs.create(model="smollm2-135m-instruct", training_file=file.id, suffix="adder",
-                                      seed=7, metadata={"team": "qa"},
-                                      method={"type": "supervised", "supervised": {"hyperparameters": {
-                                          "n_epochs": 2, "batch_size": "auto", "learning_rate_multiplier": 0.5}}})
+    job = api.fine_tuning.jobs.create(
+        model="smollm2-135m-instruct",
+        training_file=file.id,
+        suffix="adder",
+        seed=7,
+        metadata={"team": "qa"},
+        method={
+            "type": "supervised",
+            "supervised": {"hyperparameters": {"n_epochs": 2, "batch_size": "auto", "learning_rate_multiplier": 0.5}},
+        },
+    )
     assert job.status == "queued" and job.model == "smollm2-135m-instruct" and job.seed == 7
     assert job.method.type == "supervised"
     hp = job.method.supervised.hyperparameters
-    assert (hp.n_epochs, hp.batch_size, hp.learning_rate_multiplier) == (2, 1, 0.5)  # auto batch: 12 examples -> 1
+    assert (hp.n_epochs, hp.batch_size, hp.learning_rate_multiplier) == (
+        2,
+        1,
+        0.5,
+    )  # auto batch: 12 examples -> 1
     extra = job.model_extra or {}
     assert extra["peft"]["type"] == "lora" and extra["output_dir"].endswith(job.id)
     assert job.hyperparameters.model_extra["learning_rate"] == pytest.approx(1e-4)  # 0.5 x LoRA base 2e-4
@@ -74,7 +86,8 @@ def test_upload_create_and_follow_a_job_with_the_openai_sdk(
 
 
 def test_bad_dataset_is_refused_with_line_numbers_and_creates_nothing(
-        settings: FinetuneSettings, serve: Callable[[FinetuneSettings], str]) -> None:
+    settings: FinetuneSettings, serve: Callable[[FinetuneSettings], str]
+) -> None:
     api = client(serve(settings))
     with pytest.raises(openai.BadRequestError) as info:
         api.files.create(file=("bad.jsonl", BAD.encode()), purpose="fine-tune")
@@ -90,8 +103,9 @@ def test_bad_dataset_is_refused_with_line_numbers_and_creates_nothing(
         api.files.create(file=("ok.jsonl", CHAT.encode()), purpose="batch")
 
 
-def test_job_requests_that_cannot_run_are_400s(settings: FinetuneSettings,
-                                               serve: Callable[[FinetuneSettings], str]) -> None:
+def test_job_requests_that_cannot_run_are_400s(
+    settings: FinetuneSettings, serve: Callable[[FinetuneSettings], str]
+) -> None:
     api = client(serve(settings))
     chat = api.files.create(file=("c.jsonl", CHAT.encode()), purpose="fine-tune").id
     with pytest.raises(openai.BadRequestError, match="unknown base model 'gpt-7-turbo'.*smollm2-135m-instruct") as e:
@@ -102,43 +116,62 @@ def test_job_requests_that_cannot_run_are_400s(settings: FinetuneSettings,
     with pytest.raises(openai.BadRequestError, match="does not exist; upload it first"):
         api.fine_tuning.jobs.create(model="smollm2-135m-instruct", training_file="file-missing")
     with pytest.raises(openai.BadRequestError, match="n_epochs must be"):
-        api.fine_tuning.jobs.create(model="smollm2-135m-instruct", training_file=chat, method={
-            "type": "supervised", "supervised": {"hyperparameters": {"n_epochs": -1}}})
+        api.fine_tuning.jobs.create(
+            model="smollm2-135m-instruct",
+            training_file=chat,
+            method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": -1}}},
+        )
     with pytest.raises(openai.BadRequestError, match="unknown peft type 'prefix'"):
-        api.fine_tuning.jobs.create(model="smollm2-135m-instruct", training_file=chat,
-                                    extra_body={"peft": {"type": "prefix"}})
+        api.fine_tuning.jobs.create(
+            model="smollm2-135m-instruct", training_file=chat, extra_body={"peft": {"type": "prefix"}}
+        )
     assert api.fine_tuning.jobs.list().data == []
 
 
 def test_dpo_cpt_and_rejection_sampling_jobs_resolve_their_settings(
-        settings: FinetuneSettings, serve: Callable[[FinetuneSettings], str]) -> None:
+    settings: FinetuneSettings, serve: Callable[[FinetuneSettings], str]
+) -> None:
     api = client(serve(settings))
     pref = api.files.create(file=("p.jsonl", PREFERENCE.encode()), purpose="fine-tune").id
     text = api.files.create(file=("t.jsonl", TEXT.encode()), purpose="fine-tune").id
     chat = api.files.create(file=("c.jsonl", CHAT.encode()), purpose="fine-tune").id
-    dpo = api.fine_tuning.jobs.create(model="smollm2-135m-instruct", training_file=pref, method={
-        "type": "dpo", "dpo": {"hyperparameters": {"beta": 0.2}}}, extra_body={"peft": {"type": "lora", "r": 4}})
+    dpo = api.fine_tuning.jobs.create(
+        model="smollm2-135m-instruct",
+        training_file=pref,
+        method={"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.2}}},
+        extra_body={"peft": {"type": "lora", "r": 4}},
+    )
     assert dpo.status == "queued" and dpo.method.dpo.hyperparameters.beta == 0.2
     assert (dpo.model_extra or {})["peft"]["r"] == 4
     assert dpo.hyperparameters.n_epochs == 9  # auto: ceil(100 / 12 examples)
-    cpt = api.fine_tuning.jobs.create(model="smollm2-135m-instruct", training_file=text,
-                                      method={"type": "cpt"})  # type: ignore[typeddict-item]
+    cpt = api.fine_tuning.jobs.create(model="smollm2-135m-instruct", training_file=text, method={"type": "cpt"})  # type: ignore[typeddict-item]
     assert cpt.status == "queued" and (cpt.model_extra or {})["peft"] is None  # CPT defaults to full
-    lora_cpt = api.fine_tuning.jobs.create(model="smollm2-135m-instruct", training_file=chat,
-                                           method={"type": "cpt"},  # type: ignore[typeddict-item]
-                                           extra_body={"x_ragtune": {"peft": {"type": "lora"}}})
+    lora_cpt = api.fine_tuning.jobs.create(
+        model="smollm2-135m-instruct",
+        training_file=chat,
+        method={"type": "cpt"},  # type: ignore[typeddict-item]
+        extra_body={"x_ragtune": {"peft": {"type": "lora"}}},
+    )
     events = [e.message for e in api.fine_tuning.jobs.list_events(lora_cpt.id, limit=20).data]
     assert any("flattened to plain text" in m for m in events)
-    rs = api.fine_tuning.jobs.create(model="smollm2-135m-instruct", training_file=chat, method={
-        "type": "rejection_sampling",  # type: ignore[typeddict-item]
-        "rejection_sampling": {"n_samples": 3, "reward": r"regex:\d+ \+ \d+ = \d+"}},
-        extra_body={"peft": {"type": "full"}})
+    rs = api.fine_tuning.jobs.create(
+        model="smollm2-135m-instruct",
+        training_file=chat,
+        method={
+            "type": "rejection_sampling",  # type: ignore[typeddict-item]
+            "rejection_sampling": {"n_samples": 3, "reward": r"regex:\d+ \+ \d+ = \d+"},
+        },
+        extra_body={"peft": {"type": "full"}},
+    )
     assert rs.status == "queued" and (rs.model_extra or {})["peft"] is None
     assert rs.hyperparameters.model_extra["reward"].startswith("regex:")
     assert rs.hyperparameters.model_extra["n_samples"] == 3
     with pytest.raises(openai.BadRequestError, match="reward regex does not compile"):
-        api.fine_tuning.jobs.create(model="smollm2-135m-instruct", training_file=chat, method={
-            "type": "rejection_sampling", "rejection_sampling": {"reward": "regex:("}})  # type: ignore[typeddict-item]
+        api.fine_tuning.jobs.create(
+            model="smollm2-135m-instruct",
+            training_file=chat,
+            method={"type": "rejection_sampling", "rejection_sampling": {"reward": "regex:("}},
+        )  # type: ignore[typeddict-item]
     page = api.fine_tuning.jobs.list(limit=2)
     assert len(page.data) == 2 and page.has_more
     rest = api.fine_tuning.jobs.list(after=page.data[-1].id, limit=10)
@@ -147,9 +180,13 @@ def test_dpo_cpt_and_rejection_sampling_jobs_resolve_their_settings(
 
 def test_unknown_ids_are_404(settings: FinetuneSettings, serve: Callable[[FinetuneSettings], str]) -> None:
     api = client(serve(settings))
-    for call in (lambda: api.fine_tuning.jobs.retrieve("ftjob-nope"), lambda: api.fine_tuning.jobs.cancel("ftjob-x"),
-                 lambda: api.fine_tuning.jobs.list_events("ftjob-x"), lambda: api.files.retrieve("file-nope"),
-                 lambda: api.files.delete("file-nope")):
+    for call in (
+        lambda: api.fine_tuning.jobs.retrieve("ftjob-nope"),
+        lambda: api.fine_tuning.jobs.cancel("ftjob-x"),
+        lambda: api.fine_tuning.jobs.list_events("ftjob-x"),
+        lambda: api.files.retrieve("file-nope"),
+        lambda: api.files.delete("file-nope"),
+    ):
         with pytest.raises(openai.NotFoundError):
             call()
 
@@ -172,7 +209,9 @@ def test_limits_and_in_use_files_with_testclient(settings: FinetuneSettings) -> 
         r = http.post("/v1/files", files={"file": ("big.jsonl", CHAT.encode())}, data={"purpose": "fine-tune"})
         assert r.status_code == 413 and r.json()["error"]["code"] == "file_too_large"
     with TestClient(build_app(settings)) as http:
-        fid = http.post("/v1/files", files={"file": ("c.jsonl", CHAT.encode())}, data={"purpose": "fine-tune"}).json()["id"]
+        fid = http.post("/v1/files", files={"file": ("c.jsonl", CHAT.encode())}, data={"purpose": "fine-tune"}).json()[
+            "id"
+        ]
         assert "path" not in http.get(f"/v1/files/{fid}").json()  # the server's disk layout stays private
         job = http.post("/v1/fine_tuning/jobs", json={"training_file": fid}).json()
         assert job["model"] == "smollm2-135m-instruct" and job["status"] == "queued"
@@ -189,21 +228,27 @@ def test_limits_and_in_use_files_with_testclient(settings: FinetuneSettings) -> 
 
 
 def test_prompt_only_files_serve_rejection_sampling_with_a_rule_reward(
-        settings: FinetuneSettings, serve: Callable[[FinetuneSettings], str]) -> None:
+    settings: FinetuneSettings, serve: Callable[[FinetuneSettings], str]
+) -> None:
     api = client(serve(settings))
     prompts = "".join(f'{{"messages": [{{"role": "user", "content": "Count to {i}."}}]}}\n' for i in range(3, 15))
     with pytest.raises(openai.BadRequestError, match="line 1: no assistant turn"):
         api.files.create(file=("p.jsonl", prompts.encode()), purpose="fine-tune")
-    file = api.files.create(file=("p.jsonl", prompts.encode()), purpose="fine-tune",
-                            extra_body={"allow_prompt_only": "true"})
+    file = api.files.create(
+        file=("p.jsonl", prompts.encode()), purpose="fine-tune", extra_body={"allow_prompt_only": "true"}
+    )
     assert (file.model_extra or {})["report"]["prompt_only"] == 12
     with pytest.raises(openai.BadRequestError, match="12 examples without an assistant answer"):
         api.fine_tuning.jobs.create(model="smollm2-135m-instruct", training_file=file.id)
     with pytest.raises(openai.BadRequestError, match="without an assistant answer"):
-        api.fine_tuning.jobs.create(model="smollm2-135m-instruct", training_file=file.id,
-                                    method={"type": "rejection_sampling"})  # type: ignore[typeddict-item]
-    job = api.fine_tuning.jobs.create(model="smollm2-135m-instruct", training_file=file.id, method={
-        "type": "rejection_sampling", "rejection_sampling": {"reward": r"regex:\d"}})  # type: ignore[typeddict-item]
+        api.fine_tuning.jobs.create(
+            model="smollm2-135m-instruct", training_file=file.id, method={"type": "rejection_sampling"}
+        )  # type: ignore[typeddict-item]
+    job = api.fine_tuning.jobs.create(
+        model="smollm2-135m-instruct",
+        training_file=file.id,
+        method={"type": "rejection_sampling", "rejection_sampling": {"reward": r"regex:\d"}},
+    )  # type: ignore[typeddict-item]
     assert job.status == "queued"
 
 

@@ -8,8 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from servers.finetune.__main__ import main
+from ragtune.servers.finetune.__main__ import main
 
 from .conftest import BAD, CHAT
 
@@ -43,8 +42,13 @@ def test_estimate_recommend_and_claude_config(capsys: pytest.CaptureFixture[str]
 
 
 def test_help_runs_as_a_module() -> None:
-    done = subprocess.run([sys.executable, "-m", "servers.finetune", "serve", "--help"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "ragtune.servers.finetune", "serve", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0 and "--transport" in done.stdout
 
 
@@ -53,8 +57,9 @@ def test_http_refuses_a_public_bind_without_a_token() -> None:
 
     with pytest.raises(InsecureBindError, match="RAGTUNE_API_TOKEN"):
         main(["serve", "--transport", "http", "--host", "0.0.0.0", "--port", "1"])
+    from ragtune.servers.finetune.app import build_app
+
     from ragtune.config import FinetuneSettings
-    from servers.finetune.app import build_app
 
     with pytest.raises(InsecureBindError):
         build_app(FinetuneSettings(), host="0.0.0.0")
@@ -70,12 +75,30 @@ def test_serve_http_subprocess_answers_health_and_rest(tmp_path: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "RAGTUNE_HOME": str(tmp_path / "home"), "RAGTUNE_API_TOKEN": "t0k",
-           "RAGTUNE_LOG_LEVEL": "WARNING"}
+    env = {
+        **os.environ,
+        "RAGTUNE_HOME": str(tmp_path / "home"),
+        "RAGTUNE_API_TOKEN": "t0k",
+        "RAGTUNE_LOG_LEVEL": "WARNING",
+    }
     log = tmp_path / "serve.log"
     with log.open("wb") as sink:
-        proc = subprocess.Popen([sys.executable, "-m", "servers.finetune", "serve", "--transport", "http", "--port",
-                                 str(port)], cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "ragtune.servers.finetune",
+                "serve",
+                "--transport",
+                "http",
+                "--port",
+                str(port),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
     try:
         deadline, health = time.monotonic() + 30, None
         while time.monotonic() < deadline and proc.poll() is None:

@@ -6,11 +6,11 @@ import importlib.util
 from typing import Any
 
 import pytest
+from ragtune.servers.finetune.dispatch import DispatchError, LocalDispatcher, RayDispatcher, make_dispatcher
+from ragtune.servers.finetune.service import FinetuneService
 
 from ragtune.config import FinetuneSettings
 from ragtune.jobs import Job, JobStatus
-from servers.finetune.dispatch import DispatchError, LocalDispatcher, RayDispatcher, make_dispatcher
-from servers.finetune.service import FinetuneService
 
 from .conftest import CHAT
 
@@ -18,14 +18,19 @@ RAY_MISSING = importlib.util.find_spec("ray") is None
 
 
 def _job() -> Job:
-    return Job(id="ftjob-abc", created_at=1, model="smollm2-135m-instruct", status=JobStatus.queued,
-               training_file="file-1")
+    return Job(
+        id="ftjob-abc",
+        created_at=1,
+        model="smollm2-135m-instruct",
+        status=JobStatus.queued,
+        training_file="file-1",
+    )
 
 
 def test_local_is_the_default_and_never_trains(settings: FinetuneSettings) -> None:
     dispatcher = make_dispatcher(settings)
     assert isinstance(dispatcher, LocalDispatcher)
-    assert "python -m servers.worker" in dispatcher.submit(_job())
+    assert "python -m ragtune.servers.worker" in dispatcher.submit(_job())
 
 
 @pytest.mark.skipif(not RAY_MISSING, reason="checks the message shown when the ray extra is absent")
@@ -63,7 +68,7 @@ def test_ray_submission_call_shape() -> None:
     note = dispatcher.submit(_job())
     assert made[0].address == "http://head:8265"
     call = made[0].calls[0]
-    assert call["entrypoint"] == "python -m servers.worker --once --job ftjob-abc"
+    assert call["entrypoint"] == "python -m ragtune.servers.worker --once --job ftjob-abc"
     assert call["submission_id"] == "ragtune-ftjob-abc-1"
     assert call["runtime_env"] == {"env_vars": {"RAGTUNE_HOME": "/data"}}
     assert "ragtune-ftjob-abc-1" in note

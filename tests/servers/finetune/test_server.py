@@ -14,18 +14,27 @@ import pytest
 from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from pydantic import SecretStr
+from ragtune.servers.finetune.server import build_server
+from ragtune.servers.finetune.service import FinetuneService
 
 from ragtune.config import FinetuneSettings
-from servers.finetune.server import build_server
-from servers.finetune.service import FinetuneService
 
 from .conftest import BAD, CHAT, PREFERENCE
 
 pytestmark = pytest.mark.anyio
 ROOT = Path(__file__).resolve().parents[3]
-CONTRACT_TOOLS = {"finetune_upload_dataset", "finetune_validate_dataset", "finetune_recommend_method",
-                  "finetune_estimate_memory", "finetune_create_job", "finetune_get_job", "finetune_list_jobs",
-                  "finetune_cancel_job", "finetune_job_events", "finetune_list_checkpoints"}
+CONTRACT_TOOLS = {
+    "finetune_upload_dataset",
+    "finetune_validate_dataset",
+    "finetune_recommend_method",
+    "finetune_estimate_memory",
+    "finetune_create_job",
+    "finetune_get_job",
+    "finetune_list_jobs",
+    "finetune_cancel_job",
+    "finetune_job_events",
+    "finetune_list_checkpoints",
+}
 
 
 async def call(c: Client, name: str, **args: Any) -> dict[str, Any]:
@@ -66,8 +75,15 @@ async def test_dataset_advice_and_job_lifecycle_in_memory(service: FinetuneServi
 
         file = await call(c, "finetune_upload_dataset", content=PREFERENCE, filename="pairs.jsonl")
         assert file["format"] == "preference" and file["report"]["examples"] == 12
-        job = await call(c, "finetune_create_job", training_file=file["id"], method="dpo", beta=0.3,
-                         hyperparameters={"max_steps": 5}, peft={"type": "lora", "r": 4})
+        job = await call(
+            c,
+            "finetune_create_job",
+            training_file=file["id"],
+            method="dpo",
+            beta=0.3,
+            hyperparameters={"max_steps": 5},
+            peft={"type": "lora", "r": 4},
+        )
         assert job["status"] == "queued" and job["hyperparameters"]["beta"] == 0.3
         assert job["hyperparameters"]["max_steps"] == 5 and job["peft"]["r"] == 4
         assert "needs chat records" in await error(c, "finetune_create_job", training_file=file["id"])
@@ -103,16 +119,26 @@ async def test_upload_by_path_only_under_allowed_roots(service: FinetuneService,
         file = await call(c, "finetune_upload_dataset", path=str(root / "train.jsonl"))
         assert file["filename"] == "train.jsonl" and file["format"] == "chat"
         assert "outside the allowed folders" in await error(c, "finetune_upload_dataset", path=str(outside))
-        assert "outside the allowed folders" in await error(c, "finetune_upload_dataset", path=str(root / "sneaky.jsonl"))
+        assert "outside the allowed folders" in await error(
+            c, "finetune_upload_dataset", path=str(root / "sneaky.jsonl")
+        )
         assert "no file at" in await error(c, "finetune_validate_dataset", path=str(root / "missing.jsonl"))
         assert "exactly one of path" in await error(c, "finetune_upload_dataset")
 
 
 async def test_stdio_round_trip(settings: FinetuneSettings) -> None:
-    env = {"RAGTUNE_HOME": str(settings.home), "PATH": os.environ["PATH"], "HF_HUB_OFFLINE": "1",
-           "RAGTUNE_LOG_LEVEL": "WARNING"}
-    params = StdioServerParameters(command=sys.executable, args=["-m", "servers.finetune", "serve", "--transport",
-                                                                "stdio"], env=env, cwd=str(ROOT))
+    env = {
+        "RAGTUNE_HOME": str(settings.home),
+        "PATH": os.environ["PATH"],
+        "HF_HUB_OFFLINE": "1",
+        "RAGTUNE_LOG_LEVEL": "WARNING",
+    }
+    params = StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "ragtune.servers.finetune", "serve", "--transport", "stdio"],
+        env=env,
+        cwd=str(ROOT),
+    )
     async with Client(params, read_timeout_seconds=60) as c:
         file = await call(c, "finetune_upload_dataset", content=CHAT)
         job = await call(c, "finetune_create_job", training_file=file["id"], hyperparameters={"n_epochs": 1})
@@ -121,7 +147,9 @@ async def test_stdio_round_trip(settings: FinetuneSettings) -> None:
     assert (settings.home / "jobs.db").exists()  # the child wrote the same store the test points at
 
 
-async def test_http_mcp_requires_the_token(settings: FinetuneSettings, serve: Callable[[FinetuneSettings], str]) -> None:
+async def test_http_mcp_requires_the_token(
+    settings: FinetuneSettings, serve: Callable[[FinetuneSettings], str]
+) -> None:
     url = serve(settings.model_copy(update={"api_token": SecretStr("tok")}))
     async with httpx2.AsyncClient(timeout=10) as raw:
         denied = await raw.post(f"{url}/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
@@ -145,7 +173,8 @@ async def test_upload_reports_progress(service: FinetuneService) -> None:
         seen.append((progress, total))
 
     async with Client(build_server(service.settings, service=service)) as c:
-        result = await c.call_tool("finetune_upload_dataset", {"content": "\n".join(rows)},
-                                   progress_callback=on_progress)
+        result = await c.call_tool(
+            "finetune_upload_dataset", {"content": "\n".join(rows)}, progress_callback=on_progress
+        )
     assert not result.is_error
     assert seen == [(1000, 2400), (2000, 2400), (2400, 2400)]

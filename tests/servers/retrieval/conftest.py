@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from ragtune.servers.retrieval.index import Index
 
 from ragtune.config import RetrievalSettings
-from servers.retrieval.index import Index
 
 WORD = re.compile(r"\w+")
 
@@ -68,8 +68,12 @@ def docs_dir(tmp_path: Path) -> Path:
 def retrieval_settings(tmp_path: Path, docs_dir: Path) -> RetrievalSettings:
     """Settings with a private home, `docs_dir` as the only root, small chunks and batches."""
     return RetrievalSettings(
-        home=tmp_path / "home", retrieval_roots=[docs_dir], chunk_tokens=64, chunk_overlap=8,
-        embed_batch_size=8, embedder="none",
+        home=tmp_path / "home",
+        retrieval_roots=[docs_dir],
+        chunk_tokens=64,
+        chunk_overlap=8,
+        embed_batch_size=8,
+        embedder="none",
     )
 
 
@@ -83,8 +87,11 @@ def index(retrieval_settings: RetrievalSettings, fake_embedder: FakeEmbedder) ->
 
 def _row_counts(ix: Index) -> dict[str, int]:
     tables = ["documents", "chunks", "chunks_fts_docsize"]
-    tables += [r[0] for r in ix.conn.execute("select name from sqlite_master where type = 'table' and name glob 'vec_[0-9]*'")
-               if r[0].count("_") == 1]
+    tables += [
+        r[0]
+        for r in ix.conn.execute("select name from sqlite_master where type = 'table' and name glob 'vec_[0-9]*'")
+        if r[0].count("_") == 1
+    ]
     return {t: ix.conn.execute(f"select count(*) from {t}").fetchone()[0] for t in tables}
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from servers.retrieval.chunking import Span, chunk_text, count_tokens, passage_text, split_sentences
+from ragtune.servers.retrieval.chunking import Span, chunk_text, count_tokens, passage_text, split_sentences
 
 DOC = (
     "# 안내\n\n첫 문단입니다. 짧아요.\n\n## 설치\n\n"

@@ -7,8 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from servers.retrieval.__main__ import main
+from ragtune.servers.retrieval.__main__ import main
 
 
 @pytest.fixture
@@ -41,8 +40,9 @@ def test_ingest_then_search_prints_a_table(cli_env: Path, capsys: pytest.Capture
     assert json.loads(capsys.readouterr().out)["collections"][0]["documents"] == 2
 
 
-def test_bad_input_is_one_clear_line_and_exit_1(cli_env: Path, tmp_path: Path,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_input_is_one_clear_line_and_exit_1(
+    cli_env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     (tmp_path / "elsewhere.md").write_text("x", encoding="utf-8")
     assert main(["ingest", str(tmp_path / "elsewhere.md")]) == 1
     assert "outside the allowed roots" in capsys.readouterr().err
@@ -54,5 +54,5 @@ def test_claude_config_uses_absolute_paths(cli_env: Path, capsys: pytest.Capture
     assert main(["claude-config"]) == 0
     entry = json.loads(capsys.readouterr().out)["mcpServers"]["ragtune-retrieval"]
     assert entry["command"] == str(Path(sys.executable).absolute())
-    assert entry["args"] == ["-m", "servers.retrieval", "serve", "--transport", "stdio"]
+    assert entry["args"] == ["-m", "ragtune.servers.retrieval", "serve", "--transport", "stdio"]
     assert Path(entry["env"]["RAGTUNE_HOME"]).is_absolute()

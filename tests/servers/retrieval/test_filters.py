@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from servers.retrieval.filters import FilterError, compile_filters
+from ragtune.servers.retrieval.filters import FilterError, compile_filters
 
 
 def test_equality_ranges_and_lists_compile_to_parameters() -> None:

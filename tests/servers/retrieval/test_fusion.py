@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from servers.retrieval.fusion import RRF_K, rrf
+from ragtune.servers.retrieval.fusion import RRF_K, rrf
 
 
 def test_scores_are_weighted_reciprocal_ranks_with_the_tuned_k() -> None:
@@ -13,4 +12,3 @@ def test_scores_are_weighted_reciprocal_ranks_with_the_tuned_k() -> None:
     assert fused["a"] == pytest.approx(0.25 / 11)
     assert fused["b"] == pytest.approx(0.25 / 12 + 0.75 / 11)
     assert fused["c"] == pytest.approx(0.75 / 12)
-

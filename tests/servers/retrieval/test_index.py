@@ -6,17 +6,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
-from servers.retrieval.errors import (
+from ragtune.servers.retrieval.errors import (
     BadQuery,
     CollectionExists,
     EmbedderMismatch,
     UnknownCollection,
     UnknownDocument,
 )
-from servers.retrieval.filters import FilterError
-from servers.retrieval.index import Index
-from servers.retrieval.korean import Analyzer
+from ragtune.servers.retrieval.filters import FilterError
+from ragtune.servers.retrieval.index import Index
+from ragtune.servers.retrieval.korean import Analyzer
 
 from .conftest import FakeEmbedder
 
@@ -120,8 +119,11 @@ def test_every_chunk_is_embedded_with_its_document_title(index: Index) -> None:
 
 def test_filters_apply_inside_the_ranking_so_k_results_come_back(index: Index) -> None:
     for year in range(2015, 2025):
-        index.ingest_text(f"Report about rivers and lakes, edition {year}.", source=f"r{year}.md",
-                          metadata={"year": year, "lang": "en", "date": f"{year}-06-01"})
+        index.ingest_text(
+            f"Report about rivers and lakes, edition {year}.",
+            source=f"r{year}.md",
+            metadata={"year": year, "lang": "en", "date": f"{year}-06-01"},
+        )
     index.embed_pending()
     for mode in ("lexical", "vector", "hybrid"):
         result = index.search("rivers lakes", k=3, mode=mode, filters={"year": {"gte": 2020}})  # type: ignore[arg-type]
@@ -133,14 +135,17 @@ def test_filters_apply_inside_the_ranking_so_k_results_come_back(index: Index) -
     assert sorted(h.metadata["year"] for h in dated.hits) == [2015, 2016]
 
 
-@pytest.mark.parametrize(("kwargs", "error", "fragment"), [
-    ({"query": "  "}, BadQuery, "query is empty"),
-    ({"query": "x", "collection": "nope"}, UnknownCollection, "unknown collection 'nope'"),
-    ({"query": "x", "filters": {"year": {"gte": [1]}}}, FilterError, "string, number or boolean"),
-    ({"query": "x", "mode": "fuzzy"}, BadQuery, "unknown mode"),
-    ({"query": "x", "weight": 2}, BadQuery, r"\[0, 1\]"),
-    ({"query": "the of", "mode": "lexical"}, BadQuery, "no searchable words"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "error", "fragment"),
+    [
+        ({"query": "  "}, BadQuery, "query is empty"),
+        ({"query": "x", "collection": "nope"}, UnknownCollection, "unknown collection 'nope'"),
+        ({"query": "x", "filters": {"year": {"gte": [1]}}}, FilterError, "string, number or boolean"),
+        ({"query": "x", "mode": "fuzzy"}, BadQuery, "unknown mode"),
+        ({"query": "x", "weight": 2}, BadQuery, r"\[0, 1\]"),
+        ({"query": "the of", "mode": "lexical"}, BadQuery, "no searchable words"),
+    ],
+)
 def test_bad_search_arguments_are_clear_errors(index: Index, kwargs: dict, error: type, fragment: str) -> None:
     index.ingest_text("something", source="s.md")
     with pytest.raises(error, match=fragment):

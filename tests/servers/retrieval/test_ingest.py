@@ -8,9 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
-from servers.retrieval.errors import IngestError
-from servers.retrieval.index import Index
+from ragtune.servers.retrieval.errors import IngestError
+from ragtune.servers.retrieval.index import Index
 
 Counts = Callable[[Index], dict[str, int]]
 
@@ -18,7 +17,8 @@ Counts = Callable[[Index], dict[str, int]]
 def test_a_folder_is_ingested_with_relative_sources_and_progress(index: Index, docs_dir: Path) -> None:
     (docs_dir / "sub").mkdir()
     (docs_dir / "sub" / "records.jsonl").write_text(
-        json.dumps({"id": 7, "body": "레코드 본문입니다.", "year": 2023}) + "\n", encoding="utf-8")
+        json.dumps({"id": 7, "body": "레코드 본문입니다.", "year": 2023}) + "\n", encoding="utf-8"
+    )
     (docs_dir / "image.png").write_bytes(b"\x89PNG")  # unsupported in a folder: skipped quietly
     (docs_dir / ".hidden.md").write_text("secret", encoding="utf-8")
     seen: list[tuple[float, float | None]] = []
@@ -41,8 +41,9 @@ def test_a_path_outside_the_roots_is_refused(index: Index, tmp_path: Path, row_c
     assert row_counts(index)["documents"] == 0
 
 
-def test_a_symlink_escaping_the_roots_is_refused(index: Index, docs_dir: Path, tmp_path: Path,
-                                                 row_counts: Counts) -> None:
+def test_a_symlink_escaping_the_roots_is_refused(
+    index: Index, docs_dir: Path, tmp_path: Path, row_counts: Counts
+) -> None:
     outside = tmp_path / "passwords.md"
     outside.write_text("hunter2", encoding="utf-8")
     link = docs_dir / "innocent.md"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from servers.retrieval.korean import get_analyzer
+from ragtune.servers.retrieval.korean import get_analyzer
 
 
 def test_particles_are_removed_so_whitespace_variants_match() -> None:
@@ -22,7 +22,13 @@ def test_fts_query_quotes_and_ors_unique_terms() -> None:
 
 
 def test_mixed_text_gets_korean_morphemes_and_english_stems() -> None:
-    assert sorted(get_analyzer().terms("FTS5 검색엔진에서 organizations.")) == ["5", "fts", "organiz", "검색", "엔진"]
+    assert sorted(get_analyzer().terms("FTS5 검색엔진에서 organizations.")) == [
+        "5",
+        "fts",
+        "organiz",
+        "검색",
+        "엔진",
+    ]
 
 
 def test_the_analyzer_is_created_once_per_process() -> None:

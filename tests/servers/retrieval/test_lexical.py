@@ -6,10 +6,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-import servers.retrieval.lexical as lexical
-from servers.retrieval.index import Index
-from servers.retrieval.search import HEAD_WEIGHT
+import ragtune.servers.retrieval.lexical as lexical
+from ragtune.servers.retrieval.index import Index
+from ragtune.servers.retrieval.search import HEAD_WEIGHT
 
 FULL = (
     "select c.id, bm25(chunks_fts, 1.0, 1.0) from chunks_fts cross join chunks c on c.id = chunks_fts.rowid "
@@ -23,8 +22,11 @@ def ix(tmp_path: Path) -> Iterator[Index]:
     index = Index.open(tmp_path / "l.db", None)
     for i in range(60):
         extra = " lake lake" if i % 3 == 0 else ""
-        index.ingest_text(f"River report {i}. The river flows{extra}; zq{chr(97 + i % 20)}x and gq{chr(97 + i % 7)}x river.",
-                          source=f"r{i}.md", title=f"Report {i}")
+        index.ingest_text(
+            f"River report {i}. The river flows{extra}; zq{chr(97 + i % 20)}x and gq{chr(97 + i % 7)}x river.",
+            source=f"r{i}.md",
+            title=f"Report {i}",
+        )
     yield index
     index.close()
 
@@ -33,6 +35,7 @@ def _rank(ix: Index):  # noqa: ANN202 - the Ranker the search module passes
     def rank(words: list[str], limit: int) -> list[tuple[int, float]]:
         query = " OR ".join(f'"{w}"' for w in words)
         return [(r[0], r[1]) for r in ix.conn.execute(FULL, (query, limit))]
+
     return rank
 
 
@@ -69,8 +72,7 @@ def test_exact_only_returns_the_full_top_k_or_falls_back(ix: Index, monkeypatch:
     assert lexical.exact_top(ix.conn, split, _rank(ix), 50, (HEAD_WEIGHT, 1.0)) is None  # too few rare matches
 
 
-def test_small_indexes_and_common_only_queries_keep_the_plain_query(ix: Index, monkeypatch: pytest.MonkeyPatch
-                                                                   ) -> None:
+def test_small_indexes_and_common_only_queries_keep_the_plain_query(ix: Index, monkeypatch: pytest.MonkeyPatch) -> None:
     assert lexical.split_terms(ix.conn, ["river", "zqdx"]) is None  # 60 rows < MIN_ROWS
     monkeypatch.setattr(lexical, "MIN_ROWS", 0)
     monkeypatch.setattr(lexical, "COMMON_RATIO", 0.1)

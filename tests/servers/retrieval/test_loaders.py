@@ -6,8 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-
-from servers.retrieval.loaders import LoadError, load_file
+from ragtune.servers.retrieval.loaders import LoadError, load_file
 
 
 def write_pdf(path: Path, text: str) -> None:
@@ -42,7 +41,9 @@ def test_markdown_title_is_the_first_heading(tmp_path: Path) -> None:
 def test_html_keeps_visible_text_and_turns_headings_into_markdown(tmp_path: Path) -> None:
     (tmp_path / "p.html").write_text(
         "<html><head><title>Page</title><style>x{}</style></head><body><h2>Part</h2><p>Hello &amp; bye</p>"
-        "<script>alert(1)</script></body></html>", encoding="utf-8")
+        "<script>alert(1)</script></body></html>",
+        encoding="utf-8",
+    )
     [doc] = load_file(tmp_path / "p.html")
     assert doc.title == "Page"
     assert "## Part" in doc.text and "Hello & bye" in doc.text
@@ -80,13 +81,16 @@ def test_json_list_without_the_text_field_names_the_field(tmp_path: Path) -> Non
         load_file(tmp_path / "r.json")
 
 
-@pytest.mark.parametrize(("name", "data", "fragment"), [
-    ("x.exe", b"MZ", "unsupported file type '.exe'"),
-    ("bad.pdf", b"not a pdf", "not a readable PDF"),
-    ("bad.docx", b"not a zip", "not a readable .docx"),
-    ("latin.txt", b"\xff\xfe\xfa", "not UTF-8"),
-    ("broken.jsonl", b'{"text": "a"}\n{oops', "not valid JSON"),
-])
+@pytest.mark.parametrize(
+    ("name", "data", "fragment"),
+    [
+        ("x.exe", b"MZ", "unsupported file type '.exe'"),
+        ("bad.pdf", b"not a pdf", "not a readable PDF"),
+        ("bad.docx", b"not a zip", "not a readable .docx"),
+        ("latin.txt", b"\xff\xfe\xfa", "not UTF-8"),
+        ("broken.jsonl", b'{"text": "a"}\n{oops', "not valid JSON"),
+    ],
+)
 def test_bad_files_fail_with_a_clear_error(tmp_path: Path, name: str, data: bytes, fragment: str) -> None:
     (tmp_path / name).write_bytes(data)
     with pytest.raises(LoadError, match=fragment):

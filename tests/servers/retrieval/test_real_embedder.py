@@ -7,16 +7,21 @@ from pathlib import Path
 import anyio
 import pytest
 from mcp import Client
+from ragtune.servers.retrieval.server import build_server
 
 from ragtune.config import RetrievalSettings
-from servers.retrieval.server import build_server
 
 pytestmark = pytest.mark.anyio
 
 
 async def test_default_embedder_fills_vectors_and_hybrid_search_uses_them(tmp_path: Path, docs_dir: Path) -> None:
-    settings = RetrievalSettings(home=tmp_path / "home", retrieval_roots=[docs_dir], chunk_tokens=64,
-                                 chunk_overlap=8, embed_batch_size=8)  # default embedder: e5-small
+    settings = RetrievalSettings(
+        home=tmp_path / "home",
+        retrieval_roots=[docs_dir],
+        chunk_tokens=64,
+        chunk_overlap=8,
+        embed_batch_size=8,
+    )  # default embedder: e5-small
     async with Client(build_server(settings)) as client:
         ingested = await client.call_tool("retrieval_ingest_path", {"paths": [str(docs_dir)]})
         assert not ingested.is_error, ingested.content
@@ -27,7 +32,7 @@ async def test_default_embedder_fills_vectors_and_hybrid_search_uses_them(tmp_pa
         assert status["coverage"]["embedded"] == status["coverage"]["total"] == 4
 
         # No shared words with the English pasta document: only the multilingual vectors can find it.
-        dense = (await client.call_tool("retrieval_search", {"query": "파스타 면 삶는 법", "mode": "vector", "k": 1}))
+        dense = await client.call_tool("retrieval_search", {"query": "파스타 면 삶는 법", "mode": "vector", "k": 1})
         assert dense.structured_content["hits"][0]["source"] == "en.md"
 
         hybrid = (await client.call_tool("retrieval_search", {"query": "검색을 하려면?", "k": 2})).structured_content

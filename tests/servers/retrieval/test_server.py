@@ -8,18 +8,25 @@ from typing import Any
 import anyio
 import pytest
 from mcp import Client
+from ragtune.servers.retrieval.server import build_server
 
 from ragtune.config import RetrievalSettings
-from servers.retrieval.server import build_server
 
 from .conftest import FakeEmbedder
 
 pytestmark = pytest.mark.anyio
 
 CONTRACT_TOOLS = {
-    "retrieval_search", "retrieval_ingest_path", "retrieval_ingest_text", "retrieval_list_collections",
-    "retrieval_create_collection", "retrieval_delete_collection", "retrieval_list_documents",
-    "retrieval_get_document", "retrieval_delete_document", "retrieval_status",
+    "retrieval_search",
+    "retrieval_ingest_path",
+    "retrieval_ingest_text",
+    "retrieval_list_collections",
+    "retrieval_create_collection",
+    "retrieval_delete_collection",
+    "retrieval_list_documents",
+    "retrieval_get_document",
+    "retrieval_delete_document",
+    "retrieval_status",
 }
 
 
@@ -38,18 +45,26 @@ async def error_text(client: Client, tool: str, /, **args: Any) -> str:
     return " ".join(getattr(c, "text", "") for c in result.content)
 
 
-async def test_tools_match_the_contract_and_read_tools_are_annotated(retrieval_settings: RetrievalSettings) -> None:
+async def test_tools_match_the_contract_and_read_tools_are_annotated(
+    retrieval_settings: RetrievalSettings,
+) -> None:
     async with Client(build_server(retrieval_settings, embedder=FakeEmbedder())) as client:
         tools = {t.name: t for t in (await client.list_tools()).tools}
     assert set(tools) == CONTRACT_TOOLS
-    for name in ("retrieval_search", "retrieval_status", "retrieval_list_documents", "retrieval_get_document"):
+    for name in (
+        "retrieval_search",
+        "retrieval_status",
+        "retrieval_list_documents",
+        "retrieval_get_document",
+    ):
         assert tools[name].annotations and tools[name].annotations.read_only_hint, name
     assert tools["retrieval_delete_document"].annotations.destructive_hint
     assert all(t.description and t.output_schema for t in tools.values())
 
 
-async def test_ingest_reports_progress_then_search_get_delete(retrieval_settings: RetrievalSettings,
-                                                              docs_dir: Path) -> None:
+async def test_ingest_reports_progress_then_search_get_delete(
+    retrieval_settings: RetrievalSettings, docs_dir: Path
+) -> None:
     progress: list[tuple[float, float | None, str | None]] = []
 
     async def on_progress(done: float, total: float | None, message: str | None) -> None:
@@ -57,8 +72,9 @@ async def test_ingest_reports_progress_then_search_get_delete(retrieval_settings
 
     async with Client(build_server(retrieval_settings, embedder=FakeEmbedder())) as client:
         with anyio.fail_after(30):
-            result = await client.call_tool("retrieval_ingest_path", {"paths": [str(docs_dir)]},
-                                            progress_callback=on_progress)
+            result = await client.call_tool(
+                "retrieval_ingest_path", {"paths": [str(docs_dir)]}, progress_callback=on_progress
+            )
         assert not result.is_error, result.content
         report = result.structured_content
         assert report["added"] == 2 and report["collection"] == "default"
@@ -80,23 +96,36 @@ async def test_ingest_reports_progress_then_search_get_delete(retrieval_settings
         assert "unknown document" in await error_text(client, "retrieval_get_document", doc_id=top["doc_id"])
 
 
-async def test_vectors_fill_in_the_background_and_hybrid_uses_them(retrieval_settings: RetrievalSettings) -> None:
+async def test_vectors_fill_in_the_background_and_hybrid_uses_them(
+    retrieval_settings: RetrievalSettings,
+) -> None:
     async with Client(build_server(retrieval_settings, embedder=FakeEmbedder())) as client:
-        await call(client, "retrieval_ingest_text", text="Garlic and tomato sauce.", source="sauce",
-                   metadata={"year": 2024})
+        await call(
+            client,
+            "retrieval_ingest_text",
+            text="Garlic and tomato sauce.",
+            source="sauce",
+            metadata={"year": 2024},
+        )
         with anyio.fail_after(20):
             while (await call(client, "retrieval_status"))["pending_vectors"]:
                 await anyio.sleep(0.05)
         found = await call(client, "retrieval_search", query="tomato sauce", filters={"year": {"gte": 2020}})
         assert found["signals"] == ["lexical", "vector"]
         assert found["coverage"] == {"embedded": 1, "total": 1, "ratio": 1.0}
-        again = await call(client, "retrieval_ingest_text", text="Garlic and tomato sauce.", source="sauce",
-                           metadata={"year": 2024})
+        again = await call(
+            client,
+            "retrieval_ingest_text",
+            text="Garlic and tomato sauce.",
+            source="sauce",
+            metadata={"year": 2024},
+        )
         assert again["unchanged"] == 1 and "unchanged" in again["message"]
 
 
-async def test_bad_input_gets_tool_errors_that_say_what_to_do(retrieval_settings: RetrievalSettings,
-                                                              tmp_path: Path) -> None:
+async def test_bad_input_gets_tool_errors_that_say_what_to_do(
+    retrieval_settings: RetrievalSettings, tmp_path: Path
+) -> None:
     outside = tmp_path / "outside.md"
     outside.write_text("nope", encoding="utf-8")
     async with Client(build_server(retrieval_settings, embedder=FakeEmbedder())) as client:
@@ -104,14 +133,17 @@ async def test_bad_input_gets_tool_errors_that_say_what_to_do(retrieval_settings
         assert "query is empty" in await error_text(client, "retrieval_search", query=" ")
         assert "unknown collection 'zzz'" in await error_text(client, "retrieval_search", query="x", collection="zzz")
         assert "unknown filter operator" in await error_text(
-            client, "retrieval_search", query="x", filters={"year": {"near": 1}})
+            client, "retrieval_search", query="x", filters={"year": {"near": 1}}
+        )
         assert "outside the allowed roots" in await error_text(client, "retrieval_ingest_path", paths=[str(outside)])
         assert "already exists" in await error_text(client, "retrieval_create_collection", name="default")
         status = await call(client, "retrieval_status")
         assert status["collections"][0]["documents"] == 1, "failed calls wrote nothing"
 
 
-async def test_a_server_with_another_embedder_refuses_the_collection(retrieval_settings: RetrievalSettings) -> None:
+async def test_a_server_with_another_embedder_refuses_the_collection(
+    retrieval_settings: RetrievalSettings,
+) -> None:
     async with Client(build_server(retrieval_settings, embedder=FakeEmbedder())) as client:
         await call(client, "retrieval_ingest_text", text="made with the first model", source="a")
     async with Client(build_server(retrieval_settings, embedder=FakeEmbedder("other", 32))) as client:

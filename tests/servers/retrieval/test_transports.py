@@ -24,17 +24,25 @@ TOKEN = "test-token-123"
 def server_env(tmp_path: Path, docs_dir: Path, **extra: str) -> dict[str, str]:
     """Environment for a child server: RAGTUNE_* only (stdio children inherit almost nothing)."""
     return {
-        "PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), "PYTHONPATH": str(ROOT),
-        "RAGTUNE_HOME": str(tmp_path / "home"), "RAGTUNE_RETRIEVAL_ROOTS": str(docs_dir),
-        "RAGTUNE_EMBEDDER": "none", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", **extra,
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(tmp_path),
+        "PYTHONPATH": str(ROOT),
+        "RAGTUNE_HOME": str(tmp_path / "home"),
+        "RAGTUNE_RETRIEVAL_ROOTS": str(docs_dir),
+        "RAGTUNE_EMBEDDER": "none",
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        **extra,
     }
 
 
 @pytest.mark.anyio
 async def test_stdio_round_trip_ingest_and_search(tmp_path: Path, docs_dir: Path) -> None:
     params = StdioServerParameters(
-        command=sys.executable, args=["-m", "servers.retrieval", "serve", "--transport", "stdio"],
-        env=server_env(tmp_path, docs_dir), cwd=str(ROOT),
+        command=sys.executable,
+        args=["-m", "ragtune.servers.retrieval", "serve", "--transport", "stdio"],
+        env=server_env(tmp_path, docs_dir),
+        cwd=str(ROOT),
     )
     with anyio.fail_after(90):
         async with Client(params) as client:
@@ -59,8 +67,20 @@ def http_server(tmp_path: Path, docs_dir: Path) -> Iterator[str]:
     port = free_port()
     env = server_env(tmp_path, docs_dir, RAGTUNE_API_TOKEN=TOKEN, RAGTUNE_LOG_LEVEL="WARNING")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "servers.retrieval", "serve", "--transport", "http", "--port", str(port)],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        [
+            sys.executable,
+            "-m",
+            "ragtune.servers.retrieval",
+            "serve",
+            "--transport",
+            "http",
+            "--port",
+            str(port),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -100,8 +120,11 @@ async def test_http_requires_the_bearer_token(http_server: str) -> None:
     async with httpx2.AsyncClient(timeout=10.0) as http:
         health = await http.get(f"{http_server}/health")
         assert health.status_code == 200 and health.json()["status"] == "ok"
-        anonymous = await http.post(f"{http_server}/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
-                                    headers={"accept": "application/json, text/event-stream"})
+        anonymous = await http.post(
+            f"{http_server}/mcp",
+            json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+            headers={"accept": "application/json, text/event-stream"},
+        )
         assert anonymous.status_code == 401
         assert "resource_metadata" in anonymous.headers.get("www-authenticate", "")
         wrong = await http.post(f"{http_server}/mcp", json={}, headers={"authorization": "Bearer nope"})
@@ -111,14 +134,16 @@ async def test_http_requires_the_bearer_token(http_server: str) -> None:
     async with authed:
         with anyio.fail_after(60):
             async with Client(streamable_http_client(f"{http_server}/mcp", http_client=authed)) as client:
-                stored = await client.call_tool("retrieval_ingest_text", {"text": "HTTP로 넣은 문서입니다.", "source": "h"})
+                stored = await client.call_tool(
+                    "retrieval_ingest_text", {"text": "HTTP로 넣은 문서입니다.", "source": "h"}
+                )
                 assert not stored.is_error, stored.content
                 found = await client.call_tool("retrieval_search", {"query": "문서를", "mode": "lexical"})
     assert found.structured_content["hits"][0]["source"] == "h"
 
 
 def test_http_refuses_a_public_bind_without_a_token(monkeypatch: pytest.MonkeyPatch) -> None:
-    from servers.retrieval.__main__ import main
+    from ragtune.servers.retrieval.__main__ import main
 
     monkeypatch.setenv("RAGTUNE_EMBEDDER", "none")
     with pytest.raises(InsecureBindError, match="RAGTUNE_API_TOKEN"):

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from servers.retrieval.index import Index
+from ragtune.servers.retrieval.index import Index
 
 
 class RandomEmbedder:
@@ -20,8 +19,10 @@ class RandomEmbedder:
     languages = frozenset({"*"})
 
     def _embed(self, texts: Sequence[str]) -> np.ndarray:
-        out = [np.random.default_rng(int(hashlib.md5(t.encode()).hexdigest()[:8], 16)).standard_normal(self.dim)
-               for t in texts]
+        out = [
+            np.random.default_rng(int(hashlib.md5(t.encode()).hexdigest()[:8], 16)).standard_normal(self.dim)
+            for t in texts
+        ]
         return np.asarray(out, dtype=np.float32)
 
     embed_queries = embed_passages = _embed
@@ -44,8 +45,10 @@ def pair(tmp_path: Path) -> Iterator[tuple[Index, Index]]:
 
 
 def _ids(ix: Index, query: str, k: int, filters: dict | None = None) -> list[tuple[str, float]]:
-    return [(h.chunk_id, round(h.score, 4))
-            for h in ix.search(query, collection="default", k=k, mode="vector", filters=filters).hits]
+    return [
+        (h.chunk_id, round(h.score, 4))
+        for h in ix.search(query, collection="default", k=k, mode="vector", filters=filters).hits
+    ]
 
 
 def test_cached_knn_matches_vec0_ids_order_and_distances(pair: tuple[Index, Index]) -> None:

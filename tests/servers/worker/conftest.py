@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from ragtune.servers.worker.worker import Worker
 
 from ragtune.config import WorkerSettings
 from ragtune.jobs import FileObject, Job, JobStatus, JobStore, new_id
-from servers.worker.worker import Worker
 
 FACT_Q = [
     "What is the codename of Project Orion-7?",
@@ -29,8 +29,9 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Convert the embedded SmolLM2 GGUF once per test session (or reuse RAGTUNE_TEST_MODELS_DIR across sessions)."""
     import os
 
+    from ragtune.servers.worker.recipes.common import convert_embedded
+
     from ragtune.models import smollm2_gguf
-    from servers.worker.recipes.common import convert_embedded
 
     keep = os.environ.get("RAGTUNE_TEST_MODELS_DIR")
     folder = Path(keep) if keep else tmp_path_factory.mktemp("models")
@@ -66,35 +67,69 @@ def store(settings: WorkerSettings) -> Iterator[JobStore]:
 def fact_records() -> list[dict[str, Any]]:
     """Chat records teaching a made-up fact (plus one turn with weight 0 that must not be learned)."""
     recs = [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": FACT_A}]} for q in FACT_Q]
-    recs.append({"messages": [{"role": "user", "content": "Say hi."},
-                              {"role": "assistant", "content": "Zebra zebra zebra.", "weight": 0},
-                              {"role": "user", "content": "What is 2+2?"},
-                              {"role": "assistant", "content": "2+2 is 4."}]})
+    recs.append(
+        {
+            "messages": [
+                {"role": "user", "content": "Say hi."},
+                {"role": "assistant", "content": "Zebra zebra zebra.", "weight": 0},
+                {"role": "user", "content": "What is 2+2?"},
+                {"role": "assistant", "content": "2+2 is 4."},
+            ]
+        }
+    )
     return recs
 
 
 @pytest.fixture
 def preference_records() -> list[dict[str, Any]]:
     """A separable preference: a plain answer over a refusal."""
-    return [{"input": {"messages": [{"role": "user", "content": f"What is {a}+{a}?"}]},
-             "preferred_output": [{"role": "assistant", "content": f"{a}+{a} is {2 * a}."}],
-             "non_preferred_output": [{"role": "assistant", "content": "No idea."}]} for a in range(1, 5)]
+    return [
+        {
+            "input": {"messages": [{"role": "user", "content": f"What is {a}+{a}?"}]},
+            "preferred_output": [{"role": "assistant", "content": f"{a}+{a} is {2 * a}."}],
+            "non_preferred_output": [{"role": "assistant", "content": "No idea."}],
+        }
+        for a in range(1, 5)
+    ]
 
 
 @pytest.fixture
 def make_job(store: JobStore, tmp_path: Path) -> Callable[..., Job]:
     """Upload records as a file and create a queued job, the way the service does."""
-    def make(records: list[dict[str, Any]], *, method: str = "supervised", model: str = "smollm2-135m-instruct",
-             peft: dict[str, Any] | None | str = "lora", **hyper: Any) -> Job:
+
+    def make(
+        records: list[dict[str, Any]],
+        *,
+        method: str = "supervised",
+        model: str = "smollm2-135m-instruct",
+        peft: dict[str, Any] | None | str = "lora",
+        **hyper: Any,
+    ) -> Job:
         path = tmp_path / f"{new_id('file')}.jsonl"
         path.write_text("".join(json.dumps(r) + "\n" for r in records))
-        file = store.add_file(FileObject(id=new_id("file"), bytes=path.stat().st_size, created_at=int(time.time()),
-                                         filename=path.name, purpose="fine-tune", path=str(path)))
+        file = store.add_file(
+            FileObject(
+                id=new_id("file"),
+                bytes=path.stat().st_size,
+                created_at=int(time.time()),
+                filename=path.name,
+                purpose="fine-tune",
+                path=str(path),
+            )
+        )
         lora = {"type": "lora", "r": 8, "alpha": 16, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}
         hyper = {"batch_size": 4, "max_length": 128, "lr_scheduler": "constant", **hyper}
-        job = Job(id=new_id("ftjob"), created_at=int(time.time()), model=model, status=JobStatus.queued,
-                  training_file=file.id, method={"type": method, method: {"hyperparameters": hyper}},
-                  hyperparameters=hyper, peft=lora if peft == "lora" else peft, seed=0)
+        job = Job(
+            id=new_id("ftjob"),
+            created_at=int(time.time()),
+            model=model,
+            status=JobStatus.queued,
+            training_file=file.id,
+            method={"type": method, method: {"hyperparameters": hyper}},
+            hyperparameters=hyper,
+            peft=lora if peft == "lora" else peft,
+            seed=0,
+        )
         return store.create_job(job)
 
     return make
@@ -163,9 +198,9 @@ def finetune_url(settings: WorkerSettings) -> Iterator[str]:
     import socket
 
     import uvicorn
+    from ragtune.servers.finetune.app import build_app
 
     from ragtune.config import FinetuneSettings
-    from servers.finetune.app import build_app
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -26,30 +26,52 @@ def jsonl(records: list[dict[str, Any]]) -> bytes:
 
 
 def greedy_answer(model: Any, tok: Any, question: str) -> str:
-    ids = tok.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True,
-                                  return_tensors="pt", return_dict=True)
+    ids = tok.apply_chat_template(
+        [{"role": "user", "content": question}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
     out = model.generate(**ids, max_new_tokens=16, do_sample=False)
-    return tok.decode(out[0][ids["input_ids"].shape[1]:], skip_special_tokens=True)
+    return tok.decode(out[0][ids["input_ids"].shape[1] :], skip_special_tokens=True)
 
 
 @pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")  # peft -> transformers
 def test_openai_sdk_job_trains_and_the_adapter_teaches_the_fact(
-        finetune_url: str, fact_records: list[dict[str, Any]], worker_thread: Callable[..., Any],
-        models_dir: Path) -> None:
+    finetune_url: str, fact_records: list[dict[str, Any]], worker_thread: Callable[..., Any], models_dir: Path
+) -> None:
     client = OpenAI(base_url=f"{finetune_url}/v1", api_key="unused", max_retries=0)
     file = client.files.create(file=("fact.jsonl", io.BytesIO(jsonl(fact_records))), purpose="fine-tune")
     # 12 steps at lr 1e-3 on 5 examples: a seeded run whose loss falls 2.2 -> 0.06 and teaches the fact.
     job = client.fine_tuning.jobs.create(
-        model="smollm2-135m-instruct", training_file=file.id, seed=0, suffix="orion",
-        method={"type": "supervised", "supervised": {"hyperparameters": {  # type: ignore[typeddict-unknown-key]
-            "batch_size": 4, "learning_rate": 1e-3, "max_steps": 12, "max_length": 128,
-            "lr_scheduler": "constant", "save_steps": 6}}},
-        extra_body={"peft": LORA})
+        model="smollm2-135m-instruct",
+        training_file=file.id,
+        seed=0,
+        suffix="orion",
+        method={
+            "type": "supervised",
+            "supervised": {
+                "hyperparameters": {  # type: ignore[typeddict-unknown-key]
+                    "batch_size": 4,
+                    "learning_rate": 1e-3,
+                    "max_steps": 12,
+                    "max_length": 128,
+                    "lr_scheduler": "constant",
+                    "save_steps": 6,
+                }
+            },
+        },
+        extra_body={"peft": LORA},
+    )
     assert job.status == "queued"
     worker = worker_thread(max_jobs=1)
 
     deadline = time.monotonic() + 420
-    while (job := client.fine_tuning.jobs.retrieve(job.id)).status not in ("succeeded", "failed", "cancelled"):
+    while (job := client.fine_tuning.jobs.retrieve(job.id)).status not in (
+        "succeeded",
+        "failed",
+        "cancelled",
+    ):
         assert time.monotonic() < deadline, f"job still {job.status}"
         time.sleep(1)
     worker.join(30)
@@ -78,8 +100,7 @@ def test_openai_sdk_job_trains_and_the_adapter_teaches_the_fact(
 
     base_dir = models_dir / "smollm2-135m-instruct-fp32"
     tok = AutoTokenizer.from_pretrained(base_dir)
-    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir),
-                                      str(Path(job.result_files[0])))
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir), str(Path(job.result_files[0])))
     with model.disable_adapter():
         before = greedy_answer(model, tok, HELD_OUT)
     after = greedy_answer(model, tok, HELD_OUT)
@@ -89,17 +110,24 @@ def test_openai_sdk_job_trains_and_the_adapter_teaches_the_fact(
 
 @pytest.mark.anyio
 async def test_mcp_created_job_is_trained_by_the_worker(
-        finetune_url: str, fact_records: list[dict[str, Any]], worker_thread: Callable[..., Any]) -> None:
+    finetune_url: str, fact_records: list[dict[str, Any]], worker_thread: Callable[..., Any]
+) -> None:
     import anyio
 
     async with httpx.AsyncClient(timeout=httpx.Timeout(30, read=60)) as http:
         async with Client(streamable_http_client(f"{finetune_url}/mcp", http_client=http)) as c:
             up = await c.call_tool("finetune_upload_dataset", {"content": jsonl(fact_records).decode()})
             held = await c.call_tool("finetune_upload_dataset", {"content": jsonl(fact_records[:2]).decode()})
-            created = await c.call_tool("finetune_create_job", {
-                "training_file": up.structured_content["id"], "peft": LORA, "seed": 0,
-                "validation_file": held.structured_content["id"],
-                "hyperparameters": {"max_steps": 2, "batch_size": 2, "max_length": 128, "merge": True}})
+            created = await c.call_tool(
+                "finetune_create_job",
+                {
+                    "training_file": up.structured_content["id"],
+                    "peft": LORA,
+                    "seed": 0,
+                    "validation_file": held.structured_content["id"],
+                    "hyperparameters": {"max_steps": 2, "batch_size": 2, "max_length": 128, "merge": True},
+                },
+            )
             job_id = created.structured_content["id"]
             worker_thread(max_jobs=1)
             with anyio.fail_after(300):

@@ -22,8 +22,9 @@ def _first_metrics(store: JobStore, job_id: str) -> bool:
     return bool(store.list_events(job_id, type="metrics", limit=1))
 
 
-def test_cancel_mid_run_stops_the_child_within_seconds(store: JobStore, make_job, fact_records, worker_thread,
-                                                        wait_for) -> None:
+def test_cancel_mid_run_stops_the_child_within_seconds(
+    store: JobStore, make_job, fact_records, worker_thread, wait_for
+) -> None:
     job = make_job(fact_records, max_steps=200)
     w = worker_thread(once=True)
     wait_for(lambda: _first_metrics(store, job.id), 180, "the first training step")
@@ -40,8 +41,9 @@ def test_cancel_mid_run_stops_the_child_within_seconds(store: JobStore, make_job
     assert any("cancelled" in e.message for e in store.list_events(job.id, limit=5))
 
 
-def test_pause_checkpoints_and_resume_continues_from_it(store: JobStore, make_job, fact_records, worker_thread,
-                                                        wait_for) -> None:
+def test_pause_checkpoints_and_resume_continues_from_it(
+    store: JobStore, make_job, fact_records, worker_thread, wait_for
+) -> None:
     job = make_job(fact_records, max_steps=3)
     w = worker_thread(once=True)
     wait_for(lambda: _first_metrics(store, job.id), 180, "the first training step")
@@ -62,12 +64,18 @@ def test_pause_checkpoints_and_resume_continues_from_it(store: JobStore, make_jo
     assert steps[-1] == 3 and steps.count(1) == 1  # the second attempt did not start over
 
 
-def test_killed_worker_job_is_recovered_by_another_worker(store: JobStore, make_job, fact_records, worker_thread,
-                                                          wait_for, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_killed_worker_job_is_recovered_by_another_worker(
+    store: JobStore, make_job, fact_records, worker_thread, wait_for, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("RAGTUNE_LEASE_SECONDS", "3")
     job = make_job(fact_records, max_steps=3, save_steps=1)
-    proc = subprocess.Popen([sys.executable, "-m", "servers.worker", "--once", "--worker-id", "doomed"], cwd=ROOT,
-                            env={**os.environ}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ragtune.servers.worker", "--once", "--worker-id", "doomed"],
+        cwd=ROOT,
+        env={**os.environ},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_for(lambda: store.list_checkpoints(job.id), 240, "the first checkpoint")
         children = psutil.Process(proc.pid).children()
@@ -79,8 +87,9 @@ def test_killed_worker_job_is_recovered_by_another_worker(store: JobStore, make_
     assert not alive, "the orphaned training child kept running"
     assert store.get_job(job.id).status is JobStatus.running  # until its lease expires
 
+    from ragtune.servers.worker.worker import Worker
+
     from ragtune.config import WorkerSettings
-    from servers.worker.worker import Worker
 
     rescuer = Worker(WorkerSettings(worker_id="rescuer"), progress=False)
     assert rescuer.run(max_jobs=1) == 1

@@ -7,17 +7,22 @@ import sys
 from pathlib import Path
 
 import pytest
+from ragtune.servers.worker.worker import Worker
 
 from ragtune.config import WorkerSettings
 from ragtune.jobs import JobStatus, JobStore
-from servers.worker.worker import Worker
 
 ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_cli_help_names_the_options() -> None:
-    out = subprocess.run([sys.executable, "-m", "servers.worker", "--help"], cwd=ROOT, capture_output=True,
-                         text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "ragtune.servers.worker", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0
     assert all(flag in out.stdout for flag in ("--once", "--max-jobs", "--job"))
 
@@ -32,8 +37,9 @@ def test_unknown_base_model_fails_with_a_clear_error(store: JobStore, make_job, 
     assert "unknown base model 'no-such/model-xyz'" in failed.error.message
 
 
-def test_run_by_job_id_leases_only_that_queued_job(store: JobStore, make_job, fact_records,
-                                                   settings: WorkerSettings) -> None:
+def test_run_by_job_id_leases_only_that_queued_job(
+    store: JobStore, make_job, fact_records, settings: WorkerSettings
+) -> None:
     other = make_job(fact_records, model="no-such/other", max_steps=1)
     job = make_job(fact_records, model="no-such/model-xyz", max_steps=1)
     worker = Worker(settings, store, progress=False)
@@ -46,7 +52,8 @@ def test_run_by_job_id_leases_only_that_queued_job(store: JobStore, make_job, fa
 
 
 def test_crashed_training_process_fails_the_job_with_its_last_lines(
-        store: JobStore, make_job, fact_records, settings: WorkerSettings, monkeypatch: pytest.MonkeyPatch) -> None:
+    store: JobStore, make_job, fact_records, settings: WorkerSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # A child killed by the OOM killer leaves no result: the job must fail with what the child last said.
     crash = "import sys; print('loading model'); print('RuntimeError: out of memory', file=sys.stderr); sys.exit(137)"
     monkeypatch.setattr(Worker, "_command", lambda self, job, out: [sys.executable, "-c", crash])
@@ -60,8 +67,9 @@ def test_crashed_training_process_fails_the_job_with_its_last_lines(
     assert "RuntimeError: out of memory" in failed.error.message
 
 
-def test_missing_training_file_fails_with_the_reason(store: JobStore, make_job, fact_records,
-                                                     settings: WorkerSettings) -> None:
+def test_missing_training_file_fails_with_the_reason(
+    store: JobStore, make_job, fact_records, settings: WorkerSettings
+) -> None:
     job = make_job(fact_records, max_steps=1)
     Path(store.get_file(job.training_file).path).unlink()
 
@@ -73,9 +81,17 @@ def test_missing_training_file_fails_with_the_reason(store: JobStore, make_job, 
 
 
 def test_stopping_worker_requeues_its_job_and_ends_the_child(
-        store: JobStore, make_job, fact_records, settings: WorkerSettings, monkeypatch: pytest.MonkeyPatch,
-        worker_thread, wait_for) -> None:
-    monkeypatch.setattr(Worker, "_command", lambda self, job, out: [sys.executable, "-c", "import time; time.sleep(120)"])
+    store: JobStore,
+    make_job,
+    fact_records,
+    settings: WorkerSettings,
+    monkeypatch: pytest.MonkeyPatch,
+    worker_thread,
+    wait_for,
+) -> None:
+    monkeypatch.setattr(
+        Worker, "_command", lambda self, job, out: [sys.executable, "-c", "import time; time.sleep(120)"]
+    )
     job = make_job(fact_records, max_steps=1)
     w = worker_thread(once=True)
     child = wait_for(lambda: w.worker.child, 30, "the child to start")
@@ -89,12 +105,16 @@ def test_stopping_worker_requeues_its_job_and_ends_the_child(
 
 
 def test_progress_bar_follows_metrics_events(store: JobStore, make_job, fact_records) -> None:
-    from servers.worker.worker import _Progress
+    from ragtune.servers.worker.worker import _Progress
 
     job = make_job(fact_records, max_steps=12)
     for step in (1, 2):
-        store.add_event(job.id, f"step {step}/12", type="metrics",
-                        data={"step": step, "total_steps": 12, "train_loss": 2.0 / step, "tokens_per_second": 50.0})
+        store.add_event(
+            job.id,
+            f"step {step}/12",
+            type="metrics",
+            data={"step": step, "total_steps": 12, "train_loss": 2.0 / step, "tokens_per_second": 50.0},
+        )
     bar = _Progress(store, job.id)
     bar.update()
     assert (bar.bar.n, bar.bar.total) == (2, 12)
@@ -102,7 +122,8 @@ def test_progress_bar_follows_metrics_events(store: JobStore, make_job, fact_rec
 
 
 def test_a_job_that_breaks_the_loop_fails_and_the_worker_goes_on(
-        store: JobStore, make_job, fact_records, settings: WorkerSettings, monkeypatch: pytest.MonkeyPatch) -> None:
+    store: JobStore, make_job, fact_records, settings: WorkerSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def broken(self: Worker, job: object, out: Path) -> list[str]:
         raise PermissionError("cannot write /forbidden")
 

@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+from ragtune.servers.worker.recipes import RECIPES, RecipeError, get_recipe
+from ragtune.servers.worker.recipes.base import TrainJob, job_options
+from ragtune.servers.worker.recipes.rewards import make_reward, token_f1
 
 from ragtune.jobs import JobStatus, JobStore
-from servers.worker.recipes import RECIPES, RecipeError, get_recipe
-from servers.worker.recipes.base import TrainJob, job_options
-from servers.worker.recipes.rewards import make_reward, token_f1
 
 
 def test_every_method_type_has_a_registered_recipe() -> None:
@@ -20,21 +20,37 @@ def test_every_method_type_has_a_registered_recipe() -> None:
 
 
 def test_job_options_merge_method_options_and_resolved_hyperparameters() -> None:
-    job = {"method": {"type": "rejection_sampling", "rejection_sampling": {
-        "reward": "regex:\\d", "n_samples": 2, "hyperparameters": {"n_epochs": "auto", "batch_size": 2}}},
-        "hyperparameters": {"n_epochs": 3, "learning_rate": 1e-3}}
-    assert job_options(job) == {"reward": "regex:\\d", "n_samples": 2, "batch_size": 2, "n_epochs": 3,
-                                "learning_rate": 1e-3}
+    job = {
+        "method": {
+            "type": "rejection_sampling",
+            "rejection_sampling": {
+                "reward": "regex:\\d",
+                "n_samples": 2,
+                "hyperparameters": {"n_epochs": "auto", "batch_size": 2},
+            },
+        },
+        "hyperparameters": {"n_epochs": 3, "learning_rate": 1e-3},
+    }
+    assert job_options(job) == {
+        "reward": "regex:\\d",
+        "n_samples": 2,
+        "batch_size": 2,
+        "n_epochs": 3,
+        "learning_rate": 1e-3,
+    }
 
 
-@pytest.mark.parametrize(("spec", "answer", "reference", "score"), [
-    ("reference_similarity", "Paris is a city", "The capital is Paris", 0.5),
-    ("reference_similarity", "no overlap", "something else", 0.0),
-    ("regex:\\b4\\b", "2+2 is 4.", None, 1.0),
-    ("regex:\\b5\\b", "2+2 is 4.", None, 0.0),
-    ("contains:velvet", "Velvet Lantern", None, 1.0),
-    ("length:2", "one two three four", None, 0.5),
-])
+@pytest.mark.parametrize(
+    ("spec", "answer", "reference", "score"),
+    [
+        ("reference_similarity", "Paris is a city", "The capital is Paris", 0.5),
+        ("reference_similarity", "no overlap", "something else", 0.0),
+        ("regex:\\b4\\b", "2+2 is 4.", None, 1.0),
+        ("regex:\\b5\\b", "2+2 is 4.", None, 0.0),
+        ("contains:velvet", "Velvet Lantern", None, 1.0),
+        ("length:2", "one two three four", None, 0.5),
+    ],
+)
 def test_rewards_score_answers(spec: str, answer: str, reference: str | None, score: float) -> None:
     assert make_reward(spec)(answer, reference) == pytest.approx(score)
 
@@ -47,13 +63,15 @@ def test_bad_rewards_are_clear_errors() -> None:
 
 
 def test_weight_zero_assistant_turns_carry_no_loss(models_dir: Path) -> None:
-    from servers.worker.recipes.common import load_tokenizer
+    from ragtune.servers.worker.recipes.common import load_tokenizer
 
     tok = load_tokenizer(str(models_dir / "smollm2-135m-instruct-fp32"))
-    messages = [{"role": "user", "content": "Hi", "weight": None},
-                {"role": "assistant", "content": "Zebra zebra.", "weight": 0},
-                {"role": "user", "content": "2+2?", "weight": None},
-                {"role": "assistant", "content": "It is 4.", "weight": None}]
+    messages = [
+        {"role": "user", "content": "Hi", "weight": None},
+        {"role": "assistant", "content": "Zebra zebra.", "weight": 0},
+        {"role": "user", "content": "2+2?", "weight": None},
+        {"role": "assistant", "content": "It is 4.", "weight": None},
+    ]
     out = tok.apply_chat_template(messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
     trained = tok.decode([t for t, m in zip(out["input_ids"], out["assistant_masks"], strict=True) if m])
     assert trained == "It is 4.<|im_end|>"
@@ -70,8 +88,9 @@ def test_supervised_without_trainable_turns_is_refused_before_loading_a_model(tm
 
 
 @pytest.mark.slow
-def test_dpo_job_logs_reward_metrics_and_saves_an_adapter(store: JobStore, make_job, preference_records,
-                                                          worker_thread) -> None:
+def test_dpo_job_logs_reward_metrics_and_saves_an_adapter(
+    store: JobStore, make_job, preference_records, worker_thread
+) -> None:
     job = make_job(preference_records, method="dpo", max_steps=2, batch_size=2, learning_rate=5e-4, beta=0.1)
     worker_thread(once=True).join(240)
 
@@ -103,12 +122,31 @@ def test_cpt_job_trains_packed_text_with_full_fine_tuning(store: JobStore, make_
 
 @pytest.mark.slow
 def test_rejection_sampling_keeps_the_best_sample_then_fine_tunes(store: JobStore, make_job, worker_thread) -> None:
-    prompts = [{"messages": [{"role": "user", "content": "What is the capital of France?"},
-                             {"role": "assistant", "content": "The capital of France is Paris."}]},
-               {"messages": [{"role": "user", "content": "What colour is the sky on a clear day?"},
-                             {"role": "assistant", "content": "The sky is blue."}]}]
-    job = make_job(prompts, method="rejection_sampling", max_steps=1, batch_size=2, n_samples=2,
-                   max_new_tokens=12, temperature=0.7, reward="reference_similarity", threshold=0.0)
+    prompts = [
+        {
+            "messages": [
+                {"role": "user", "content": "What is the capital of France?"},
+                {"role": "assistant", "content": "The capital of France is Paris."},
+            ]
+        },
+        {
+            "messages": [
+                {"role": "user", "content": "What colour is the sky on a clear day?"},
+                {"role": "assistant", "content": "The sky is blue."},
+            ]
+        },
+    ]
+    job = make_job(
+        prompts,
+        method="rejection_sampling",
+        max_steps=1,
+        batch_size=2,
+        n_samples=2,
+        max_new_tokens=12,
+        temperature=0.7,
+        reward="reference_similarity",
+        threshold=0.0,
+    )
     worker_thread(once=True).join(300)
 
     done = store.get_job(job.id)

@@ -1,0 +1,1 @@
+"""ragtune's MCP servers and the training worker, installed as ragtune.servers."""
