@@ -102,7 +102,11 @@ def _openai_embedder(name: str, settings: RetrievalSettings) -> Embedder:
 
 
 def detect_language(text: str) -> str:
-    """Guess "ko", "en" or "other" from the share of Hangul and Latin letters (cheap; decides hybrid fusion)."""
+    """Label the script, not the language: "ko" for mostly Hangul, "en" for mostly Latin letters, else "other".
+
+    Cheap and good enough to decide hybrid fusion (does the embedder cover this text?); German or French text is
+    labelled "en" because only the alphabet is looked at.
+    """
     hangul = len(_HANGUL.findall(text))
     latin = len(_LATIN.findall(text))
     letters = sum(ch.isalpha() for ch in text)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import re
 import threading
+from collections.abc import Iterable
 from typing import Any
 
 # Content-bearing Kiwi tags: nouns, verb/adjective stems, roots, Hanja, adverbs, numerals, pronouns. Latin words
@@ -53,8 +54,12 @@ class Analyzer:
 
     def fts_query(self, text: str) -> str:
         """Return an FTS5 query that ORs the quoted, de-duplicated terms of `text` ('' when none)."""
-        unique = dict.fromkeys(self.terms(text))
-        return " OR ".join('"' + term.replace('"', '""') + '"' for term in unique)
+        return or_query(dict.fromkeys(self.terms(text)))
+
+
+def or_query(terms: Iterable[str]) -> str:
+    """Return the FTS5 OR-query of `terms`, each quoted so FTS5 syntax in a term ("AND", "*", a quote) is literal."""
+    return " OR ".join('"' + term.replace('"', '""') + '"' for term in terms)
 
 
 _factory_lock = threading.Lock()

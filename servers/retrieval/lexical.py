@@ -1,13 +1,14 @@
-"""Exact bm25 top-k from FTS5 without scoring every chunk that shares a common word with the query.
+"""bm25 top-k from FTS5 without scoring every chunk that shares a common word with the query (approximate at scale).
 
 An OR-query containing a term found in many chunks (신청, 지원, patient) makes FTS5 compute bm25 for all of
-them: ~160 ms p95 at 100k chunks. In large indexes the query is split: FTS5 ranks the chunks matching the rarer
-terms (few), the common terms' bm25 contributions are added for those candidates here (same formula, same
-statistics as FTS5: row count and token totals from the FTS5 averages record, per-row sizes from docsize), and
-the result is provably the exact top-k when the k-th score beats the best score any other chunk could reach
-(its rare-term score plus the common terms' maximum contributions). That bound rarely holds, so by default the
-re-scored candidates are kept anyway (chunks matching only common terms can be missed; see EXACT_ONLY). When the
-rare terms match fewer than k chunks, or the query has no rare or no common term, the full query runs.
+them: ~160 ms p95 at 100k chunks. From MIN_ROWS chunks on, the query is split: FTS5 ranks the chunks matching the
+rarer terms (few), the common terms' bm25 contributions are added for those candidates here (same formula, same
+statistics as FTS5: row count and token totals from the FTS5 averages record, per-row sizes from docsize). The
+result is provably the exact top-k only when the k-th score beats the best score any other chunk could reach (its
+rare-term score plus the common terms' maximum contributions). That bound rarely holds, and with EXACT_ONLY off
+(the default) the re-scored candidates are returned anyway: the ranking is then approximate, since chunks matching
+only common terms can be missed. Below MIN_ROWS, or when the rare terms match fewer than k chunks, or the query has
+no rare or no common term, the full OR-query runs and the top-k is exact.
 """
 
 from __future__ import annotations
@@ -66,7 +67,11 @@ def split_terms(
 def exact_top(
     conn: Any, split: Split, rank: Ranker, depth: int, weights: tuple[float, float]
 ) -> list[tuple[int, float]] | None:
-    """Return (rowid, bm25) best first (FTS5's sign: lower is better), or None when not provably exact."""
+    """Return (rowid, bm25) best first (FTS5's sign: lower is better), or None to run the full query instead.
+
+    None comes back when the rare terms match fewer than `depth` chunks, or (EXACT_ONLY only) when the top-k is not
+    provably exact; otherwise the re-scored candidates are returned, exact or not.
+    """
     fetch = max(CANDIDATES, depth)
     partial = rank(split.rare, fetch)
     if len(partial) < depth:

@@ -10,7 +10,7 @@ import numpy as np
 from ragtune.servers.retrieval.errors import BadQuery, EmbedderMismatch
 from ragtune.servers.retrieval.filters import compile_filters
 from ragtune.servers.retrieval.fusion import rrf
-from ragtune.servers.retrieval.korean import get_analyzer
+from ragtune.servers.retrieval.korean import get_analyzer, or_query
 from ragtune.servers.retrieval.lexical import exact_top, split_terms
 from ragtune.servers.retrieval.models import Coverage, Hit, SearchMode, SearchResult
 from ragtune.servers.retrieval.schema import vec_table
@@ -118,7 +118,7 @@ def plan(
 def lexical_ranking(
     index: Index, terms: list[str], collection: str, where: str, params: list[Any], depth: int
 ) -> list[tuple[int, float]]:
-    """Return (chunk rowid, bm25) best first; filters apply before the limit (exact top-k, see lexical.py)."""
+    """Return (chunk rowid, bm25) best first; filters apply before the limit (approximate at scale, see lexical.py)."""
     # CROSS JOIN pins the FTS match as the outer loop; otherwise SQLite walks the collection's chunks first.
     docs = "" if where == "1" else " cross join documents d on d.id = c.doc_id"
     sql = (
@@ -128,8 +128,7 @@ def lexical_ranking(
     )
 
     def rank(words: Sequence[str], limit: int) -> list[tuple[int, float]]:
-        query = " OR ".join('"' + w.replace('"', '""') + '"' for w in words)
-        return [(r[0], r[1]) for r in index.conn.execute(sql, (query, collection, *params, limit))]
+        return [(r[0], r[1]) for r in index.conn.execute(sql, (or_query(words), collection, *params, limit))]
 
     with index.lock:
         split = split_terms(index.conn, terms)

@@ -113,7 +113,9 @@ def test_finetune_openai_without_the_token_fails(finetune_url: str) -> None:
         "finetune_openai.py", "--base-url", f"{finetune_url}/v1", "--token", "wrong", "--until", "queued"
     )
     assert result.returncode != 0
-    assert "401" in result.stderr or "Authentication" in result.stderr
+    assert "Error code: 401" in result.stderr and "missing or wrong bearer token" in result.stderr, result.stderr[
+        -2000:
+    ]
 
 
 # ---- openai_toolcalling.py ----------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from ragtune.servers.retrieval.chunking import Span, chunk_text, count_tokens, passage_text, split_sentences
 
 DOC = (
@@ -11,12 +12,25 @@ DOC = (
 )
 
 
-def test_every_chunk_is_an_exact_slice_of_the_document() -> None:
+SENTENCES = " ".join(f"Sentence number {i} is here." for i in range(40))  # 6 tokens a sentence
+
+
+@pytest.mark.parametrize("overlap", [0, 10])
+def test_chunks_cover_all_text_and_neighbours_share_only_the_overlap(overlap: int) -> None:
+    chunks = chunk_text(SENTENCES, budget=30, overlap=overlap)
+    covered = set().union(*(range(c.start, c.end) for c in chunks))
+    assert all(i in covered for i, ch in enumerate(SENTENCES) if not ch.isspace()), "no text is lost"
+    for a, b in zip(chunks, chunks[1:], strict=False):
+        shared = SENTENCES[b.start : a.end] if b.start < a.end else ""
+        if overlap:
+            assert shared.endswith("is here.") and 0 < count_tokens(shared) <= overlap, shared
+        else:
+            assert shared == ""
+
+
+def test_chunk_spans_trim_whitespace_at_both_ends() -> None:
     chunks = chunk_text(DOC, budget=12, overlap=4)
-    assert chunks
-    for c in chunks:
-        assert 0 <= c.start < c.end <= len(DOC)
-        assert DOC[c.start : c.end].strip() == DOC[c.start : c.end]
+    assert chunks and all(DOC[c.start : c.end] == DOC[c.start : c.end].strip() for c in chunks)
 
 
 def test_chunks_carry_their_heading_path_and_never_mix_sections() -> None:
@@ -32,12 +46,10 @@ def test_korean_sentence_endings_split_long_paragraphs() -> None:
     assert sentences == ["설치는 쉽습니다.", "명령을 실행하세요.", "잘 되나요?", "됩니다!", "끝났다."]
 
 
-def test_chunks_respect_the_budget_and_overlap() -> None:
-    text = " ".join(f"Sentence number {i} is here." for i in range(40))
-    chunks = chunk_text(text, budget=30, overlap=10)
+def test_chunks_respect_the_budget_and_are_numbered_in_order() -> None:
+    chunks = chunk_text(SENTENCES, budget=30, overlap=10)
     assert len(chunks) > 3
-    assert all(count_tokens(text[c.start : c.end]) <= 30 for c in chunks)
-    assert all(b.start < a.end for a, b in zip(chunks, chunks[1:], strict=False)), "neighbours overlap"
+    assert all(count_tokens(SENTENCES[c.start : c.end]) <= 30 for c in chunks)
     assert [c.ordinal for c in chunks] == list(range(len(chunks)))
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from ragtune.servers.retrieval.korean import get_analyzer
+from concurrent.futures import ThreadPoolExecutor
+
+from ragtune.servers.retrieval.korean import get_analyzer, or_query
 
 
 def test_particles_are_removed_so_whitespace_variants_match() -> None:
@@ -21,6 +23,11 @@ def test_fts_query_quotes_and_ors_unique_terms() -> None:
     assert sorted(query.split(" OR ")) == ['"quot"', '"검색"']
 
 
+def test_or_query_makes_fts5_operators_and_quotes_literal() -> None:
+    assert or_query(["NEAR", 'a"b', "x*"]) == '"NEAR" OR "a""b" OR "x*"'
+    assert or_query([]) == ""
+
+
 def test_mixed_text_gets_korean_morphemes_and_english_stems() -> None:
     assert sorted(get_analyzer().terms("FTS5 검색엔진에서 organizations.")) == [
         "5",
@@ -31,5 +38,8 @@ def test_mixed_text_gets_korean_morphemes_and_english_stems() -> None:
     ]
 
 
-def test_the_analyzer_is_created_once_per_process() -> None:
-    assert get_analyzer() is get_analyzer()
+def test_the_shared_analyzer_gives_the_same_terms_from_many_threads_at_once() -> None:
+    texts = ["The running organizations 검색엔진에서", "복지 서비스를 신청했습니다 tests"] * 16
+    expected = [get_analyzer().terms(t) for t in texts]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        assert list(pool.map(lambda t: get_analyzer().terms(t), texts)) == expected
