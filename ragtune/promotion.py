@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import httpx
 from pydantic import BaseModel, Field
 
-from ragtune.jobs import Job, JobStatus, JobStore, UnknownId
+from ragtune.jobs import Job, JobEvent, JobStatus, JobStore, UnknownId
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
@@ -48,11 +48,15 @@ class PromotionRefused(ValueError):
     """Raised when a model may not be promoted as asked (worse than its base, diverged, not a finished job)."""
 
 
+class ModelNotFound(PromotionRefused):
+    """Raised when no fine-tuning job produced the named model."""
+
+
 # --- service side: the state in the job store --------------------------------------------------------------
 def promote(store: JobStore, model_id: str, *, accept_warnings: bool = False) -> Promotion:
     """Make `model_id` the model every agent answers with; refuse a worse or diverged one unless accepted."""
     job = promotable_job(store, model_id)
-    problems = promotion_problems(job)
+    problems = promotion_problems(store, job)
     if problems and not accept_warnings:
         raise PromotionRefused(
             f"not promoting {model_id}: {'; '.join(problems)}. Pass accept_warnings=true to promote it anyway"
@@ -103,22 +107,39 @@ def promotable_job(store: JobStore, model_id: str) -> Job:
     except UnknownId:
         job = None
     if job is None or job.fine_tuned_model != model_id:
-        raise PromotionRefused(f"no succeeded fine-tuning job produced {model_id!r}; list models to see the names")
+        raise ModelNotFound(f"no succeeded fine-tuning job produced {model_id!r}; list models to see the names")
     if job.status != JobStatus.succeeded:
         raise PromotionRefused(f"job {job.id} is {job.status.value}; only a succeeded job's model can be promoted")
     return job
 
 
-def promotion_problems(job: Job) -> list[str]:
-    """List, in plain words, why a job's model should not be used (its evaluation verdict and warnings)."""
+def promotion_problems(store: JobStore, job: Job) -> list[str]:
+    """List, in plain words, why a job's model should not be used: its evaluation verdict, warnings and loss."""
     evaluation = _evaluation(job)
     problems = [str(w) for w in evaluation.get("warnings") or []]
-    verdict = evaluation.get("verdict")
-    if verdict == "worse":
+    if evaluation.get("verdict") == "worse":
         problems.insert(0, "the tuned model scored worse than its base model on held-out data")
-    if evaluation.get("diverged"):
-        problems.insert(0, "the training loss diverged (it ended above where it started, or became NaN)")
+    start, end = loss_trend(store, job.id)
+    if evaluation.get("diverged") or (start is not None and end is not None and (end != end or end > start * 1.1)):
+        problems.insert(0, f"the training loss diverged ({_fmt(start)} -> {_fmt(end)}; it must fall)")
     return list(dict.fromkeys(problems))
+
+
+def loss_trend(store: JobStore, job_id: str, window: int = 3) -> tuple[float | None, float | None]:
+    """Return the mean training loss of the first and of the last `window` logged steps (None if not logged)."""
+    first = _losses(store.list_events(job_id, limit=window, order="asc", type="metrics"))
+    last = _losses(store.list_events(job_id, limit=window, order="desc", type="metrics"))
+    if not first or not last:
+        return None, None
+    return sum(first) / len(first), sum(last) / len(last)
+
+
+def _losses(events: list[JobEvent]) -> list[float]:
+    return [float(e.data["train_loss"]) for e in events if e.data and e.data.get("train_loss") is not None]
+
+
+def _fmt(value: float | None) -> str:
+    return "?" if value is None else f"{value:.2f}"
 
 
 def _evaluation(job: Job) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from ragtune.servers.finetune.service import FinetuneService, JobRequest, Page, 
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ragtune import promotion
 from ragtune.jobs import Job
 
 
@@ -32,6 +33,12 @@ class EstimateRequest(BaseModel):
     batch: int = 1
     optimizer: Literal["adamw", "adamw8bit", "sgd"] = "adamw"
     gradient_checkpointing: bool = True
+
+
+class PromoteRequest(BaseModel):
+    """Body of `POST /v1/models/{id}/promotion`."""
+
+    accept_warnings: bool = False
 
 
 def error_body(
@@ -205,6 +212,23 @@ def build_router(svc: FinetuneService, token: str | None) -> APIRouter:
             )
         except ValueError as e:
             raise ServiceError(400, str(e)) from e
+
+    @router.get("/ragtune/promotion")
+    def get_promotion() -> dict[str, Any]:
+        """Return the tuned model every agent answers with (`model` is null: the base model)."""
+        current = svc.current_promotion()
+        return current.model_dump(mode="json") if current else {"object": "ragtune.promotion", "model": None}
+
+    @router.post("/models/{model_id}/promotion")
+    def promote(model_id: str, body: PromoteRequest | None = None) -> promotion.Promotion:
+        """Make a tuned model the one every agent answers with (global until demoted); 409 if it is worse."""
+        return svc.promote(model_id, accept_warnings=bool(body and body.accept_warnings))
+
+    @router.delete("/models/{model_id}/promotion")
+    def demote(model_id: str) -> dict[str, Any]:
+        """Send the agents back to their base model if `model_id` is the promoted one."""
+        removed = svc.demote(model_id)
+        return {"object": "ragtune.promotion", "model": model_id, "deleted": removed is not None}
 
     @router.post("/ragtune/validate")
     async def validate(

@@ -19,6 +19,7 @@ from ragtune.servers.finetune import hyper
 from ragtune.servers.finetune.dispatch import Dispatcher, DispatchError, make_dispatcher
 from ragtune.servers.finetune.schemas import JobRequest, Page, ServiceError
 
+from ragtune import promotion
 from ragtune.config import FinetuneSettings
 from ragtune.datasets import DatasetError, LoadedDataset, parse_dataset
 from ragtune.jobs import (
@@ -429,3 +430,30 @@ class FinetuneService:
         with self._guard():
             ckpts = self.store.list_checkpoints(job_id, after=after, limit=limit + 1)
         return Page[Checkpoint](data=ckpts[:limit], has_more=len(ckpts) > limit)
+
+    # promotion (which tuned model the agents answer with; global) ----------------------------------
+    def promote(self, model_id: str, *, accept_warnings: bool = False) -> promotion.Promotion:
+        """Promote a tuned model for every agent; 409 says why a worse or diverged one is refused."""
+        with self._guard(), _promotion_errors():
+            return promotion.promote(self.store, model_id, accept_warnings=accept_warnings)
+
+    def demote(self, model_id: str | None = None) -> promotion.Promotion | None:
+        """Send the agents back to their base model; return the promotion removed, if any."""
+        with self._guard():
+            return promotion.demote(self.store, model_id)
+
+    def current_promotion(self) -> promotion.Promotion | None:
+        """Return the promoted model, if any."""
+        with self._guard():
+            return promotion.promoted(self.store)
+
+
+@contextmanager
+def _promotion_errors() -> Iterator[None]:
+    """Turn promotion refusals into HTTP-shaped errors: 404 for an unknown model, 409 for a refused one."""
+    try:
+        yield
+    except promotion.ModelNotFound as e:
+        raise ServiceError(404, str(e), param="model", code="model_not_found") from e
+    except promotion.PromotionRefused as e:
+        raise ServiceError(409, str(e), param="model", code="promotion_refused") from e
