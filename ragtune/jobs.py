@@ -10,12 +10,11 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Iterable
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from ragtune import db
 
@@ -56,6 +55,15 @@ class UnknownId(KeyError):
 
 class IllegalTransition(ValueError):
     """Raised when a job is asked to move to a state its current state cannot reach."""
+
+
+class Integration(BaseModel):
+    """A third-party integration in OpenAI's shape, e.g. {"type": "wandb", "wandb": {"project": "p"}}; stored only."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = Field(description='Integration kind, e.g. "wandb"')
+    wandb: dict[str, Any] | None = Field(default=None, description="wandb settings: project, name, entity, tags")
 
 
 class JobError(BaseModel):
@@ -102,7 +110,7 @@ class Job(BaseModel):
     estimated_finish: int | None = None
     method: dict[str, Any] = Field(default_factory=lambda: {"type": "supervised"})
     metadata: dict[str, str] | None = None
-    integrations: list[Any] = Field(default_factory=list)
+    integrations: list[Integration] = Field(default_factory=list)
     user_provided_suffix: str | None = None
     # ragtune's own fields
     peft: dict[str, Any] | None = None
@@ -158,8 +166,12 @@ MIGRATIONS = [
       id text primary key, job_id text not null references jobs(id) on delete cascade, created_at integer not null,
       step_number integer not null, path text not null, metrics text not null
     );
-    """
+    """,
+    # Status, attempts and worker live in their columns only (the body copy drifted and was patched on read).
+    "update jobs set body = json_remove(body, '$.status', '$.attempts', '$.worker_id');",
 ]
+# Job fields kept in columns, not in the JSON body: the single source of truth the worker and the API read.
+COLUMN_FIELDS = frozenset({"status", "attempts", "worker_id"})
 
 
 def new_id(prefix: str) -> str:
@@ -224,8 +236,8 @@ class JobStore:
     def create_job(self, job: Job) -> Job:
         """Insert a new job (normally in `validating_files` or `queued`)."""
         self.conn.execute(
-            "insert into jobs(id, created_at, status, body, attempts) values (?,?,?,?,0)",
-            (job.id, job.created_at, job.status.value, job.model_dump_json()),
+            "insert into jobs(id, created_at, status, body, worker_id, attempts) values (?,?,?,?,?,?)",
+            (job.id, job.created_at, job.status.value, _body(job), job.worker_id, job.attempts),
         )
         return job
 
@@ -236,9 +248,20 @@ class JobStore:
             raise UnknownId(f"no fine-tuning job with id {job_id!r}; list jobs to see the ids")
         return _job(row)
 
-    def list_jobs(self, *, after: str | None = None, limit: int = 20, status: str | None = None) -> list[Job]:
-        """Return jobs newest first, paged OpenAI-style with `after` = the last id of the previous page."""
-        clauses, args = [], []
+    def list_jobs(
+        self,
+        *,
+        after: str | None = None,
+        limit: int = 20,
+        status: str | None = None,
+        metadata: dict[str, str] | None = None,
+    ) -> list[Job]:
+        """Return jobs newest first, paged OpenAI-style with `after` = the last id of the previous page.
+
+        `metadata` keeps only jobs whose metadata holds every given key with that value (filtered in SQL).
+        """
+        clauses: list[str] = []
+        args: list[Any] = []
         if after:
             anchor = self.conn.execute("select created_at, rowid from jobs where id = ?", (after,)).fetchone()
             if anchor is None:
@@ -248,6 +271,9 @@ class JobStore:
         if status:
             clauses.append("status = ?")
             args.append(status)
+        for key, value in (metadata or {}).items():
+            clauses.append("exists (select 1 from json_each(body, '$.metadata') where key = ? and value = ?)")
+            args += [key, value]
         where = f" where {' and '.join(clauses)}" if clauses else ""
         rows = self.conn.execute(
             f"select * from jobs{where} order by created_at desc, rowid desc limit ?", (*args, limit)
@@ -258,8 +284,11 @@ class JobStore:
         """Change a job's non-state fields (result files, output dir, trained tokens...)."""
         with db.transaction(self.conn):
             job = self.get_job(job_id)
+            stray = COLUMN_FIELDS & fields.keys()
+            if stray:
+                raise ValueError(f"update_job cannot change {sorted(stray)}: use transition() or the lease methods")
             updated = job.model_copy(update=fields)
-            self.conn.execute("update jobs set body = ? where id = ?", (updated.model_dump_json(), job_id))
+            self.conn.execute("update jobs set body = ? where id = ?", (_body(updated), job_id))
         return self.get_job(job_id)
 
     def transition(
@@ -299,7 +328,7 @@ class JobStore:
         lease = "lease_until = null, worker_id = null," if to is not JobStatus.running else ""
         self.conn.execute(
             f"update jobs set {lease} status = ?, body = ? where id = ?",
-            (to.value, body.model_dump_json(), job.id),
+            (to.value, _body(body), job.id),
         )
 
     # worker side -------------------------------------------------------------------------------
@@ -317,20 +346,13 @@ class JobStore:
                 return None
             job = _job(row)
             now = time.time()
-            body = job.model_copy(
-                update={
-                    "status": JobStatus.running,
-                    "worker_id": worker_id,
-                    "attempts": job.attempts + 1,
-                    "started_at": job.started_at or int(now),
-                }
-            )
+            body = job.model_copy(update={"started_at": job.started_at or int(now)})
             self.conn.execute(
                 "update jobs set status = 'running', worker_id = ?, lease_until = ?, attempts = attempts + 1,"
                 " body = ? where id = ?",
-                (worker_id, now + lease_seconds, body.model_dump_json(), job.id),
+                (worker_id, now + lease_seconds, _body(body), job.id),
             )
-            self._event(job.id, f"worker {worker_id} started attempt {body.attempts}")
+            self._event(job.id, f"worker {worker_id} started attempt {job.attempts + 1}")
         return self.get_job(job.id)
 
     def heartbeat(self, job_id: str, worker_id: str, lease_seconds: float) -> JobStatus | None:
@@ -363,7 +385,7 @@ class JobStore:
                 self._write_state(job, JobStatus.failed, error=err)
                 self._event(job.id, err.message, level="error")
             else:
-                self._write_state(job, JobStatus.queued, worker_id=None)
+                self._write_state(job, JobStatus.queued)
                 self._event(job.id, f"{lost}; re-queued to resume from the last checkpoint", level="warn")
         return [r["id"] for r in rows]
 
@@ -486,15 +508,14 @@ def _file(row: Any) -> FileObject:
     )
 
 
+def _body(job: Job) -> str:
+    """Serialise a job for the `body` column, leaving out the fields that have columns of their own."""
+    return job.model_dump_json(exclude=set(COLUMN_FIELDS))
+
+
 def _job(row: Any) -> Job:
-    job = Job.model_validate_json(row["body"])
-    return job.model_copy(
-        update={
-            "status": JobStatus(row["status"]),
-            "attempts": row["attempts"],
-            "worker_id": row["worker_id"],
-        }
-    )
+    columns = {"status": row["status"], "attempts": row["attempts"], "worker_id": row["worker_id"]}
+    return Job.model_validate({**json.loads(row["body"]), **columns})
 
 
 def _event(row: Any) -> JobEvent:
@@ -524,8 +545,3 @@ def fine_tuned_model_name(job: Job) -> str:
     """Return OpenAI's `ft:{base}:{org}:{suffix}:{id}` name (also the vLLM LoRA name) for a finished job."""
     base = job.model.rsplit("/", 1)[-1]
     return f"ft:{base}:{job.organization_id}:{job.user_provided_suffix or ''}:{job.id}"
-
-
-def ids(items: Iterable[BaseModel]) -> list[str]:
-    """Return the `id` of each item (handy in tests and listings)."""
-    return [getattr(i, "id") for i in items]  # noqa: B009

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from ragtune import db
 from ragtune.jobs import (
+    MIGRATIONS,
     FileObject,
     IllegalTransition,
     Job,
@@ -16,9 +21,13 @@ from ragtune.jobs import (
     JobStore,
     UnknownId,
     fine_tuned_model_name,
-    ids,
     new_id,
 )
+
+
+def ids(items: Iterable[Any]) -> list[str]:
+    """Return the `id` of each listed object."""
+    return [item.id for item in items]
 
 
 def make_job(store: JobStore, status: JobStatus = JobStatus.queued, created_at: int | None = None) -> Job:
@@ -135,6 +144,47 @@ def test_expired_lease_is_requeued_then_failed_after_max_attempts(tmp_path: Path
     warn = [e for e in store.list_events(job.id, limit=20) if e.level == "warn"]
     assert warn and "re-queued to resume from the last checkpoint" in warn[0].message
     store.close()
+
+
+def test_status_attempts_and_worker_are_stored_once_in_their_columns(store: JobStore) -> None:
+    job = make_job(store)
+    store.lease_next("w1", 30)
+    store.update_job(job.id, output_dir="/tmp/out")
+    row = store.conn.execute("select status, attempts, worker_id, body from jobs where id = ?", (job.id,)).fetchone()
+    assert (row["status"], row["attempts"], row["worker_id"]) == ("running", 1, "w1")
+    assert not {"status", "attempts", "worker_id"} & json.loads(row["body"]).keys()
+    with pytest.raises(ValueError, match="use transition"):
+        store.update_job(job.id, status=JobStatus.succeeded)
+    assert store.get_job(job.id).status is JobStatus.running
+
+
+def test_a_store_written_before_the_single_status_column_migrates(tmp_path: Path) -> None:
+    conn = db.connect(tmp_path / "old.db", vec=False)
+    db.migrate(conn, MIGRATIONS[:1])
+    old = Job(id="ftjob-old", created_at=1, model="m", status=JobStatus.queued, training_file="f", attempts=2)
+    # Version 1 kept a stale copy of the state in the body; the column was the truth.
+    conn.execute(
+        "insert into jobs(id, created_at, status, body, attempts) values (?,?,?,?,?)",
+        (old.id, 1, "failed", old.model_dump_json(), 2),
+    )
+    conn.close()
+    store = JobStore(tmp_path / "old.db")
+    assert store.get_job("ftjob-old").status is JobStatus.failed and store.get_job("ftjob-old").attempts == 2
+    body = store.conn.execute("select body from jobs").fetchone()[0]
+    assert "status" not in json.loads(body)
+    store.close()
+
+
+def test_jobs_filter_by_every_given_metadata_pair(store: JobStore) -> None:
+    tagged = []
+    for i, meta in enumerate([{"team": "a", "run": "1"}, {"team": "a", "run": "2"}, {"team": "b"}, None]):
+        job = make_job(store, created_at=1000 + i)
+        store.update_job(job.id, metadata=meta)
+        tagged.append(job.id)
+    assert ids(store.list_jobs(metadata={"team": "a"})) == [tagged[1], tagged[0]]
+    assert ids(store.list_jobs(metadata={"team": "a", "run": "1"})) == [tagged[0]]
+    assert store.list_jobs(metadata={"team": "c"}) == [] and len(store.list_jobs(metadata={})) == 4
+    assert ids(store.list_jobs(metadata={"team": "a"}, limit=1)) == [tagged[1]]
 
 
 def test_heartbeat_reports_cancel_and_lost_lease(store: JobStore) -> None:
