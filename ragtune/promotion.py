@@ -10,13 +10,14 @@ caller accepts the warnings explicitly (`accept_warnings=True`), so nothing prom
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
 from pydantic import BaseModel, Field
 
-from ragtune.jobs import Job, JobEvent, JobStatus, JobStore, UnknownId
+from ragtune.jobs import Job, JobStatus, JobStore, UnknownId
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 
 SLOT = "agents"  # one global slot today; a per-context slot would be another row
 PROMOTION_PATH = "/v1/ragtune/promotion"
+DIVERGE_RATIO = 1.5  # the worker's rule (docs/dev/CONTRACTS.md, evaluation and warnings)
 _TABLE = (
     "create table if not exists promotion (slot text primary key, model text not null, job_id text not null, "
     "promoted_at integer not null, accepted_warnings text not null default '')"
@@ -114,32 +116,30 @@ def promotable_job(store: JobStore, model_id: str) -> Job:
 
 
 def promotion_problems(store: JobStore, job: Job) -> list[str]:
-    """List, in plain words, why a job's model should not be used: its evaluation verdict, warnings and loss."""
-    evaluation = _evaluation(job)
-    problems = [str(w) for w in evaluation.get("warnings") or []]
-    if evaluation.get("verdict") == "worse":
-        problems.insert(0, "the tuned model scored worse than its base model on held-out data")
-    start, end = loss_trend(store, job.id)
-    if evaluation.get("diverged") or (start is not None and end is not None and (end != end or end > start * 1.1)):
-        problems.insert(0, f"the training loss diverged ({_fmt(start)} -> {_fmt(end)}; it must fall)")
+    """List, in plain words, why a job's model should not be used: the worker's warnings, else its loss curve."""
+    warnings = [w if isinstance(w, dict) else {"message": str(w)} for w in getattr(job, "warnings", None) or []]
+    problems = [str(w.get("message") or w.get("code")) for w in warnings]
+    codes = {w.get("code") for w in warnings}
+    if "tuned_worse_than_base" not in codes and _evaluation(job).get("verdict") == "worse":
+        problems.append("the tuned model scored worse than its base model on held-out data")
+    if "loss_diverged" not in codes and (why := loss_divergence(store, job.id)):
+        problems.insert(0, why)
     return list(dict.fromkeys(problems))
 
 
-def loss_trend(store: JobStore, job_id: str, window: int = 3) -> tuple[float | None, float | None]:
-    """Return the mean training loss of the first and of the last `window` logged steps (None if not logged)."""
-    first = _losses(store.list_events(job_id, limit=window, order="asc", type="metrics"))
-    last = _losses(store.list_events(job_id, limit=window, order="desc", type="metrics"))
-    if not first or not last:
-        return None, None
-    return sum(first) / len(first), sum(last) / len(last)
-
-
-def _losses(events: list[JobEvent]) -> list[float]:
-    return [float(e.data["train_loss"]) for e in events if e.data and e.data.get("train_loss") is not None]
-
-
-def _fmt(value: float | None) -> str:
-    return "?" if value is None else f"{value:.2f}"
+def loss_divergence(store: JobStore, job_id: str) -> str | None:
+    """Say why a job's logged training loss diverged (the worker's rule: non-finite, or last k > 1.5x first k)."""
+    events = store.list_events(job_id, limit=100_000, order="asc", type="metrics")
+    losses = [float(e.data["train_loss"]) for e in events if e.data and e.data.get("train_loss") is not None]
+    if not losses:
+        return None
+    if any(not math.isfinite(x) for x in losses):
+        return "the training loss became NaN or infinite"
+    k = min(5, max(1, len(losses) // 4))
+    start, end = sum(losses[:k]) / k, sum(losses[-k:]) / k
+    if end > DIVERGE_RATIO * start:
+        return f"the training loss diverged: it rose from {start:.2f} to {end:.2f} instead of falling"
+    return None
 
 
 def _evaluation(job: Job) -> dict[str, Any]:

@@ -81,7 +81,7 @@ def test_diverged_loss_is_refused_unless_the_warning_is_accepted(store: JobStore
     job = succeeded_job(store)
     for step, loss in enumerate([1.9, 2.0, 2.1, 3.9, 4.5, 4.8], start=1):
         store.add_event(job.id, f"step {step}", type="metrics", data={"step": step, "train_loss": loss})
-    with pytest.raises(promotion.PromotionRefused, match=r"diverged \(2.00 -> 4.40"):
+    with pytest.raises(promotion.PromotionRefused, match=r"rose from 1.90 to 4.80"):
         promotion.promote(store, job.fine_tuned_model or "")
     assert promotion.promoted(store) is None
     accepted = promotion.promote(store, job.fine_tuned_model or "", accept_warnings=True)
