@@ -21,6 +21,7 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import interrupt
 from ragtune.agents.a2a_peer import A2APeer
 from ragtune.agents.finetune import prompts
+from ragtune.agents.finetune.memory import gpu_memory_gb, is_memory_question, parse_memory_request, render_estimate
 from ragtune.agents.finetune.situation import (
     extract_jsonl,
     is_yes,
@@ -98,7 +99,24 @@ def build_finetune_graph(deps: FinetuneDeps, checkpointer: BaseCheckpointSaver |
         return await run_tool_agent(deps.model, deps.finetune, state["request"], config)
 
     def start(state: FinetuneState) -> str:
-        return "tool_agent" if deps.model is not None and supports_tools(deps.model) else "assess"
+        if deps.model is not None and supports_tools(deps.model):
+            return "tool_agent"
+        request = state["request"]
+        return "memory" if is_memory_question(request) and not extract_jsonl(request) else "assess"
+
+    async def memory(state: FinetuneState) -> FinetuneState:
+        # Memory questions go to the estimator, never to the method advisor (issue #9).
+        request, assumed = state["request"], ""
+        args = parse_memory_request(request)
+        if "model" not in args and "params_b" not in args:
+            args["model"], assumed = "smollm2-135m", "no model size named: estimated for the embedded smollm2-135m"
+        _status(f"estimating GPU memory ({', '.join(f'{k}={v}' for k, v in args.items())})")
+        try:
+            est = await deps.finetune.call("finetune_estimate_memory", **args)
+        except ToolFailed as e:
+            return {"answer": f"I could not estimate the memory: {e}", "job_id": "", "train": False}
+        answer = render_estimate(est, gpu_memory_gb(request), assumed)
+        return {"answer": f"{answer}\n\n[mode: rules + finetune_estimate_memory]", "job_id": "", "train": False}
 
     def after_assess(state: FinetuneState) -> str:
         return "prepare" if state.get("train") else "advise"
@@ -181,6 +199,7 @@ def build_finetune_graph(deps: FinetuneDeps, checkpointer: BaseCheckpointSaver |
     g = StateGraph(FinetuneState)
     for name, fn in [
         ("tool_agent", tool_agent),
+        ("memory", memory),
         ("assess", assess),
         ("advise", advise),
         ("prepare", prepare),
@@ -190,12 +209,12 @@ def build_finetune_graph(deps: FinetuneDeps, checkpointer: BaseCheckpointSaver |
         ("follow", follow),
     ]:
         g.add_node(name, fn)
-    g.add_conditional_edges(START, start, ["tool_agent", "assess"])
+    g.add_conditional_edges(START, start, ["tool_agent", "memory", "assess"])
     g.add_conditional_edges("assess", after_assess, ["advise", "prepare"])
     g.add_conditional_edges("prepare", after_prepare, ["confirm", END])
     g.add_conditional_edges("confirm", after_confirm, ["submit", "decline"])
     g.add_edge("submit", "follow")
-    for end in ("tool_agent", "advise", "decline", "follow"):
+    for end in ("tool_agent", "memory", "advise", "decline", "follow"):
         g.add_edge(end, END)
     return g.compile(checkpointer=checkpointer, name="finetune")
 

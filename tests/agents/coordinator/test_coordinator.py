@@ -1,4 +1,4 @@
-"""The coordinator over A2A: the keyword router, and delegation to the real fine-tuning agent (itself in front
+"""The coordinator over A2A: delegation to the real fine-tuning agent (itself in front
 of the real fine-tuning server) with the route chosen by a scripted tool-calling model; input-required is relayed."""
 
 from __future__ import annotations
@@ -10,30 +10,12 @@ import pytest
 from langchain_core.messages import AIMessage
 from ragtune.agents.a2a_peer import A2APeer
 from ragtune.agents.coordinator.__main__ import make_app as coordinator_app
-from ragtune.agents.coordinator.router import route
 from ragtune.agents.finetune.__main__ import make_app as finetune_agent_app
 from ragtune.servers.finetune.app import build_app as finetune_app
 
 from ragtune.config import AgentSettings, FinetuneSettings
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("What is LoRA?", "research"),
-        ("LoRA는 언제 쓰나요?", "research"),
-        ("How does ragtune search Korean text?", "research"),
-        ("We have 3,000 transcripts. Should we fine-tune?", "finetune"),
-        ("문서가 매주 바뀌는데 파인튜닝을 해야 하나요?", "finetune"),
-        ("Launch a LoRA training job", "finetune"),
-        ("Make a Q/A set from my docs and instruction-tune a model on it", "chain"),
-        ("내 문서로 질의응답 데이터를 만들고 모델을 학습시켜 줘", "chain"),
-    ],
-)
-def test_keyword_router(text, expected):
-    assert route(text) == expected
 
 
 async def test_model_routes_and_input_required_is_relayed(free_port, serving, scripted_model):

@@ -1,0 +1,41 @@
+"""The intent router on the labelled set (routing_cases.jsonl, English and Korean): accuracy >= 0.95 per language,
+and every request quoted in issue #9 routed right."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from ragtune.agents.coordinator.router import ROUTES, route
+
+CASES = [json.loads(line) for line in (Path(__file__).parent / "routing_cases.jsonl").read_text().splitlines()]
+ISSUE_9 = {
+    "What port does the fine-tuning server listen on?": "research",
+    "파인튜닝 결과는 어디에 저장되나요?": "research",
+    "Which file formats can the retrieval server ingest?": "research",
+    "How much GPU memory do I need to fine-tune a 7B model with LoRA?": "finetune",
+    "7B 모델 학습에 GPU 메모리가 얼마나 필요한가요?": "finetune",
+    "Fine-tune the model on my docs for 3 steps": "chain",
+    "What is LoRA?": "research",
+}
+
+
+def test_the_labelled_set_is_big_varied_and_well_formed():
+    assert len(CASES) >= 60
+    assert {c["lang"] for c in CASES} == {"en", "ko"} and {c["route"] for c in CASES} == set(ROUTES)
+    assert all(set(c) == {"text", "route", "lang"} for c in CASES)
+    assert len({c["text"] for c in CASES}) == len(CASES)
+    assert {c["text"]: c["route"] for c in CASES if c["text"] in ISSUE_9} == ISSUE_9
+
+
+@pytest.mark.parametrize("lang", ["en", "ko"])
+def test_routing_accuracy_is_at_least_95_percent(lang):
+    cases = [c for c in CASES if c["lang"] == lang]
+    wrong = [(c["text"], c["route"], route(c["text"])) for c in cases if route(c["text"]) != c["route"]]
+    assert 1 - len(wrong) / len(cases) >= 0.95, wrong
+
+
+@pytest.mark.parametrize(("text", "expected"), ISSUE_9.items())
+def test_every_issue_example_is_routed_right(text, expected):
+    assert route(text) == expected
