@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ragtune import promotion
-from ragtune.jobs import Job
+from ragtune.jobs import Checkpoint, FileObject, Job, JobEvent
 
 
 class EstimateRequest(BaseModel):
@@ -39,6 +39,30 @@ class PromoteRequest(BaseModel):
     """Body of `POST /v1/models/{id}/promotion`."""
 
     accept_warnings: bool = False
+
+
+class FileDeleted(BaseModel):
+    """OpenAI's answer to `DELETE /v1/files/{id}`."""
+
+    id: str
+    object: Literal["file"] = "file"
+    deleted: bool
+
+
+class NoPromotion(BaseModel):
+    """The promotion state when the agents answer with their base model (or after a demotion)."""
+
+    object: Literal["ragtune.promotion"] = "ragtune.promotion"
+    model: str | None = None
+    deleted: bool | None = None
+
+
+class ValidationReport(BaseModel):
+    """Answer of `POST /v1/ragtune/validate` for a dataset that passed."""
+
+    valid: Literal[True] = True
+    format: str | None
+    report: dict[str, Any]
 
 
 def error_body(
@@ -93,7 +117,7 @@ def build_router(svc: FinetuneService, token: str | None) -> APIRouter:
         file: Annotated[UploadFile, File()],
         purpose: Annotated[str, Form()] = "fine-tune",
         allow_prompt_only: Annotated[bool, Form()] = False,
-    ) -> dict[str, Any]:
+    ) -> FileObject:
         """Upload and validate a dataset (multipart `file` + `purpose`; ragtune's `allow_prompt_only`)."""
         data = await file.read(int(limit_mb * 1e6) + 1)
         if len(data) > limit_mb * 1e6:
@@ -103,24 +127,23 @@ def build_router(svc: FinetuneService, token: str | None) -> APIRouter:
                 param="file",
                 code="file_too_large",
             )
-        stored = await run_in_threadpool(
+        return await run_in_threadpool(
             svc.upload, data, file.filename or "dataset.jsonl", purpose, allow_prompt_only=allow_prompt_only
         )
-        return stored.model_dump(mode="json")
 
     @router.get("/files")
     def list_files(
         purpose: str | None = None,
         after: str | None = None,
         limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
-    ) -> dict[str, Any]:
+    ) -> Page[FileObject]:
         """List uploaded files, newest first."""
-        return svc.list_files(purpose=purpose, after=after, limit=limit).model_dump(mode="json")
+        return svc.list_files(purpose=purpose, after=after, limit=limit)
 
     @router.get("/files/{file_id}")
-    def get_file(file_id: str) -> dict[str, Any]:
+    def get_file(file_id: str) -> FileObject:
         """Return a file's metadata and validation report."""
-        return svc.get_file(file_id).model_dump(mode="json")
+        return svc.get_file(file_id)
 
     @router.get("/files/{file_id}/content")
     def file_content(file_id: str) -> Response:
@@ -128,14 +151,14 @@ def build_router(svc: FinetuneService, token: str | None) -> APIRouter:
         return Response(svc.file_content(file_id), media_type="application/octet-stream")
 
     @router.delete("/files/{file_id}")
-    def delete_file(file_id: str) -> dict[str, Any]:
+    def delete_file(file_id: str) -> FileDeleted:
         """Delete a file (refused while an unfinished job uses it)."""
-        return {"id": svc.delete_file(file_id).id, "object": "file", "deleted": True}
+        return FileDeleted(id=svc.delete_file(file_id).id, deleted=True)
 
     @router.post("/fine_tuning/jobs")
-    def create_job(body: JobRequest) -> dict[str, Any]:
+    def create_job(body: JobRequest) -> Job:
         """Create a fine-tuning job; it is queued for a worker (or failed with the reason)."""
-        return _job(svc.create_job(body))
+        return svc.create_job(body)
 
     @router.get("/fine_tuning/jobs")
     def list_jobs(
@@ -143,41 +166,30 @@ def build_router(svc: FinetuneService, token: str | None) -> APIRouter:
         after: str | None = None,
         limit: Annotated[int, Query(ge=1, le=100)] = 20,
         status: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> Page[Job]:
         """List jobs newest first; `metadata[key]=value` filters like OpenAI's."""
         wanted = {k[9:-1]: v for k, v in request.query_params.items() if k.startswith("metadata[") and k.endswith("]")}
-        if not wanted:
-            return _jobs(svc.list_jobs(after=after, limit=limit, status=status))
-        matches = [
-            j
-            for j in svc.list_jobs(after=after, limit=10_000, status=status).data
-            if all((j.metadata or {}).get(k) == v for k, v in wanted.items())
-        ]
-        return {
-            "object": "list",
-            "data": [_job(j) for j in matches[:limit]],
-            "has_more": len(matches) > limit,
-        }
+        return svc.list_jobs(after=after, limit=limit, status=status, metadata=wanted)
 
     @router.get("/fine_tuning/jobs/{job_id}")
-    def get_job(job_id: str) -> dict[str, Any]:
+    def get_job(job_id: str) -> Job:
         """Return a job."""
-        return _job(svc.get_job(job_id))
+        return svc.get_job(job_id)
 
     @router.post("/fine_tuning/jobs/{job_id}/cancel")
-    def cancel_job(job_id: str) -> dict[str, Any]:
+    def cancel_job(job_id: str) -> Job:
         """Cancel a job."""
-        return _job(svc.cancel_job(job_id))
+        return svc.cancel_job(job_id)
 
     @router.post("/fine_tuning/jobs/{job_id}/pause")
-    def pause_job(job_id: str) -> dict[str, Any]:
+    def pause_job(job_id: str) -> Job:
         """Pause a queued or running job."""
-        return _job(svc.pause_job(job_id))
+        return svc.pause_job(job_id)
 
     @router.post("/fine_tuning/jobs/{job_id}/resume")
-    def resume_job(job_id: str) -> dict[str, Any]:
+    def resume_job(job_id: str) -> Job:
         """Resume a paused job."""
-        return _job(svc.resume_job(job_id))
+        return svc.resume_job(job_id)
 
     @router.get("/fine_tuning/jobs/{job_id}/events")
     def list_events(
@@ -185,16 +197,16 @@ def build_router(svc: FinetuneService, token: str | None) -> APIRouter:
         after: str | None = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 20,
         order: Literal["asc", "desc"] = "desc",
-    ) -> dict[str, Any]:
+    ) -> Page[JobEvent]:
         """List a job's events, newest first (`order=asc` tails forward from `after`)."""
-        return svc.events(job_id, after=after, limit=limit, order=order).model_dump(mode="json")
+        return svc.events(job_id, after=after, limit=limit, order=order)
 
     @router.get("/fine_tuning/jobs/{job_id}/checkpoints")
     def list_checkpoints(
         job_id: str, after: str | None = None, limit: Annotated[int, Query(ge=1, le=100)] = 10
-    ) -> dict[str, Any]:
+    ) -> Page[Checkpoint]:
         """List a job's checkpoints, newest first."""
-        return svc.checkpoints(job_id, after=after, limit=limit).model_dump(mode="json")
+        return svc.checkpoints(job_id, after=after, limit=limit)
 
     @router.post("/ragtune/recommend")
     def recommend(body: advisor.Situation) -> advisor.Recommendation:
@@ -214,10 +226,9 @@ def build_router(svc: FinetuneService, token: str | None) -> APIRouter:
             raise ServiceError(400, str(e)) from e
 
     @router.get("/ragtune/promotion")
-    def get_promotion() -> dict[str, Any]:
+    def get_promotion() -> promotion.Promotion | NoPromotion:
         """Return the tuned model every agent answers with (`model` is null: the base model)."""
-        current = svc.current_promotion()
-        return current.model_dump(mode="json") if current else {"object": "ragtune.promotion", "model": None}
+        return svc.current_promotion() or NoPromotion()
 
     @router.post("/models/{model_id}/promotion")
     def promote(model_id: str, body: PromoteRequest | None = None) -> promotion.Promotion:
@@ -225,26 +236,17 @@ def build_router(svc: FinetuneService, token: str | None) -> APIRouter:
         return svc.promote(model_id, accept_warnings=bool(body and body.accept_warnings))
 
     @router.delete("/models/{model_id}/promotion")
-    def demote(model_id: str) -> dict[str, Any]:
+    def demote(model_id: str) -> NoPromotion:
         """Send the agents back to their base model if `model_id` is the promoted one."""
-        removed = svc.demote(model_id)
-        return {"object": "ragtune.promotion", "model": model_id, "deleted": removed is not None}
+        return NoPromotion(model=model_id, deleted=svc.demote(model_id) is not None)
 
     @router.post("/ragtune/validate")
     async def validate(
         file: Annotated[UploadFile, File()], format: Annotated[str | None, Form()] = None
-    ) -> dict[str, Any]:
+    ) -> ValidationReport:
         """Validate a dataset without storing it (ragtune extra); 400 lists the bad lines."""
         data = await file.read(int(limit_mb * 1e6) + 1)
         loaded = await run_in_threadpool(svc.validate, data, filename=file.filename or "dataset", format=format)
-        return {"valid": True, "format": loaded.format, "report": loaded.report}
+        return ValidationReport(format=loaded.format, report=loaded.report)
 
     return router
-
-
-def _job(job: Job) -> dict[str, Any]:
-    return job.model_dump(mode="json")
-
-
-def _jobs(page: Page) -> dict[str, Any]:
-    return page.model_dump(mode="json")

@@ -384,10 +384,17 @@ class FinetuneService:
         self.store.add_event(job.id, note)
         return self.store.get_job(job.id)
 
-    def list_jobs(self, *, after: str | None = None, limit: int = 20, status: str | None = None) -> Page:
-        """Return jobs newest first, paged OpenAI-style."""
+    def list_jobs(
+        self,
+        *,
+        after: str | None = None,
+        limit: int = 20,
+        status: str | None = None,
+        metadata: dict[str, str] | None = None,
+    ) -> Page:
+        """Return jobs newest first, paged OpenAI-style; `metadata` keeps jobs carrying every given pair."""
         with self._guard():
-            jobs = self.store.list_jobs(after=after, limit=limit + 1, status=status)
+            jobs = self.store.list_jobs(after=after, limit=limit + 1, status=status, metadata=metadata)
         return Page[Job](data=jobs[:limit], has_more=len(jobs) > limit)
 
     def get_job(self, job_id: str) -> Job:

@@ -227,6 +227,22 @@ def test_limits_and_in_use_files_with_testclient(settings: FinetuneSettings) -> 
         assert rec["method"] == "lora_sft" and rec["job_method"]["type"] == "supervised"
 
 
+def test_openapi_describes_every_v1_answer_with_a_schema(settings: FinetuneSettings) -> None:
+    with TestClient(build_app(settings)) as http:
+        spec = http.get("/openapi.json").json()
+    untyped = []
+    for path, ops in spec["paths"].items():
+        for verb, op in ops.items():
+            ok = op.get("responses", {}).get("200", {}).get("content", {}).get("application/json", {})
+            if path.startswith("/v1/") and not path.endswith("/content") and "$ref" not in str(ok.get("schema", {})):
+                untyped.append(f"{verb.upper()} {path}")
+    assert untyped == []
+    job = spec["components"]["schemas"]["Job"]["properties"]
+    assert {"id", "status", "fine_tuned_model", "method"} <= job.keys() and "path" not in spec["components"]["schemas"][
+        "FileObject"
+    ]["properties"]
+
+
 def test_prompt_only_files_serve_rejection_sampling_with_a_rule_reward(
     settings: FinetuneSettings, serve: Callable[[FinetuneSettings], str]
 ) -> None:
