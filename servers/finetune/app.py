@@ -7,9 +7,11 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from ragtune.servers.finetune.api import build_router, install_error_handlers
-from ragtune.servers.finetune.http import public_url, transport_security
+from ragtune.servers.finetune.http import BearerGate, public_url, transport_security
 from ragtune.servers.finetune.server import build_server
 from ragtune.servers.finetune.service import FinetuneService
+from ragtune.servers.finetune.serving.routes import build_serving_router, install_serving_errors
+from ragtune.servers.finetune.serving.service import get_serving
 
 from ragtune.config import FinetuneSettings, check_bind
 
@@ -27,12 +29,16 @@ def build_app(
     check_bind(host, settings)  # also here, for anyone serving the app with their own uvicorn command
     svc = service or FinetuneService(settings)
     mcp = build_server(settings, service=svc, base_url=public_url(host, port))
-    mcp_app = mcp.streamable_http_app(transport_security=transport_security(host), host=host)
+    serving = get_serving(svc)  # /v1/models and /v1/chat/completions; shares its engine with finetune_chat
+    mcp_app = mcp.streamable_http_app(
+        transport_security=transport_security(host), host=host, **settings.mcp_session_limits()
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         async with mcp.session_manager.run():
             yield
+        await serving.close()
         if service is None:
             svc.close()
 
@@ -43,7 +49,10 @@ def build_app(
         description="OpenAI-compatible fine-tuning jobs (/v1) and MCP tools (/mcp).",
     )
     install_error_handlers(app)
+    app.add_middleware(BearerGate, token=settings.token(), prefixes=("/v1", "/docs", "/redoc", "/openapi.json"))
     app.include_router(build_router(svc, settings.token()), prefix="/v1")
+    install_serving_errors(app)
+    app.include_router(build_serving_router(serving, settings.token()), prefix="/v1")
 
     @app.get("/health", include_in_schema=False)
     def health() -> dict[str, str]:

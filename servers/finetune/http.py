@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-import secrets
 from typing import Any
 
 from mcp.server.auth.provider import AccessToken, TokenVerifier
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.transport_security import TransportSecuritySettings
 from pydantic import AnyHttpUrl
+from starlette.datastructures import Headers
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ragtune.bearer import header_ok, token_matches, verifier_token
 from ragtune.config import LOOPBACK_HOSTS, FinetuneSettings
 
 SCOPE = "finetune"
@@ -24,8 +27,9 @@ class StaticToken(TokenVerifier):
 
     async def verify_token(self, token: str) -> AccessToken | None:
         """Return an access token for the one valid bearer token, else None (the SDK answers 401)."""
-        if secrets.compare_digest(token.encode(), self.token.encode()):
-            return AccessToken(token=token, client_id="ragtune", scopes=[SCOPE], resource=self.resource)
+        parsed = verifier_token(token)
+        if parsed is not None and token_matches(parsed, self.token):
+            return AccessToken(token=parsed, client_id="ragtune", scopes=[SCOPE], resource=self.resource)
         return None
 
 
@@ -44,10 +48,12 @@ def mcp_auth_kwargs(settings: FinetuneSettings, base_url: str) -> dict[str, Any]
     return {
         "token_verifier": StaticToken(token, resource),
         "auth": AuthSettings(
-            issuer_url=AnyHttpUrl(base_url),
-            resource_server_url=AnyHttpUrl(resource),
+            issuer_url=AnyHttpUrl(base_url),  # required by the SDK; advertised nowhere
+            # No resource_server_url: a shared bearer token is not OAuth, so no protected-resource metadata that
+            # would name an authorization server that does not exist (issue #12).
+            resource_server_url=None,
             required_scopes=[SCOPE],
-            validate_token_resource=True,
+            validate_token_resource=False,
         ),
     }
 
@@ -61,8 +67,29 @@ def transport_security(host: str) -> TransportSecuritySettings | None:
 
 def bearer_ok(header: str | None, token: str | None) -> bool:
     """Return True when no token is required or `Authorization: Bearer <token>` matches it."""
-    if token is None:
-        return True
-    if not header or not header.lower().startswith("bearer "):
-        return False
-    return secrets.compare_digest(header[7:].strip().encode(), token.encode())
+    return header_ok(header, token)
+
+
+class BearerGate:
+    """ASGI middleware that checks the bearer token before anything reads the body (issue #12: an upload
+    without a token was spooled to disk before its 401); it guards /v1 and the OpenAPI docs."""
+
+    def __init__(self, app: ASGIApp, token: str | None, prefixes: tuple[str, ...]) -> None:
+        self.app, self.token, self.prefixes = app, token, prefixes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer 401 at once for a guarded path without the token; pass everything else through."""
+        path = scope.get("path", "")
+        guarded = scope["type"] == "http" and self.token is not None and path.startswith(self.prefixes)
+        if guarded and not header_ok(Headers(scope=scope).get("authorization"), self.token):
+            message = (
+                "missing or wrong bearer token: send Authorization: Bearer $RAGTUNE_API_TOKEN "
+                "(the openai SDK sends its api_key)"
+            )
+            body = {
+                "error": {"message": message, "type": "invalid_request_error", "param": None, "code": "invalid_api_key"}
+            }
+            response = JSONResponse(body, 401, headers={"WWW-Authenticate": "Bearer", "Connection": "close"})
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)

@@ -17,8 +17,9 @@ Rules (documented in docs/guide; mirror of OpenAI's where OpenAI has one):
 from __future__ import annotations
 
 import math
-import re
 from typing import Any
+
+import regex
 
 METHODS = ("supervised", "dpo", "cpt", "rejection_sampling")
 ACCEPTS: dict[str, tuple[str, ...]] = {
@@ -46,6 +47,10 @@ DEFAULT_LORA: dict[str, Any] = {
     "dropout": 0.05,
     "target_modules": LORA_TARGETS,
 }
+# Upper bounds (issue #12 accepted n_epochs 1e9): OpenAI's ranges where it has one (n_epochs 1-50,
+# batch_size 1-256, learning_rate_multiplier <= 10, dpo beta <= 2), generous sanity limits elsewhere.
+MAX_LORA_R = 256
+MAX_LENGTH = 131_072
 REWARDS = ("reference_similarity", "regex:<pattern>", "contains:<text>", "length[:<max words>]")
 # What the worker's recipes read (servers/worker/recipes: TrainingOptions and each recipe's config).
 _HYPER_KEYS = {
@@ -133,8 +138,8 @@ def parse_peft(peft: dict[str, Any] | str | None, kind: str) -> dict[str, Any] |
         raise RequestError(
             f"unknown LoRA settings {sorted(unknown)}; use r, alpha, dropout, target_modules", param="peft"
         )
-    _check_number(out["r"], "peft.r", integer=True, low=1)
-    _check_number(out["alpha"], "peft.alpha", low=0)
+    _check_number(out["r"], "peft.r", integer=True, low=1, high=MAX_LORA_R)
+    _check_number(out["alpha"], "peft.alpha", low=0, high=4 * MAX_LORA_R)
     _check_number(out["dropout"], "peft.dropout", low=0, high=1)
     if not (
         out["target_modules"] == "all-linear"
@@ -151,24 +156,27 @@ def resolve(kind: str, options: dict[str, Any], peft: dict[str, Any] | None, rep
     given = options["hyperparameters"]
     n = int(report.get("examples", 0))
     out: dict[str, Any] = {}
-    out["n_epochs"] = _value(given, "n_epochs", lambda: _auto_epochs(n), integer=True, low=1)
-    out["batch_size"] = _value(given, "batch_size", lambda: _auto_batch(n), integer=True, low=1)
-    out["learning_rate_multiplier"] = _value(given, "learning_rate_multiplier", lambda: 1.0, low=0)
+    out["n_epochs"] = _value(given, "n_epochs", lambda: _auto_epochs(n), integer=True, low=1, high=50)
+    out["batch_size"] = _value(given, "batch_size", lambda: _auto_batch(n), integer=True, low=1, high=256)
+    out["learning_rate_multiplier"] = _value(given, "learning_rate_multiplier", lambda: 1.0, low=0, high=10)
     base = BASE_LR[(kind, "lora" if peft else "full")]
-    out["learning_rate"] = _value(given, "learning_rate", lambda: base * out["learning_rate_multiplier"], low=0)
+    out["learning_rate"] = _value(given, "learning_rate", lambda: base * out["learning_rate_multiplier"], low=0, high=1)
     longest = int(report.get("tokens", {}).get("max", 0))
-    out["max_length"] = _value(given, "max_length", lambda: _auto_length(longest), integer=True, low=16)
+    out["max_length"] = _value(
+        given, "max_length", lambda: _auto_length(longest), integer=True, low=16, high=MAX_LENGTH
+    )
     for key in _HYPER_KEYS - set(out) - {"beta"}:
         if key in given and given[key] != "auto":
             out[key] = given[key]
-    if "max_steps" in out:
-        _check_number(out["max_steps"], "max_steps", integer=True, low=1)
+    for key, high in (("max_steps", 1_000_000), ("warmup_steps", 1_000_000), ("save_steps", 1_000_000)):
+        if key in out:
+            _check_number(out[key], key, integer=True, low=1 if key != "warmup_steps" else 0, high=high)
     if kind == "dpo":
-        out["beta"] = _value(given, "beta", lambda: 0.1, low=0)
+        out["beta"] = _value(given, "beta", lambda: 0.1, low=0, high=2)
     if kind == "rejection_sampling":
-        out["n_samples"] = _value(options, "n_samples", lambda: 4, integer=True, low=2)
-        out["temperature"] = _value(options, "temperature", lambda: 0.8, low=0)
-        out["max_new_tokens"] = _value(options, "max_new_tokens", lambda: 64, integer=True, low=1)
+        out["n_samples"] = _value(options, "n_samples", lambda: 4, integer=True, low=2, high=32)
+        out["temperature"] = _value(options, "temperature", lambda: 0.8, low=0, high=2)
+        out["max_new_tokens"] = _value(options, "max_new_tokens", lambda: 64, integer=True, low=1, high=4096)
         out["reward"] = _reward(options.get("reward", "reference_similarity"))
         for key in ("top_p", "threshold"):
             if key in options:
@@ -184,9 +192,9 @@ def _reward(reward: Any) -> str:
     if reward in ("length_penalty", "length") or (name == "length" and arg.strip().isdigit()):
         return "length" if reward == "length_penalty" else reward
     if name == "regex":
-        try:
-            re.compile(arg)
-        except re.error as e:
+        try:  # the worker runs it with the `regex` engine and a time limit per answer (rewards.py)
+            regex.compile(arg)
+        except regex.error as e:
             raise RequestError(f"reward regex does not compile: {e}", param="reward") from e
         return reward
     if reward == "reference_similarity" or (name == "contains" and arg):
@@ -194,11 +202,19 @@ def _reward(reward: Any) -> str:
     raise RequestError(f"unknown reward {reward!r}; use one of {', '.join(REWARDS)}", param="reward")
 
 
-def _value(given: dict[str, Any], key: str, auto: Any, *, integer: bool = False, low: float | None = None) -> Any:
+def _value(
+    given: dict[str, Any],
+    key: str,
+    auto: Any,
+    *,
+    integer: bool = False,
+    low: float | None = None,
+    high: float | None = None,
+) -> Any:
     value = given.get(key, "auto")
     if value == "auto" or value is None:
         return auto()
-    _check_number(value, key, integer=integer, low=low)
+    _check_number(value, key, integer=integer, low=low, high=high)
     return int(value) if integer else value
 
 

@@ -6,6 +6,8 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ragtune.jobs import Integration
+
 
 class ServiceError(Exception):
     """A request the service refuses, with the HTTP status and OpenAI error fields to report."""
@@ -36,9 +38,9 @@ class JobRequest(BaseModel):
     method: dict[str, Any] | None = None
     hyperparameters: dict[str, Any] | None = Field(default=None, description="Deprecated: use method")
     suffix: str | None = Field(default=None, max_length=64)
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=0, le=2**31 - 1, description="OpenAI's range: 0 to 2147483647")
     metadata: dict[str, str] | None = None
-    integrations: list[Any] | None = None
+    integrations: list[Integration] | None = None
     peft: dict[str, Any] | None = None
     x_ragtune: dict[str, Any] | None = Field(default=None, description="Vendor extras: {peft: {...}}")
 

@@ -40,6 +40,14 @@ from ragtune.models import UnknownModel, resolve_base_model
 __all__ = ["FinetuneService", "JobRequest", "Page", "ServiceError"]
 
 PURPOSE = "fine-tune"
+WAITING = frozenset({JobStatus.validating_files, JobStatus.queued, JobStatus.paused})
+
+
+def _quota(what: str, param: str) -> ServiceError:
+    """Return the 409 a quota refusal answers with (issue #12: nothing bounded jobs, files or bytes)."""
+    return ServiceError(
+        409, f"quota exceeded: {what}; delete old ones or raise the limit", param=param, code="quota_exceeded"
+    )
 
 
 class FinetuneService:
@@ -155,6 +163,7 @@ class FinetuneService:
                 f"purpose {purpose!r} is not supported; upload datasets with purpose {PURPOSE!r}",
                 param="purpose",
             )
+        self._check_file_quota(len(data))
         loaded = self.validate(data, filename=filename, allow_prompt_only=allow_prompt_only, progress=progress)
         file_id = new_id("file")
         safe = re.sub(r"[^\w.-]", "_", Path(filename).name)[-80:] or "dataset.jsonl"
@@ -178,6 +187,21 @@ class FinetuneService:
         except BaseException:
             path.unlink(missing_ok=True)
             raise
+
+    def _check_file_quota(self, size: int) -> None:
+        """Refuse an upload past the file count or total size quota (409 quota_exceeded)."""
+        with self._guard():
+            files = self.store.list_files(None)
+        cfg = self.settings
+        if len(files) >= cfg.finetune_max_files:
+            raise _quota(f"{len(files)} files are stored, the limit (RAGTUNE_FINETUNE_MAX_FILES)", "file")
+        used_mb = (sum(f.bytes for f in files) + size) / 1e6
+        if used_mb > cfg.finetune_max_total_upload_mb:
+            raise _quota(
+                f"this upload would bring stored files to {used_mb:.1f} MB, over the "
+                f"{cfg.finetune_max_total_upload_mb:g} MB limit (RAGTUNE_FINETUNE_MAX_TOTAL_UPLOAD_MB)",
+                "file",
+            )
 
     def list_files(self, *, purpose: str | None = None, after: str | None = None, limit: int = 100) -> Page:
         """Return files newest first, paged with `after`."""
@@ -229,6 +253,7 @@ class FinetuneService:
         req = request if isinstance(request, JobRequest) else JobRequest.model_validate(request)
         job = self._plan(req)
         with self._guard():
+            self._check_job_quota()
             self.store.create_job(job)
             self.store.add_event(
                 job.id,
@@ -245,6 +270,20 @@ class FinetuneService:
                     message=reason,
                     error=JobError(code="internal_error", message=reason),
                 )
+
+    def _check_job_quota(self) -> None:
+        """Refuse a job past the total or waiting job quota (409 quota_exceeded); call under the lock."""
+        jobs = self._all_jobs()
+        cfg = self.settings
+        if len(jobs) >= cfg.finetune_max_jobs:
+            raise _quota(f"{len(jobs)} jobs are kept, the limit (RAGTUNE_FINETUNE_MAX_JOBS)", "training_file")
+        waiting = sum(j.status in WAITING for j in jobs)
+        if waiting >= cfg.finetune_max_queued_jobs:
+            raise _quota(
+                f"{waiting} jobs are already waiting, the limit (RAGTUNE_FINETUNE_MAX_QUEUED_JOBS); "
+                "wait for some to finish or cancel them",
+                "training_file",
+            )
 
     def _plan(self, req: JobRequest) -> Job:
         try:
@@ -393,6 +432,10 @@ class FinetuneService:
         metadata: dict[str, str] | None = None,
     ) -> Page:
         """Return jobs newest first, paged OpenAI-style; `metadata` keeps jobs carrying every given pair."""
+        if status is not None and status not in JobStatus.__members__:
+            raise ServiceError(
+                400, f"unknown status {status!r}; use one of {', '.join(JobStatus.__members__)}", param="status"
+            )
         with self._guard():
             jobs = self.store.list_jobs(after=after, limit=limit + 1, status=status, metadata=metadata)
         return Page[Job](data=jobs[:limit], has_more=len(jobs) > limit)

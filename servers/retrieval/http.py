@@ -5,7 +5,6 @@ Generic on purpose (the fine-tuning server mirrors it); it imports MCP, so it li
 
 from __future__ import annotations
 
-import hmac
 from typing import Any
 
 from mcp.server import MCPServer
@@ -16,19 +15,23 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from ragtune.bearer import token_matches, verifier_token
+from ragtune.config import CommonSettings
+
 
 class StaticTokenVerifier(TokenVerifier):
     """Accept exactly one shared bearer token (RAGTUNE_API_TOKEN), compared in constant time."""
 
     def __init__(self, token: str, resource: str) -> None:
-        self._token = token.encode()
+        self._token = token
         self._resource = resource
 
     async def verify_token(self, token: str) -> AccessToken | None:
         """Return an access token for the shared secret, None for anything else (the SDK answers 401)."""
-        if not hmac.compare_digest(token.encode(), self._token):
+        parsed = verifier_token(token)
+        if parsed is None or not token_matches(parsed, self._token):
             return None
-        return AccessToken(token=token, client_id="ragtune", scopes=[], resource=self._resource)
+        return AccessToken(token=parsed, client_id="ragtune", scopes=[], resource=self._resource)
 
 
 def public_url(host: str, port: int, path: str = "/mcp") -> str:
@@ -46,10 +49,11 @@ def auth_options(token: str | None, host: str, port: int) -> dict[str, Any]:
     return {
         "token_verifier": StaticTokenVerifier(token, resource),
         "auth": AuthSettings(
-            issuer_url=AnyHttpUrl(public_url(host, port, "")),
-            resource_server_url=AnyHttpUrl(resource),
+            issuer_url=AnyHttpUrl(public_url(host, port, "")),  # required by the SDK; advertised nowhere
+            # No resource_server_url: a shared bearer token is not OAuth, so no protected-resource metadata that
+            # would name an authorization server that does not exist (issue #12).
+            resource_server_url=None,
             required_scopes=[],
-            # A shared secret carries no audience: the verifier itself decides, so no resource binding.
             validate_token_resource=False,
         ),
     }
@@ -63,7 +67,7 @@ def add_health_route(mcp: MCPServer, name: str) -> None:
         return JSONResponse({"status": "ok", "server": name})
 
 
-def http_app(mcp: MCPServer, host: str) -> Starlette:
+def http_app(mcp: MCPServer, host: str, settings: CommonSettings) -> Starlette:
     """Return the Starlette app serving streamable HTTP at /mcp plus the custom routes."""
     # On a loopback host the SDK turns on DNS-rebinding protection; other hosts (compose names) stay open.
-    return mcp.streamable_http_app(host=host)
+    return mcp.streamable_http_app(host=host, **settings.mcp_session_limits())

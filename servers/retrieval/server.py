@@ -15,7 +15,8 @@ from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
 from pydantic import BaseModel, Field
-from ragtune.servers.retrieval.errors import RetrievalError
+from ragtune.servers.not_found import resource_not_found
+from ragtune.servers.retrieval.errors import RetrievalError, UnknownDocument
 from ragtune.servers.retrieval.filler import VectorFiller
 from ragtune.servers.retrieval.http import add_health_route, auth_options, http_app
 from ragtune.servers.retrieval.index import Index, Progress
@@ -31,6 +32,7 @@ from ragtune.servers.retrieval.models import (
 )
 from starlette.applications import Starlette
 
+from ragtune import __version__
 from ragtune.config import RetrievalSettings
 from ragtune.embeddings import Embedder, make_embedder
 
@@ -102,6 +104,8 @@ def build_server(settings: RetrievalSettings, *, embedder: Embedder | None = _US
 
     mcp = MCPServer(
         NAME,
+        title="ragtune retrieval",
+        version=__version__,
         instructions=INSTRUCTIONS,
         lifespan=lifespan,
         **auth_options(settings.token(), settings.retrieval_host, settings.retrieval_port),
@@ -117,7 +121,7 @@ def build_app(
     settings: RetrievalSettings, *, embedder: Embedder | None = _USE_SETTINGS, host: str | None = None
 ) -> Starlette:
     """Build the HTTP app: streamable MCP at /mcp (bearer token when RAGTUNE_API_TOKEN is set), /health open."""
-    return http_app(build_server(settings, embedder=embedder), host or settings.retrieval_host)
+    return http_app(build_server(settings, embedder=embedder), host or settings.retrieval_host, settings)
 
 
 def _index(ctx: Context[State]) -> Index:
@@ -125,10 +129,11 @@ def _index(ctx: Context[State]) -> Index:
 
 
 Collection = Annotated[str | None, Field(description="Collection name; omit for the default collection.")]
+DocId = Annotated[str, Field(description="Document id, as in search hits and retrieval_list_documents.")]
 
 
 def _add_search_tools(mcp: MCPServer) -> None:
-    @mcp.tool(annotations=READ)
+    @mcp.tool(title="Search documents", annotations=READ)
     async def retrieval_search(
         query: Annotated[str, Field(description="The question or keywords, in Korean or English.")],
         ctx: Context[State],
@@ -149,14 +154,14 @@ def _add_search_tools(mcp: MCPServer) -> None:
             _index(ctx).search, query, collection=collection, k=k, mode=mode, filters=filters, weight=weight
         )
 
-    @mcp.tool(annotations=READ)
+    @mcp.tool(title="Index status", annotations=READ)
     async def retrieval_status(ctx: Context[State]) -> Status:
         """Show the embedder, collections with counts, and how many chunks still wait for vectors."""
         return await _run(_index(ctx).status)
 
 
 def _add_ingest_tools(mcp: MCPServer) -> None:
-    @mcp.tool(annotations=WRITE)
+    @mcp.tool(title="Ingest files or folders", annotations=WRITE)
     async def retrieval_ingest_path(
         paths: Annotated[list[str], Field(min_length=1, description="Files or folders under the allowed roots.")],
         ctx: Context[State],
@@ -172,7 +177,7 @@ def _add_ingest_tools(mcp: MCPServer) -> None:
             progress=_progress(ctx),
         )
 
-    @mcp.tool(annotations=WRITE)
+    @mcp.tool(title="Ingest text", annotations=WRITE)
     async def retrieval_ingest_text(
         text: Annotated[str, Field(min_length=1, description="The document text (markdown headings are used).")],
         ctx: Context[State],
@@ -198,7 +203,7 @@ def _add_ingest_tools(mcp: MCPServer) -> None:
 
 
 def _add_manage_tools(mcp: MCPServer) -> None:
-    @mcp.tool(annotations=READ)
+    @mcp.tool(title="List collections", annotations=READ)
     async def retrieval_list_collections(ctx: Context[State]) -> CollectionList:
         """List collections with their embedder, document and chunk counts and vector coverage."""
         index = _index(ctx)
@@ -206,36 +211,38 @@ def _add_manage_tools(mcp: MCPServer) -> None:
             default_collection=index.config.default_collection, collections=await _run(index.list_collections)
         )
 
-    @mcp.tool(annotations=WRITE)
+    @mcp.tool(title="Create a collection", annotations=WRITE)
     async def retrieval_create_collection(
         name: Annotated[str, Field(description="1-64 letters, digits, '_', '.', '-'.")], ctx: Context[State]
     ) -> CollectionInfo:
         """Create an empty collection that records this server's embedder (model, dimension, languages)."""
         return await _run(_index(ctx).create_collection, name)
 
-    @mcp.tool(annotations=DELETE)
-    async def retrieval_delete_collection(name: str, ctx: Context[State]) -> Deleted:
+    @mcp.tool(title="Delete a collection", annotations=DELETE)
+    async def retrieval_delete_collection(
+        name: Annotated[str, Field(description="Name of the collection to delete.")], ctx: Context[State]
+    ) -> Deleted:
         """Delete a collection with all its documents and vectors (cannot be undone)."""
         removed = await _run(_index(ctx).delete_collection, name)
         return Deleted(deleted=name, documents=removed, message=f"deleted collection {name!r} ({removed} documents)")
 
-    @mcp.tool(annotations=READ)
+    @mcp.tool(title="List documents", annotations=READ)
     async def retrieval_list_documents(
         ctx: Context[State],
         collection: Collection = None,
-        offset: Annotated[int, Field(ge=0)] = 0,
-        limit: Annotated[int, Field(ge=1, le=200)] = 20,
+        offset: Annotated[int, Field(ge=0, description="Documents to skip (next_offset of the previous page).")] = 0,
+        limit: Annotated[int, Field(ge=1, le=200, description="Documents per page.")] = 20,
     ) -> DocumentPage:
         """List a collection's documents a page at a time (pass next_offset to continue)."""
         return await _run(_index(ctx).list_documents, collection, offset, limit)
 
-    @mcp.tool(annotations=READ)
-    async def retrieval_get_document(doc_id: str, ctx: Context[State]) -> DocumentDetail:
+    @mcp.tool(title="Get a document", annotations=READ)
+    async def retrieval_get_document(doc_id: DocId, ctx: Context[State]) -> DocumentDetail:
         """Get a document's full text, metadata and the char spans of its chunks."""
         return await _run(_index(ctx).get_document, doc_id)
 
-    @mcp.tool(annotations=DELETE)
-    async def retrieval_delete_document(doc_id: str, ctx: Context[State]) -> Deleted:
+    @mcp.tool(title="Delete a document", annotations=DELETE)
+    async def retrieval_delete_document(doc_id: DocId, ctx: Context[State]) -> Deleted:
         """Delete one document from the lexical and vector indexes."""
         info = await _run(_index(ctx).delete_document, doc_id)
         return Deleted(deleted=doc_id, documents=1, message=f"deleted {info.title!r} ({info.source})")
@@ -247,6 +254,9 @@ def _add_manage_tools(mcp: MCPServer) -> None:
         description="Full text of an ingested document.",
     )
     async def document_text(doc_id: str, ctx: Context) -> str:
-        """Return the document text."""
+        """Return the document text; an unknown id is resource-not-found with the reason."""
         index: Index = ctx.request_context.lifespan_context.index
-        return (await _run(index.get_document, doc_id)).text
+        try:
+            return (await anyio.to_thread.run_sync(index.get_document, doc_id)).text
+        except UnknownDocument as e:
+            raise resource_not_found(ctx, f"ragtune://documents/{doc_id}", str(e)) from e

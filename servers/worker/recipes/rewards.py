@@ -2,36 +2,36 @@
 
 from __future__ import annotations
 
-import re
-from collections import Counter
 from collections.abc import Callable
 
+import regex
+
+from . import metrics
 from .base import RecipeError
+from .metrics import words
 
 Reward = Callable[[str, "str | None"], float]
-_WORD = re.compile(r"\w+", re.UNICODE)
-
-
-def words(text: str) -> list[str]:
-    """Lower-cased word tokens (Unicode-aware, so Korean works too)."""
-    return _WORD.findall(text.lower())
 
 
 def token_f1(answer: str, reference: str | None) -> float:
-    """Word-overlap F1 between an answer and the reference answer (SQuAD-style), in [0, 1]."""
+    """Word-overlap F1 with the reference answer (metrics.token_f1, shared with evaluation); needs a reference."""
     if reference is None:
         raise RecipeError(
             "reward reference_similarity needs a reference answer: end each record with the "
             "assistant answer you want, or name a rule reward such as regex:<pattern>"
         )
-    a, r = words(answer), words(reference)
-    if not a or not r:
-        return float(a == r)
-    common = sum((Counter(a) & Counter(r)).values())
-    if common == 0:
+    return metrics.token_f1(answer, reference)
+
+
+REGEX_SECONDS = 0.5  # a catastrophic pattern such as (a|aa)+$ scores 0 instead of hanging the job (issue #12)
+
+
+def _timed_match(pattern: regex.Pattern[str], answer: str) -> float:
+    """Score 1 when the pattern matches; a search that runs out of time scores 0."""
+    try:
+        return 1.0 if pattern.search(answer, timeout=REGEX_SECONDS) else 0.0
+    except TimeoutError:
         return 0.0
-    precision, recall = common / len(a), common / len(r)
-    return 2 * precision * recall / (precision + recall)
 
 
 def make_reward(spec: str) -> Reward:
@@ -41,10 +41,10 @@ def make_reward(spec: str) -> Reward:
         return token_f1
     if name == "regex":
         try:
-            pattern = re.compile(arg)
-        except re.error as e:
+            pattern = regex.compile(arg)
+        except regex.error as e:
             raise RecipeError(f"reward {spec!r}: bad regular expression ({e})") from e
-        return lambda answer, _ref: 1.0 if pattern.search(answer) else 0.0
+        return lambda answer, _ref: _timed_match(pattern, answer)
     if name == "contains":
         needle = arg.lower()
         return lambda answer, _ref: 1.0 if needle and needle in answer.lower() else 0.0
