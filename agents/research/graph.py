@@ -30,8 +30,8 @@ from ragtune.agents.research.evidence import (
     parse_hits,
     relevant,
     rerank,
-    sentences,
 )
+from ragtune.agents.research.qa_pairs import build_pairs
 
 from ragtune.llm import model_label, supports_tools
 
@@ -129,14 +129,21 @@ def build_research_graph(deps: ResearchDeps, checkpointer: BaseCheckpointSaver |
     async def build_qa(state: ResearchState) -> ResearchState:
         about = QA_TOPIC.search(state["request"])
         topic = next((g for g in about.groups() if g), "").strip(" .?!") if about else ""
-        seen: dict[tuple[str, Any], Hit] = {}
+        found: dict[str, Hit] = {}
         for query in ([topic] if topic else []) + list(QA_SEEDS):
-            _status(f"collecting passages for “{query}” ({len(seen)} so far)")
+            _status(f"collecting documents for “{query}” ({len(found)} so far)")
             for h in await search(query, 10):
-                seen.setdefault((h.title, h.start, h.heading), h)
-        pairs = qa_pairs(list(seen.values()), deps.qa_pairs)
-        body = "\n".join(json.dumps(p, ensure_ascii=False) for p in pairs)
-        answer = f"Built {len(pairs)} Q/A pairs from {len(seen)} passages.\n```jsonl\n{body}\n```\n\n[mode: extractive]"
+                found.setdefault(h.document_id or h.title, h)
+        documents = []
+        for doc_id, h in found.items():  # whole documents: the rules read headings and the prose under them
+            detail = await deps.retrieval.call("retrieval_get_document", doc_id=doc_id) if h.document_id else {}
+            documents.append((str(detail.get("source") or h.title).rsplit("/", 1)[-1], detail.get("text") or h.text))
+        pairs = build_pairs(documents, deps.qa_pairs)
+        body = "\n".join(json.dumps(p.record(), ensure_ascii=False) for p in pairs)
+        answer = (
+            f"Built {len(pairs)} Q/A pairs from {len(documents)} documents (questions from headings and defining "
+            f"sentences, answers quoted from the docs).\n```jsonl\n{body}\n```\n\n[mode: extractive]"
+        )
         return {"answer": answer, "history": [state["request"]]}
 
     g = StateGraph(ResearchState)
@@ -165,26 +172,3 @@ async def _draft(model: BaseChatModel, question: str, hits: list[Hit]) -> str:
         ]
     )
     return reply.text.strip()
-
-
-def qa_pairs(hits: list[Hit], limit: int) -> list[dict[str, Any]]:
-    """Make chat Q/A records from passages: questions about the heading, answered by its first sentences."""
-    out: list[dict[str, Any]] = []
-    for h in hits:
-        topic = (h.heading.split(" › ")[-1] if h.heading else h.title).strip("# ")
-        said = " ".join(sentences(h.text)[:2])[:400]
-        if not topic or len(said) < 20:
-            continue
-        templates = prompts.QA_QUESTIONS_KO if is_korean(topic + said) else prompts.QA_QUESTIONS_EN
-        for template in templates:
-            out.append(
-                {
-                    "messages": [
-                        {"role": "user", "content": template.format(topic=topic)},
-                        {"role": "assistant", "content": said},
-                    ]
-                }
-            )
-            if len(out) == limit:
-                return out
-    return out

@@ -4,7 +4,6 @@ one short run with the embedded model."""
 
 from __future__ import annotations
 
-import json
 import uuid
 from typing import Any
 
@@ -102,16 +101,6 @@ async def test_follow_up_in_the_same_context_continues_the_question(agent, local
         await ask(url, "한국어 문서는 어떻게 검색하나요?", context_id=context)
         _, statuses = await ask(url, "and hybrid?", context_id=context)
     assert any("한국어 문서는 어떻게 검색하나요? and hybrid?" in s for s in statuses)
-
-
-async def test_qa_pairs_are_built_from_the_passages(agent, local_model):
-    async with await agent(local_model) as url:
-        answer, _ = await ask(url, "Make Q/A pairs from my docs")
-    rows = [json.loads(line) for line in answer.text.splitlines() if line.startswith("{")]
-    assert len(rows) >= 6
-    assert {m["role"] for m in rows[0]["messages"]} == {"user", "assistant"}
-    said = {r["messages"][1]["content"] for r in rows}
-    assert any("low-rank adapter" in s for s in said) and any("Kiwi" in s for s in said)
 
 
 async def test_tool_calling_model_chooses_retrieval_itself(agent, scripted_model):
