@@ -62,6 +62,8 @@ log = logging.getLogger(__name__)
 OPEN_PATHS = ("/.well-known/", "/health")
 GraphFactory = Callable[[AsyncSqliteSaver], Awaitable[CompiledStateGraph]]
 CancelHook = Callable[[dict[str, Any]], Awaitable[None]]
+TaskCancelHook = Callable[[str, dict[str, Any]], Awaitable[None]]
+PeerCheck = Callable[[], Awaitable[dict[str, bool]]]
 
 
 @dataclass
@@ -74,6 +76,26 @@ class AgentSpec:
     build_graph: GraphFactory
     on_cancel: CancelHook | None = None
     cleanup: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    on_cancel_task: TaskCancelHook | None = None  # (A2A task id, graph values): e.g. cancel the peer tasks it runs
+    peers: PeerCheck | None = None  # which peers answer now; /health is ok only when every one does
+
+
+class TaskFailed(Exception):
+    """Raised in a graph node to end the A2A task as failed with this reason, shown to the user as is."""
+
+
+class _DropTaskReplacement(logging.Filter):
+    """Drop the SDK's ERROR for the Task every turn re-enqueues on purpose (issue #12); the SDK keeps the stored one."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Ignoring task replacement" not in record.getMessage()
+
+
+def quiet_task_replacement() -> None:
+    """Install the filter once on the SDK's active-task logger."""
+    sdk = logging.getLogger("a2a.server.agent_execution.active_task")
+    if not any(isinstance(f, _DropTaskReplacement) for f in sdk.filters):
+        sdk.addFilter(_DropTaskReplacement())
 
 
 def skill(id: str, name: str, description: str, tags: Sequence[str], examples: Sequence[str]) -> AgentSkill:
@@ -133,6 +155,7 @@ class GraphExecutor(AgentExecutor):
     def __init__(self, spec: AgentSpec) -> None:
         self.spec = spec
         self.graph: CompiledStateGraph | None = None
+        self.canceling: set[str] = set()
 
     async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
         text = context.get_user_input().strip()
@@ -149,8 +172,16 @@ class GraphExecutor(AgentExecutor):
         try:
             await self._run(text, config, updater)
         except Exception as e:  # a turn's failure is reported on the task, never as a bare -32603
+            if task.id in self.canceling:  # the cancel already ended the task
+                return
+            if isinstance(e, TaskFailed):
+                log.warning("%s: task %s failed: %s", self.spec.name, task.id, e)
+                await updater.failed(_msg(updater, str(e)))
+                return
             log.exception("%s failed", self.spec.name)
             await updater.failed(_msg(updater, f"{self.spec.name} failed: {type(e).__name__}: {e}"))
+        finally:
+            self.canceling.discard(task.id)
 
     async def _run(self, text: str, config: dict[str, Any], updater: TaskUpdater) -> None:
         assert self.graph is not None
@@ -170,10 +201,15 @@ class GraphExecutor(AgentExecutor):
         await updater.complete()
 
     async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
-        if self.spec.on_cancel and self.graph is not None:
+        self.canceling.add(str(context.task_id))
+        if self.graph is not None and (self.spec.on_cancel or self.spec.on_cancel_task):
             config = {"configurable": {"thread_id": context.context_id}}
             try:
-                await self.spec.on_cancel((await self.graph.aget_state(config)).values)
+                values = (await self.graph.aget_state(config)).values
+                if self.spec.on_cancel:
+                    await self.spec.on_cancel(values)
+                if self.spec.on_cancel_task:
+                    await self.spec.on_cancel_task(str(context.task_id), values)
             except Exception:
                 log.exception("cancel hook of %s failed", self.spec.name)
         updater = TaskUpdater(event_queue, context.task_id, context.context_id)
@@ -193,6 +229,7 @@ def build_app(spec: AgentSpec, settings: AgentSettings, base_url: str) -> FastAP
     token = settings.token()
     card = build_card(spec, base_url, token)
     executor = GraphExecutor(spec)
+    quiet_task_replacement()
     handler = DefaultRequestHandler(agent_executor=executor, task_store=DatabaseTaskStore(engine), agent_card=card)
 
     @asynccontextmanager
@@ -216,8 +253,13 @@ def build_app(spec: AgentSpec, settings: AgentSettings, base_url: str) -> FastAP
     )
 
     @app.get("/health")
-    async def health() -> dict[str, Any]:
-        return {"ok": executor.graph is not None, "agent": spec.name}
+    async def health() -> JSONResponse:
+        """Readiness: the graph is built and every peer answers its card (503 otherwise)."""
+        body: dict[str, Any] = {"ok": executor.graph is not None, "agent": spec.name}
+        if spec.peers is not None:
+            body["peers"] = await spec.peers()
+            body["ok"] = body["ok"] and all(body["peers"].values())
+        return JSONResponse(body, status_code=200 if body["ok"] else 503)
 
     app.add_middleware(AuthenticationMiddleware, backend=BearerBackend(token), on_error=_auth_error)
     return app

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import httpx
-from a2a.client import Client, ClientConfig, create_client
+from a2a.client import A2AClientError, Client, ClientConfig, create_client
 from a2a.helpers import get_artifact_text, get_message_text
 from a2a.types import (
     CancelTaskRequest,
@@ -27,6 +28,13 @@ TERMINAL = {
     TaskState.TASK_STATE_CANCELED,
     TaskState.TASK_STATE_REJECTED,
 }
+
+
+CARD_PATH = "/.well-known/agent-card.json"
+
+
+class PeerUnavailable(RuntimeError):
+    """Raised when a peer does not answer its agent card within the wait."""
 
 
 @dataclass
@@ -61,6 +69,33 @@ class A2APeer:
                 self.url, client_config=ClientConfig(streaming=True, httpx_client=self._http)
             )
         return self._client
+
+    async def wait_ready(self, timeout: float, on_wait: Callable[[], None] | None = None, poll: float = 0.5) -> None:
+        """Wait (at most `timeout` s) until the peer serves its card; call `on_wait` once if it is not up yet."""
+        loop = asyncio.get_running_loop()
+        deadline, waited = loop.time() + timeout, False
+        while True:
+            try:
+                await self.client()
+                return
+            except (httpx.HTTPError, A2AClientError, OSError) as e:
+                left = deadline - loop.time()
+                if left <= 0:
+                    raise PeerUnavailable(
+                        f"{self.url} did not answer its agent card within {timeout:g} s ({type(e).__name__}): "
+                        f"is it running? (RAGTUNE_PEER_WAIT_SECONDS sets the wait)"
+                    ) from e
+                if not waited and on_wait is not None:
+                    on_wait()
+                waited = True
+                await asyncio.sleep(min(poll, left))
+
+    async def answers(self) -> bool:
+        """Tell whether the peer serves its agent card right now (readiness of whoever depends on it)."""
+        try:
+            return (await self._http.get(f"{self.url}{CARD_PATH}", timeout=2.0)).status_code == 200
+        except httpx.HTTPError:
+            return False
 
     async def stream(
         self, text: str, *, context_id: str | None = None, task_id: str | None = None

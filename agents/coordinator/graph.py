@@ -6,7 +6,7 @@ peer's input-required becomes the coordinator's (the user's reply is passed back
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
 from langchain_core.language_models import BaseChatModel
@@ -20,6 +20,7 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import interrupt
 from ragtune.agents.a2a_peer import A2APeer, PeerEvent
 from ragtune.agents.coordinator import prompts
+from ragtune.agents.coordinator.peers import PeerCalls
 from ragtune.agents.coordinator.router import Route
 from ragtune.agents.coordinator.router import route as keyword_route
 from ragtune.agents.finetune.situation import extract_jsonl
@@ -48,6 +49,7 @@ class CoordinatorDeps:
     research: A2APeer
     finetune: A2APeer
     model: BaseChatModel | None = None
+    calls: PeerCalls = field(default_factory=PeerCalls)
 
 
 @tool
@@ -60,26 +62,18 @@ def _status(text: str) -> None:
     get_stream_writer()({"status": text})
 
 
-async def _relay(peer: A2APeer, name: str, text: str, context_id: str, task_id: str | None = None) -> PeerEvent:
-    """Stream a peer's answer, relaying its status lines; return the answer or its last status."""
-    answer, last = None, None
-    async for ev in peer.stream(text, context_id=context_id, task_id=task_id):
-        last = ev
-        if ev.kind == "answer":
-            answer = ev
-        elif ev.text and ev.state_name == "working":
-            _status(f"[{name}] {ev.text}")
-    if last is None:
-        raise RuntimeError(f"the {name} agent answered nothing")
-    if answer is not None and last.state_name == "completed":
-        return PeerEvent("answer", last.state, answer.text, last.task_id, last.context_id)
-    return last
-
-
 def build_coordinator_graph(
     deps: CoordinatorDeps, checkpointer: BaseCheckpointSaver | None = None
 ) -> CompiledStateGraph:
     """Compile the coordinator graph for these dependencies."""
+
+    async def relay(
+        peer: A2APeer, name: str, text: str, config: RunnableConfig, task_id: str | None = None
+    ) -> PeerEvent:
+        owner = str(config["configurable"].get("task_id", ""))
+        return await deps.calls.relay(
+            peer, name, text, owner=owner, context_id=_thread(config), status=_status, task_id=task_id
+        )
 
     async def choose(state: CoordinatorState) -> CoordinatorState:
         text, picked, by = state["request"], None, "keywords"
@@ -104,11 +98,11 @@ def build_coordinator_graph(
         }
 
     async def research(state: CoordinatorState, config: RunnableConfig) -> CoordinatorState:
-        ev = await _relay(deps.research, "research", state["request"], _thread(config))
-        return {"answer": ev.text or f"the research agent ended with {ev.state_name}"}
+        ev = await relay(deps.research, "research", state["request"], config)
+        return {"answer": ev.text}
 
     async def make_dataset(state: CoordinatorState, config: RunnableConfig) -> CoordinatorState:
-        ev = await _relay(deps.research, "research", prompts.QA_REQUEST, _thread(config))
+        ev = await relay(deps.research, "research", prompts.QA_REQUEST, config)
         rows = extract_jsonl(ev.text)
         _status(f"the research agent built {len(rows)} Q/A pairs")
         return {"dataset": "\n".join(line for line in ev.text.splitlines() if line.strip().startswith("{"))}
@@ -120,13 +114,13 @@ def build_coordinator_graph(
             text, task_id = state["request"], None
             if state.get("dataset"):
                 text = prompts.TRAIN_ON.format(request=state["request"], jsonl=state["dataset"])
-        ev = await _relay(deps.finetune, "finetune", text, _thread(config), task_id)
+        ev = await relay(deps.finetune, "finetune", text, config, task_id)
         if ev.state_name == "input_required":
             return {"peer_task_id": ev.task_id, "peer_state": ev.state_name, "peer_question": ev.text}
         return {
             "peer_task_id": "",
             "peer_state": ev.state_name,
-            "answer": ev.text or f"the finetune agent ended with {ev.state_name}",
+            "answer": ev.text,
         }
 
     async def ask_user(state: CoordinatorState) -> CoordinatorState:
