@@ -21,7 +21,6 @@ from a2a.server.events import EventQueue
 from a2a.server.request_handlers import DefaultRequestHandler
 from a2a.server.routes import (
     add_a2a_routes_to_fastapi,
-    create_agent_card_routes,
     create_jsonrpc_routes,
     create_rest_routes,
 )
@@ -43,6 +42,8 @@ from fastapi import FastAPI
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command
+from ragtune.agents.a2a_card import card_routes, check_media_types
+from ragtune.agents.tck_script import run_tck_script
 from sqlalchemy.ext.asyncio import create_async_engine
 from starlette.authentication import (
     AuthCredentials,
@@ -60,10 +61,12 @@ from ragtune.config import AgentSettings, check_bind
 log = logging.getLogger(__name__)
 
 OPEN_PATHS = ("/.well-known/", "/health")
+INPUT_MODES = ["text/plain"]
 GraphFactory = Callable[[AsyncSqliteSaver], Awaitable[CompiledStateGraph]]
 CancelHook = Callable[[dict[str, Any]], Awaitable[None]]
 TaskCancelHook = Callable[[str, dict[str, Any]], Awaitable[None]]
 PeerCheck = Callable[[], Awaitable[dict[str, bool]]]
+Script = Callable[[RequestContext, EventQueue], Awaitable[bool]]
 
 
 @dataclass
@@ -116,7 +119,7 @@ def build_card(spec: AgentSpec, base_url: str, token: str | None) -> AgentCard:
             AgentInterface(protocol_binding="JSONRPC", protocol_version="0.3", url=f"{base}/"),
         ],
         capabilities=AgentCapabilities(streaming=True),
-        default_input_modes=["text/plain"],
+        default_input_modes=INPUT_MODES,
         default_output_modes=["text/plain"],
         skills=spec.skills,
     )
@@ -155,9 +158,13 @@ class GraphExecutor(AgentExecutor):
     def __init__(self, spec: AgentSpec) -> None:
         self.spec = spec
         self.graph: CompiledStateGraph | None = None
+        self.script: Script | None = None  # the A2A TCK's scripted scenarios, when RAGTUNE_A2A_TCK_MODE is on
         self.canceling: set[str] = set()
 
     async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
+        check_media_types(context.message, INPUT_MODES)
+        if self.script is not None and await self.script(context, event_queue):
+            return
         text = context.get_user_input().strip()
         if not text:
             raise InvalidParamsError(message="empty message: send your request as a non-empty text part")
@@ -230,6 +237,7 @@ def build_app(spec: AgentSpec, settings: AgentSettings, base_url: str) -> FastAP
     card = build_card(spec, base_url, token)
     executor = GraphExecutor(spec)
     quiet_task_replacement()
+    executor.script = run_tck_script if settings.a2a_tck_mode else None
     handler = DefaultRequestHandler(agent_executor=executor, task_store=DatabaseTaskStore(engine), agent_card=card)
 
     @asynccontextmanager
@@ -247,7 +255,7 @@ def build_app(spec: AgentSpec, settings: AgentSettings, base_url: str) -> FastAP
     app = FastAPI(title=spec.name, lifespan=lifespan)
     add_a2a_routes_to_fastapi(
         app,
-        agent_card_routes=create_agent_card_routes(card),
+        agent_card_routes=card_routes(card),
         jsonrpc_routes=create_jsonrpc_routes(handler, rpc_url="/", enable_v0_3_compat=True),
         rest_routes=create_rest_routes(handler, path_prefix="/rest", enable_v0_3_compat=True),
     )

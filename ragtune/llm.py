@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 LOCAL_NAMES = {"local", SMOLLM2, "smollm2", "smollm2-135m"}
 LOCAL_LABEL = "smollm2-135m"
 FP32_DIRNAME = "smollm2-135m-instruct-fp32"
+STAND_IN = "stand-in"
 
 
 class LLMConfigError(ValueError):
@@ -37,6 +38,8 @@ def make_chat_model(settings: LLMSettings) -> BaseChatModel:
     """Return the configured chat model: an OpenAI-compatible endpoint if one is set, else the embedded model."""
     base_url = settings.chat_base_url or os.environ.get("OPENAI_BASE_URL")
     key = settings.chat_api_key.get_secret_value() if settings.chat_api_key else os.environ.get("OPENAI_API_KEY")
+    if settings.chat_model.lower() == STAND_IN:
+        return StandInChatModel()
     if settings.chat_model.lower() in LOCAL_NAMES:
         return LocalChatModel(
             models_dir=settings.data_path("models"),
@@ -161,6 +164,30 @@ class LocalChatModel(BaseChatModel):
         text = self._tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True).strip()
         for s in stop or []:
             text = text.split(s)[0]
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text))])
+
+
+class StandInChatModel(BaseChatModel):
+    """An instant, deterministic model for protocol conformance runs, where a slow answer fails on a timeout.
+
+    RAGTUNE_CHAT_MODEL=stand-in. It replies with the start of the last message; it never calls tools.
+    """
+
+    supports_tool_calling: bool = False
+    max_chars: int = 200
+
+    @property
+    def _llm_type(self) -> str:
+        return "ragtune-stand-in"
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        text = " ".join(messages[-1].text.split())[: self.max_chars] if messages else ""
         return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text))])
 
 

@@ -12,18 +12,21 @@ from typing import Annotated, Any, Literal, TypeVar
 import anyio
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
-from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 from mcp.types import ToolAnnotations
 from pydantic import BaseModel, Field
 from ragtune.servers.finetune import advisor
 from ragtune.servers.finetune.http import mcp_auth_kwargs, public_url
 from ragtune.servers.finetune.service import FinetuneService, JobRequest, ServiceError
+from ragtune.servers.not_found import resource_not_found
 
+from ragtune import __version__
 from ragtune.config import FinetuneSettings
 from ragtune.datasets import format_report
 from ragtune.jobs import Checkpoint, Job, JobEvent, JobStatus
 
 R = TypeVar("R")
+JobId = Annotated[str, Field(description="Job id (ftjob-...), from finetune_create_job or finetune_list_jobs")]
 READ = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False)
 WRITE = ToolAnnotations(read_only_hint=False, destructive_hint=False, open_world_hint=False)
 INSTRUCTIONS = (
@@ -107,9 +110,15 @@ def build_server(
     """Build the MCP server over `service` (created from settings when not given)."""
     svc = service or FinetuneService(settings)
     url = base_url or public_url(settings.finetune_host, settings.finetune_port)
-    mcp = MCPServer("ragtune-finetune", instructions=INSTRUCTIONS, **mcp_auth_kwargs(settings, url))
+    mcp = MCPServer(
+        "ragtune-finetune",
+        title="ragtune fine-tuning",
+        version=__version__,
+        instructions=INSTRUCTIONS,
+        **mcp_auth_kwargs(settings, url),
+    )
 
-    @mcp.tool(annotations=WRITE)
+    @mcp.tool(title="Upload a dataset", annotations=WRITE)
     async def finetune_upload_dataset(
         ctx: Context,
         path: Annotated[str | None, Field(description="Dataset file under the allowed folders")] = None,
@@ -135,7 +144,7 @@ def build_server(
         )
         return DatasetFile(**file.model_dump(include=set(DatasetFile.model_fields)))
 
-    @mcp.tool(annotations=READ)
+    @mcp.tool(title="Validate a dataset", annotations=READ)
     async def finetune_validate_dataset(
         ctx: Context,
         path: Annotated[str | None, Field(description="Dataset file under the allowed folders")] = None,
@@ -168,16 +177,18 @@ def build_server(
             valid=True, format=loaded.format, examples=len(loaded.records), summary=rows, report=loaded.report
         )
 
-    @mcp.tool(annotations=READ)
+    @mcp.tool(title="Recommend a method", annotations=READ)
     def finetune_recommend_method(
         goal: Annotated[advisor.Goal, Field(description="knowledge | style | task | preference")],
         n_examples: Annotated[int, Field(ge=0, description="Training examples (or preference pairs) available")],
-        data_changes_often: bool = False,
-        has_preference_pairs: bool = False,
-        has_reference_answers: bool = False,
-        domain_terms_missing: bool = False,
-        base_is_instruct: bool = True,
-        gpu_memory_gb: Annotated[float | None, Field(gt=0)] = None,
+        data_changes_often: Annotated[bool, Field(description="The facts change often (favours retrieval)")] = False,
+        has_preference_pairs: Annotated[bool, Field(description="Chosen/rejected answer pairs exist")] = False,
+        has_reference_answers: Annotated[bool, Field(description="Examples come with reference answers")] = False,
+        domain_terms_missing: Annotated[
+            bool, Field(description="The base model does not know the domain's vocabulary")
+        ] = False,
+        base_is_instruct: Annotated[bool, Field(description="The base model is already instruction-tuned")] = True,
+        gpu_memory_gb: Annotated[float | None, Field(gt=0, description="GPU memory available, in GB")] = None,
         model_params_b: Annotated[float | None, Field(gt=0, description="Model size in billions")] = None,
     ) -> advisor.Recommendation:
         """Advise prompt/RAG vs LoRA vs full fine-tuning vs CPT vs DPO/rejection sampling, with reasons."""
@@ -195,18 +206,22 @@ def build_server(
             )
         )
 
-    @mcp.tool(annotations=READ)
+    @mcp.tool(title="Estimate GPU memory", annotations=READ)
     def finetune_estimate_memory(
         model: Annotated[
             str | None, Field(description="Known model, e.g. llama-3-8b, qwen2.5-7b, smollm2-135m")
         ] = None,
         params_b: Annotated[float | None, Field(gt=0, description="Or the size in billions of parameters")] = None,
-        method: Literal["full", "lora", "qlora"] = "lora",
-        precision: Literal["fp32", "bf16", "fp16", "int8", "int4"] = "bf16",
-        seq_len: Annotated[int, Field(ge=1)] = 2048,
-        batch: Annotated[int, Field(ge=1)] = 1,
-        optimizer: Literal["adamw", "adamw8bit", "sgd"] = "adamw",
-        gradient_checkpointing: bool = True,
+        method: Annotated[Literal["full", "lora", "qlora"], Field(description="Which weights train")] = "lora",
+        precision: Annotated[
+            Literal["fp32", "bf16", "fp16", "int8", "int4"], Field(description="Precision of the base weights")
+        ] = "bf16",
+        seq_len: Annotated[int, Field(ge=1, description="Tokens per training sequence")] = 2048,
+        batch: Annotated[int, Field(ge=1, description="Sequences per device batch")] = 1,
+        optimizer: Annotated[
+            Literal["adamw", "adamw8bit", "sgd"], Field(description="Optimizer (sets the state memory)")
+        ] = "adamw",
+        gradient_checkpointing: Annotated[bool, Field(description="Recompute activations to save memory")] = True,
     ) -> advisor.MemoryEstimate:
         """Estimate GPU memory (weights, gradients, optimizer, activations) and which GPUs fit."""
         try:
@@ -223,13 +238,16 @@ def build_server(
         except ValueError as e:
             raise ToolError(str(e)) from e
 
-    @mcp.tool(annotations=WRITE)
+    @mcp.tool(title="Create a fine-tuning job", annotations=WRITE)
     def finetune_create_job(
         training_file: Annotated[str, Field(description="File id from finetune_upload_dataset")],
         model: Annotated[
             str | None, Field(description="Base model; default the embedded smollm2-135m-instruct")
         ] = None,
-        method: Literal["supervised", "dpo", "cpt", "rejection_sampling"] = "supervised",
+        method: Annotated[
+            Literal["supervised", "dpo", "cpt", "rejection_sampling"],
+            Field(description="Training method; finetune_recommend_method helps choose"),
+        ] = "supervised",
         hyperparameters: Annotated[
             dict[str, Any] | None,
             Field(
@@ -251,9 +269,9 @@ def build_server(
             ),
         ] = None,
         temperature: Annotated[float | None, Field(ge=0, description="Sampling temperature")] = None,
-        validation_file: str | None = None,
-        suffix: Annotated[str | None, Field(max_length=64)] = None,
-        seed: int | None = None,
+        validation_file: Annotated[str | None, Field(description="File id of held-out examples for eval loss")] = None,
+        suffix: Annotated[str | None, Field(max_length=64, description="Added to the fine-tuned model's name")] = None,
+        seed: Annotated[int | None, Field(description="Random seed; default 42")] = None,
     ) -> Job:
         """Queue a fine-tuning job on a validated dataset; returns at once with the job id."""
         options = {
@@ -278,52 +296,58 @@ def build_server(
             raise ToolError(str(e)) from e
         return _call(svc.create_job, request)
 
-    @mcp.tool(annotations=READ)
-    def finetune_get_job(job_id: str) -> JobView:
+    @mcp.tool(title="Get a job", annotations=READ)
+    def finetune_get_job(job_id: JobId) -> JobView:
         """Return a job's status, latest metrics and what to do next."""
         return _view(svc, _call(svc.get_job, job_id))
 
-    @mcp.tool(annotations=READ)
+    @mcp.tool(title="List jobs", annotations=READ)
     def finetune_list_jobs(
-        limit: Annotated[int, Field(ge=1, le=100)] = 20,
-        after: str | None = None,
-        status: JobStatus | None = None,
+        limit: Annotated[int, Field(ge=1, le=100, description="Jobs per page")] = 20,
+        after: Annotated[str | None, Field(description="Job id to continue after (the last id of a page)")] = None,
+        status: Annotated[JobStatus | None, Field(description="Only jobs in this status")] = None,
     ) -> JobList:
         """List jobs, newest first (page with after = the last id)."""
         page = _call(svc.list_jobs, after=after, limit=limit, status=status.value if status else None)
         return JobList(jobs=page.data, has_more=page.has_more)
 
-    @mcp.tool(annotations=ToolAnnotations(destructive_hint=True, idempotent_hint=False, open_world_hint=False))
-    def finetune_cancel_job(job_id: str) -> Job:
+    @mcp.tool(
+        title="Cancel a job",
+        annotations=ToolAnnotations(destructive_hint=True, idempotent_hint=False, open_world_hint=False),
+    )
+    def finetune_cancel_job(job_id: JobId) -> Job:
         """Cancel a job; a running worker stops within seconds."""
         return _call(svc.cancel_job, job_id)
 
-    @mcp.tool(annotations=WRITE)
-    def finetune_pause_job(job_id: str) -> Job:
+    @mcp.tool(title="Pause a job", annotations=WRITE)
+    def finetune_pause_job(job_id: JobId) -> Job:
         """Pause a queued or running job (it keeps its checkpoints)."""
         return _call(svc.pause_job, job_id)
 
-    @mcp.tool(annotations=WRITE)
-    def finetune_resume_job(job_id: str) -> Job:
+    @mcp.tool(title="Resume a job", annotations=WRITE)
+    def finetune_resume_job(job_id: JobId) -> Job:
         """Resume a paused job from its last checkpoint."""
         return _call(svc.resume_job, job_id)
 
-    @mcp.tool(annotations=READ)
+    @mcp.tool(title="Job events", annotations=READ)
     def finetune_job_events(
-        job_id: str,
+        job_id: JobId,
         after: Annotated[str | None, Field(description="Event id to continue from")] = None,
-        limit: Annotated[int, Field(ge=1, le=200)] = 20,
+        limit: Annotated[int, Field(ge=1, le=200, description="Events per page")] = 20,
         order: Annotated[Literal["asc", "desc"], Field(description="asc tails forward from `after`")] = "desc",
     ) -> EventList:
         """Return a job's messages and metrics (step, loss, learning rate, tokens/s)."""
         page = _call(svc.events, job_id, after=after, limit=limit, order=order)
         return EventList(events=page.data, has_more=page.has_more)
 
-    @mcp.tool(annotations=READ)
-    def finetune_list_checkpoints(job_id: str, limit: Annotated[int, Field(ge=1, le=100)] = 10) -> CheckpointList:
+    @mcp.tool(title="List checkpoints", annotations=READ)
+    def finetune_list_checkpoints(
+        job_id: JobId, limit: Annotated[int, Field(ge=1, le=100, description="Checkpoints to return")] = 10
+    ) -> CheckpointList:
         """List a job's saved checkpoints, newest first."""
         page = _call(svc.checkpoints, job_id, limit=limit)
         return CheckpointList(checkpoints=page.data, has_more=page.has_more)
+
 
     @mcp.resource(
         "finetune://jobs/{job_id}",
@@ -331,9 +355,14 @@ def build_server(
         mime_type="application/json",
         description="A fine-tuning job as JSON",
     )
-    def job_resource(job_id: str) -> str:
-        """Return one job as JSON."""
-        return _call(svc.get_job, job_id).model_dump_json(indent=2)
+    def job_resource(job_id: str, ctx: Context) -> str:
+        """Return one job as JSON; an unknown id is resource-not-found with the reason."""
+        try:
+            return svc.get_job(job_id).model_dump_json(indent=2)
+        except ServiceError as e:
+            if e.status != 404:
+                raise ResourceError(e.message) from e
+            raise resource_not_found(ctx, f"finetune://jobs/{job_id}", e.message) from e
 
     @mcp.resource(
         "finetune://jobs",

@@ -153,7 +153,10 @@ async def test_http_mcp_requires_the_token(
     url = serve(settings.model_copy(update={"api_token": SecretStr("tok")}))
     async with httpx2.AsyncClient(timeout=10) as raw:
         denied = await raw.post(f"{url}/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
-    assert denied.status_code == 401 and "resource_metadata" in denied.headers.get("www-authenticate", "")
+        metadata = await raw.get(f"{url}/.well-known/oauth-protected-resource/mcp")
+    # A shared bearer token is not OAuth: advertise no authorization server (issue #12).
+    assert denied.status_code == 401 and denied.headers["www-authenticate"].startswith("Bearer")
+    assert "resource_metadata" not in denied.headers["www-authenticate"] and metadata.status_code == 404
     headers = {"Authorization": "Bearer tok"}
     async with httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=60)) as http:
         async with Client(streamable_http_client(f"{url}/mcp", http_client=http)) as c:

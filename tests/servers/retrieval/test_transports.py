@@ -125,8 +125,10 @@ async def test_http_requires_the_bearer_token(http_server: str) -> None:
             json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
             headers={"accept": "application/json, text/event-stream"},
         )
-        assert anonymous.status_code == 401
-        assert "resource_metadata" in anonymous.headers.get("www-authenticate", "")
+        assert anonymous.status_code == 401 and anonymous.headers["www-authenticate"].startswith("Bearer")
+        # A shared bearer token is not OAuth: no metadata naming an authorization server that does not exist.
+        assert "resource_metadata" not in anonymous.headers["www-authenticate"]
+        assert (await http.get(f"{http_server}/.well-known/oauth-protected-resource/mcp")).status_code == 404
         wrong = await http.post(f"{http_server}/mcp", json={}, headers={"authorization": "Bearer nope"})
         assert wrong.status_code == 401
 
