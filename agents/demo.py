@@ -2,8 +2,9 @@
 
 It starts two MCP servers, a worker and three A2A agents on loopback.
 
-`python agents/run.py` (what `make demo` runs) ingests docs/ and talks to the coordinator over A2A: a Korean and
-an English question with citations, fine-tuning advice, and a small real fine-tuning job followed to the end.
+`python agents/run.py` (what `make demo` runs) ingests the user guides (docs/guide, docs/ko, README.md) into the
+`guides` collection and talks to the coordinator over A2A: a Korean and an English question with citations,
+fine-tuning advice, and a small real fine-tuning job followed to the end.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import uuid
 from pathlib import Path
 
 from ragtune.agents.a2a_peer import A2APeer
+from ragtune.agents.corpus import GUIDES_COLLECTION, Corpus, CorpusError, choose_corpus, retrieval_roots
 from ragtune.agents.launcher import ROOT, LaunchError, Service, Supervisor
 from ragtune.agents.mcp_tools import McpTools, ToolFailed
 from rich.console import Console
@@ -42,7 +44,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python agents/run.py",
         description="Start ragtune (retrieval + fine-tuning MCP servers, a worker, three A2A agents) on loopback, "
-        "ingest docs/, and run a scripted conversation through the coordinator.",
+        "ingest the user guides, and run a scripted conversation through the coordinator.",
     )
     p.add_argument("--ask", metavar="TEXT", help="ask one question through the coordinator instead of the demo")
     p.add_argument("--interactive", action="store_true", help="a REPL: talk to the coordinator until Ctrl-D")
@@ -52,7 +54,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="keep serving; print the MCP and A2A URLs and the Claude Desktop entry, until Ctrl-C",
     )
     p.add_argument("--steps", type=int, default=20, help="SFT steps of the demo fine-tuning job (default 20)")
-    p.add_argument("--docs", default=str(ROOT / "docs"), help="folder to ingest as the corpus (default docs/)")
+    p.add_argument(
+        "--docs",
+        help="folder to ingest and search instead of the user guides (docs/guide, docs/ko, README.md); it goes "
+        "into its own collection, docs-<folder name>",
+    )
+    p.add_argument("--collection", help="collection to ingest into and search (default: guides, or docs-<folder>)")
     p.add_argument("--yes", action="store_true", help="answer 'yes' to confirmations in --ask/--interactive")
     return p.parse_args(argv)
 
@@ -78,8 +85,10 @@ def child_env(home: Path, settings: AgentSettings, rs: RetrievalSettings, fs: Fi
     return env
 
 
-def services(settings: AgentSettings, rs: RetrievalSettings, fs: FinetuneSettings) -> list[Service]:
-    """Describe the six processes, in start order."""
+def services(
+    settings: AgentSettings, rs: RetrievalSettings, fs: FinetuneSettings, collection: str = GUIDES_COLLECTION
+) -> list[Service]:
+    """Describe the six processes, in start order; the research agent searches the demo corpus's collection."""
     local = "http://127.0.0.1"
     return [
         Service(
@@ -113,7 +122,7 @@ def services(settings: AgentSettings, rs: RetrievalSettings, fs: FinetuneSetting
         Service("worker", ["-m", "ragtune.servers.worker"]),
         Service(
             "research-agent",
-            ["-m", "ragtune.agents.research", "--port", str(settings.research_port)],
+            ["-m", "ragtune.agents.research", "--port", str(settings.research_port), "--collection", collection],
             settings.research_port,
             f"{local}:{settings.research_port}/health",
         ),
@@ -145,8 +154,8 @@ def start_all(sup: Supervisor, svcs: list[Service]) -> None:
     console.print(f"[dim]all services up in {time.monotonic() - t0:.0f} s; logs in {sup.logs}[/]")
 
 
-async def ingest(retrieval: McpTools, docs: Path) -> None:
-    """Ingest the demo corpus through the retrieval MCP server, showing its progress notifications."""
+async def ingest(retrieval: McpTools, corpus: Corpus) -> None:
+    """Ingest the demo corpus into its collection through the retrieval MCP server, showing its progress."""
     with Progress(
         TextColumn("ingesting {task.description}"),
         BarColumn(),
@@ -155,12 +164,17 @@ async def ingest(retrieval: McpTools, docs: Path) -> None:
         console=console,
         transient=True,
     ) as bar:
-        task = bar.add_task(str(docs.relative_to(ROOT) if docs.is_relative_to(ROOT) else docs), total=None)
+        task = bar.add_task(corpus.label(), total=None)
 
         async def progress(done: float, total: float | None, message: str | None) -> None:
             bar.update(task, completed=done, total=total)
 
-        report = await retrieval.call("retrieval_ingest_path", progress=progress, paths=[str(docs)])
+        report = await retrieval.call(
+            "retrieval_ingest_path",
+            progress=progress,
+            paths=[str(p) for p in corpus.paths],
+            collection=corpus.collection,
+        )
     console.print(Text(f"✓ ingested: {report.get('message') or report}", style="green"))
 
 
@@ -245,10 +259,15 @@ def print_urls(settings: AgentSettings, rs: RetrievalSettings, fs: FinetuneSetti
 
 
 async def session(
-    args: argparse.Namespace, settings: AgentSettings, rs: RetrievalSettings, fs: FinetuneSettings, home: Path
+    args: argparse.Namespace,
+    settings: AgentSettings,
+    rs: RetrievalSettings,
+    fs: FinetuneSettings,
+    home: Path,
+    corpus: Corpus,
 ) -> int:
     """Ingest, then run the chosen mode against the running services."""
-    await ingest(McpTools(f"http://127.0.0.1:{rs.retrieval_port}/mcp", settings.token()), Path(args.docs).resolve())
+    await ingest(McpTools(f"http://127.0.0.1:{rs.retrieval_port}/mcp", settings.token()), corpus)
     coordinator = A2APeer(f"http://127.0.0.1:{settings.coordinator_port}", settings.token())
     try:
         if args.ask:
@@ -277,12 +296,19 @@ def main(argv: list[str] | None = None) -> int:
     home = Path(os.environ["RAGTUNE_HOME"]).resolve()
     os.environ["RAGTUNE_HOME"] = str(home)
     settings, rs, fs = AgentSettings(), RetrievalSettings(), FinetuneSettings()
-    console.rule("ragtune")
-    console.print(f"data in {home}")
-    sup = Supervisor(child_env(home, settings, rs, fs), home / "logs", settings.token())
     try:
-        start_all(sup, services(settings, rs, fs))
-        return asyncio.run(session(args, settings, rs, fs, home))
+        corpus = choose_corpus(args.docs, args.collection)
+    except CorpusError as e:
+        console.print(Text(str(e), style="red"))
+        return 2
+    console.rule("ragtune")
+    console.print(f"data in {home}; corpus {corpus.label()}")
+    env = child_env(home, settings, rs, fs)
+    env["RAGTUNE_RETRIEVAL_ROOTS"] = retrieval_roots(corpus, os.environ.get("RAGTUNE_RETRIEVAL_ROOTS"))
+    sup = Supervisor(env, home / "logs", settings.token())
+    try:
+        start_all(sup, services(settings, rs, fs, corpus.collection))
+        return asyncio.run(session(args, settings, rs, fs, home, corpus))
     except LaunchError as e:
         console.print(Text(f"cannot start: {e}", style="red"))
         return 2
