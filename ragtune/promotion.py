@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
@@ -116,21 +117,25 @@ def promotable_job(store: JobStore, model_id: str) -> Job:
 
 
 def promotion_problems(store: JobStore, job: Job) -> list[str]:
-    """List, in plain words, why a job's model should not be used: the worker's warnings, else its loss curve."""
+    """List, in plain words, why a job's model should not be used (its warnings, verdict and logged losses)."""
+    events = store.list_events(job.id, limit=100_000, order="asc", type="metrics")
+    return job_problems(job, [float(e.data["train_loss"]) for e in events if e.data and "train_loss" in e.data])
+
+
+def job_problems(job: Job, losses: Sequence[float] = ()) -> list[str]:
+    """List why a job's model should not be used: the worker's warnings, a "worse" verdict, a diverged loss."""
     warnings = [w if isinstance(w, dict) else {"message": str(w)} for w in getattr(job, "warnings", None) or []]
     problems = [str(w.get("message") or w.get("code")) for w in warnings]
     codes = {w.get("code") for w in warnings}
     if "tuned_worse_than_base" not in codes and _evaluation(job).get("verdict") == "worse":
         problems.append("the tuned model scored worse than its base model on held-out data")
-    if "loss_diverged" not in codes and (why := loss_divergence(store, job.id)):
+    if "loss_diverged" not in codes and (why := loss_divergence(losses)):
         problems.insert(0, why)
     return list(dict.fromkeys(problems))
 
 
-def loss_divergence(store: JobStore, job_id: str) -> str | None:
-    """Say why a job's logged training loss diverged (the worker's rule: non-finite, or last k > 1.5x first k)."""
-    events = store.list_events(job_id, limit=100_000, order="asc", type="metrics")
-    losses = [float(e.data["train_loss"]) for e in events if e.data and e.data.get("train_loss") is not None]
+def loss_divergence(losses: Sequence[float]) -> str | None:
+    """Say why a training loss curve diverged (the worker's rule: non-finite, or last k > 1.5x first k), else None."""
     if not losses:
         return None
     if any(not math.isfinite(x) for x in losses):

@@ -1,4 +1,4 @@
-"""Fine-tuning agent graph: assess -> advise -> prepare -> confirm -> submit -> follow.
+"""Fine-tuning agent graph: assess -> advise -> prepare -> confirm -> submit -> follow -> offer (promotion).
 
 The model never decides here: the situation is read with rules, the method comes from
 `finetune_recommend_method`, launching waits for a human "yes" (`interrupt()` = A2A input-required).
@@ -20,7 +20,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import interrupt
 from ragtune.agents.a2a_peer import A2APeer
-from ragtune.agents.finetune import prompts
+from ragtune.agents.finetune import evaluation, prompts
 from ragtune.agents.finetune.memory import gpu_memory_gb, is_memory_question, parse_memory_request, render_estimate
 from ragtune.agents.finetune.situation import (
     extract_jsonl,
@@ -50,6 +50,7 @@ class FinetuneState(TypedDict, total=False):
     confirmed: bool
     job_id: str
     job: dict[str, Any]
+    losses: list[float]
     answer: str
 
 
@@ -176,7 +177,7 @@ def build_finetune_graph(deps: FinetuneDeps, checkpointer: BaseCheckpointSaver |
         return {"job_id": job["id"], "job": job}
 
     async def follow(state: FinetuneState) -> FinetuneState:
-        job_id, last_event, last_status = state["job_id"], None, ""
+        job_id, last_event, last_status, losses = state["job_id"], None, "", []
         deadline = time.monotonic() + deps.max_follow_seconds
         while True:
             view = await deps.finetune.call("finetune_get_job", job_id=job_id)
@@ -190,11 +191,35 @@ def build_finetune_graph(deps: FinetuneDeps, checkpointer: BaseCheckpointSaver |
             for ev in events["events"]:
                 last_event = ev["id"]
                 _status(prompts.event_line(ev))
+                if isinstance((ev.get("data") or {}).get("train_loss"), int | float):
+                    losses.append(float(ev["data"]["train_loss"]))
             if job["status"] in TERMINAL:
-                return {"job": job, "answer": prompts.outcome(job, view.get("latest_metrics"))}
+                return {"job": job, "losses": losses, "answer": prompts.outcome(job, view.get("latest_metrics"))}
             if time.monotonic() > deadline:
                 return {"job": job, "answer": prompts.STILL_RUNNING.format(job_id=job_id)}
             await asyncio.sleep(deps.poll_seconds)
+
+    def after_follow(state: FinetuneState) -> str:
+        job = state.get("job") or {}
+        return "offer" if job.get("status") == "succeeded" and job.get("fine_tuned_model") else END
+
+    async def offer(state: FinetuneState) -> FinetuneState:
+        # Show the evaluation and ask; a diverged or worse model needs an explicit override (never silent).
+        job = state["job"]
+        found = evaluation.problems(job, state.get("losses") or [])
+        reply = str(interrupt({"question": evaluation.question(job, found)}))
+        wanted = bool(evaluation.OVERRIDE.match(reply)) if found else is_yes(reply)
+        done = state.get("answer", "")
+        if not wanted:
+            return {"answer": f"{done}\n\n{evaluation.kept(job, found)}"}
+        _status(f"promoting {job['fine_tuned_model']}")
+        try:
+            result = await deps.finetune.call(
+                "finetune_promote_model", model=job["fine_tuned_model"], accept_warnings=bool(found)
+            )
+        except ToolFailed as e:
+            return {"answer": f"{done}\n\nNot promoted: {e}"}
+        return {"answer": f"{done}\n\n{evaluation.promoted(result)}"}
 
     g = StateGraph(FinetuneState)
     for name, fn in [
@@ -207,6 +232,7 @@ def build_finetune_graph(deps: FinetuneDeps, checkpointer: BaseCheckpointSaver |
         ("decline", decline),
         ("submit", submit),
         ("follow", follow),
+        ("offer", offer),
     ]:
         g.add_node(name, fn)
     g.add_conditional_edges(START, start, ["tool_agent", "memory", "assess"])
@@ -214,7 +240,8 @@ def build_finetune_graph(deps: FinetuneDeps, checkpointer: BaseCheckpointSaver |
     g.add_conditional_edges("prepare", after_prepare, ["confirm", END])
     g.add_conditional_edges("confirm", after_confirm, ["submit", "decline"])
     g.add_edge("submit", "follow")
-    for end in ("tool_agent", "memory", "advise", "decline", "follow"):
+    g.add_conditional_edges("follow", after_follow, ["offer", END])
+    for end in ("tool_agent", "memory", "advise", "decline", "offer"):
         g.add_edge(end, END)
     return g.compile(checkpointer=checkpointer, name="finetune")
 

@@ -17,6 +17,7 @@ from mcp.types import ToolAnnotations
 from pydantic import BaseModel, Field
 from ragtune.servers.finetune import advisor
 from ragtune.servers.finetune.http import mcp_auth_kwargs, public_url
+from ragtune.servers.finetune.promotion_tools import register_promotion_tools
 from ragtune.servers.finetune.service import FinetuneService, JobRequest, ServiceError
 from ragtune.servers.not_found import resource_not_found
 
@@ -348,6 +349,7 @@ def build_server(
         page = _call(svc.checkpoints, job_id, limit=limit)
         return CheckpointList(checkpoints=page.data, has_more=page.has_more)
 
+    register_promotion_tools(mcp, svc)  # which tuned model the agents use (servers/finetune/promotion_tools.py)
 
     @mcp.resource(
         "finetune://jobs/{job_id}",
