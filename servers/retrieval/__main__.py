@@ -23,10 +23,14 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("paths", nargs="+", metavar="PATH")
     ingest.add_argument("--collection", help="collection (default RAGTUNE_RETRIEVAL_DEFAULT_COLLECTION)")
     ingest.add_argument("--text-field", default="text", help="text field of .json/.jsonl records")
-    ingest.add_argument("--no-wait", action="store_true", help="return before vectors are filled")
+    ingest.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="return once text is searchable lexically; vectors then fill only while a server runs (`serve`)",
+    )
     search = sub.add_parser("search", help="search a collection", description="Search and print a table of hits.")
     search.add_argument("query")
-    search.add_argument("--k", type=int, default=5)
+    search.add_argument("--k", type=int, default=5, help="how many hits to print (1-100, default 5)")
     search.add_argument("--mode", choices=["hybrid", "lexical", "vector"], default="hybrid")
     search.add_argument("--collection")
     search.add_argument("--filters", type=json.loads, help='JSON, e.g. \'{"year": {"gte": 2020}}\'')

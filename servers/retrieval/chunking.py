@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t#]*$")
 FENCE = re.compile(r"^\s*(```|~~~)")
+# A setext underline: `===` (level 1) or `---` (level 2) right under a line of text.
+SETEXT = re.compile(r"^ {0,3}(=+|-{2,})[ \t]*$")
 # Sentence ends: . ! ? and their full-width forms (Korean 다. 요. 까? included), or a line break.
 SENTENCE_END = re.compile(r"(?<=[.!?。！？…])[\"'”’)\]]*\s+|\n+")
 # A rough stand-in for subword tokens: a Latin word, a number, one or two Hangul syllables, or a symbol.
@@ -45,6 +47,7 @@ def sections(text: str) -> list[tuple[tuple[str, ...], list[Span]]]:
     in_fence = False
     heading_only = False  # a heading and the blank line under it belong to the next paragraph
     pos = 0
+    prev_text = False  # the previous line was paragraph text (so an underline under it makes a setext heading)
 
     def close(end: int) -> None:
         nonlocal para_start
@@ -56,28 +59,52 @@ def sections(text: str) -> list[tuple[tuple[str, ...], list[Span]]]:
                 out[-1][1].append(Span(start, end, out[-1][0]))
         para_start = None
 
+    def open_section(level: int, name: str) -> None:
+        nonlocal path, heading_only
+        path = [(lvl, n) for lvl, n in path if lvl < level] + [(level, name)]
+        out.append((tuple(n for _, n in path), []))
+        heading_only = True
+
     for line in text.splitlines(keepends=True):
         stripped = line.strip()
+        was_text, prev_text = prev_text, False
         if FENCE.match(line):
             in_fence = not in_fence
         heading = None if in_fence else HEADING.match(line.rstrip("\r\n"))
+        underline = None if in_fence or not was_text or para_start is None else SETEXT.match(line.rstrip("\r\n"))
         if heading:
             close(pos)
-            level = len(heading.group(1))
-            path = [(lvl, name) for lvl, name in path if lvl < level] + [(level, heading.group(2).strip())]
-            out.append((tuple(name for _, name in path), []))
+            open_section(len(heading.group(1)), heading.group(2).strip())
             para_start = pos  # the heading line opens the section's first paragraph
-            heading_only = True
+        elif underline:  # the paragraph above is the heading's text; it opens the new section
+            open_section(1 if underline.group(1)[0] == "=" else 2, " ".join(text[para_start:pos].split()))
         elif not stripped and not in_fence:
             if not heading_only:
                 close(pos)
         else:
             heading_only = False
+            prev_text = not in_fence and not FENCE.match(line)
             if para_start is None:
                 para_start = pos + (len(line) - len(line.lstrip()))
         pos += len(line)
     close(pos)
     return [(heads, spans) for heads, spans in out if spans]
+
+
+def markdown_title(text: str) -> str | None:
+    """Return the first level-1 heading (`# T` or `T` over `===`) outside code fences, if any."""
+    in_fence, previous = False, ""
+    for line in text.splitlines():
+        if FENCE.match(line):
+            in_fence = not in_fence
+        elif not in_fence:
+            heading = HEADING.match(line)
+            if heading and len(heading.group(1)) == 1:
+                return heading.group(2).strip()
+            if previous.strip() and not HEADING.match(previous) and re.fullmatch(r" {0,3}=+[ \t]*", line):
+                return previous.strip()
+        previous = "" if in_fence else line
+    return None
 
 
 def split_sentences(text: str, span: Span) -> list[Span]:

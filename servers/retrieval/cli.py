@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ragtune.servers.retrieval import heartbeat
 from ragtune.servers.retrieval.errors import RetrievalError
 from ragtune.servers.retrieval.index import Index
 from rich.console import Console
@@ -58,7 +59,15 @@ def ingest(index: Index, args: argparse.Namespace) -> int:
     out.print(report.message)
     for problem in report.errors:
         err.print(f"[yellow]skipped[/yellow] {problem.path}: {problem.error}")
-    if not args.no_wait and index.embedder is not None and index.pending_count():
+    if args.no_wait and index.embedder is not None and index.pending_count():
+        beat = heartbeat.read(index.config.db_path)
+        out.print(
+            f"vectors: {heartbeat.describe(beat, True)}"
+            if beat
+            else "vectors are not filled yet: no server is running to fill them. Start one (`serve`), or run "
+            "`ingest` again without --no-wait; lexical search works meanwhile"
+        )
+    elif index.embedder is not None and index.pending_count():
         with _bar() as bar:
             task = bar.add_task("vectors", total=index.pending_count())
             index.embed_pending(progress=lambda done, total, msg: bar.update(task, completed=done, total=total))

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
+from ragtune.servers.retrieval import heartbeat
 from ragtune.servers.retrieval.index import Index
 
 log = logging.getLogger(__name__)
@@ -19,6 +21,7 @@ class VectorFiller:
         self.retry_seconds = retry_seconds
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="ragtune-vector-filler", daemon=True)
+        self._last_beat = 0.0
 
     def start(self) -> VectorFiller:
         """Start the thread (a no-op without an embedder)."""
@@ -32,16 +35,29 @@ class VectorFiller:
         self.index.pending.set()
         if self._thread.is_alive():
             self._thread.join(timeout)
+        heartbeat.clear(self.index.config.db_path)
+
+    def _beat(self, embedding: bool, pending: int | None = None) -> None:
+        """Tell other processes (`status` in another shell) that this server fills vectors; never fails the loop."""
+        try:
+            count = self.index.pending_count() if pending is None else pending
+            heartbeat.beat(self.index.config.db_path, embedding=embedding, pending=count)
+            self._last_beat = time.monotonic()
+        except Exception:  # a read-only folder must not stop the filling itself
+            log.debug("vector filler heartbeat failed", exc_info=True)
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            if not self.index.closed:
+                self._beat(embedding=False)
             self.index.pending.wait(self.idle_seconds)
             self.index.pending.clear()
             if self._stop.is_set() or self.index.closed:
                 return
             try:
                 self.index.embedding = True
-                done = self.index.embed_pending(progress=self._log, stop=self._stop)
+                self._beat(embedding=True)
+                done = self.index.embed_pending(progress=self._progress, stop=self._stop)
                 if done:
                     log.info("vector filler embedded %d chunks", done)
             except Exception:  # keep serving lexical search; retry later
@@ -51,6 +67,7 @@ class VectorFiller:
             finally:
                 self.index.embedding = False
 
-    @staticmethod
-    def _log(done: float, total: float | None, message: str) -> None:
+    def _progress(self, done: float, total: float | None, message: str) -> None:
         log.debug("vector filler: %s", message)
+        if time.monotonic() - self._last_beat > 2.0:
+            self._beat(embedding=True, pending=int((total or done) - done))

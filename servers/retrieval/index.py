@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from ragtune.servers.retrieval import heartbeat
 from ragtune.servers.retrieval.chunking import chunk_text, passage_text
 from ragtune.servers.retrieval.errors import (
+    BadQuery,
     CollectionExists,
     EmbedderMismatch,
     IngestError,
@@ -57,6 +59,9 @@ def document_uri(doc_id: str) -> str:
     return f"ragtune://documents/{doc_id}"
 
 
+MAX_OFFSET = 2**62  # paging beyond this overflowed SQLite's 64-bit integers with an empty error (issue #12)
+
+
 @dataclass(frozen=True)
 class IndexConfig:
     """What the index needs from the settings, so benchmarks can open one without env vars."""
@@ -69,6 +74,7 @@ class IndexConfig:
     default_collection: str = "default"
     embed_batch: int = 16
     vector_cache_mb: float = 256.0
+    max_query_chars: int = 2000
 
     @classmethod
     def from_settings(cls, settings: RetrievalSettings) -> IndexConfig:
@@ -82,6 +88,7 @@ class IndexConfig:
             default_collection=settings.retrieval_default_collection,
             embed_batch=settings.embed_batch_size,
             vector_cache_mb=settings.vector_cache_mb,
+            max_query_chars=settings.retrieval_max_query_chars,
         )
 
 
@@ -476,6 +483,8 @@ class Index:
 
     def list_documents(self, collection: str | None = None, offset: int = 0, limit: int = 20) -> DocumentPage:
         """Return one page of a collection's documents, oldest first."""
+        if not 0 <= offset <= MAX_OFFSET or not 1 <= limit <= MAX_OFFSET:  # SQLite integers are 64-bit
+            raise BadQuery(f"offset must be 0..{MAX_OFFSET:,} and limit 1..{MAX_OFFSET:,}: pass next_offset")
         name = self.resolve_collection(collection)
         with self.lock:
             self.require_collection(name)
@@ -531,6 +540,7 @@ class Index:
     def status(self) -> Status:
         """Describe the embedder, collections and vector backlog."""
         e = self.embedder
+        beat = heartbeat.read(self.config.db_path)
         return Status(
             db_path=str(self.config.db_path),
             embedder_model=e.model_id if e else None,
@@ -539,7 +549,8 @@ class Index:
             collections=self.list_collections(),
             coverage=self.coverage(),
             pending_vectors=self.pending_count(),
-            embedding=self.embedding,
+            embedding=self.embedding or bool(beat and beat.get("embedding")),
+            vector_filler=heartbeat.describe(beat, self.embedder is not None),
         )
 
 

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ragtune.servers.retrieval import heartbeat
 from ragtune.servers.retrieval.errors import IngestError
 from ragtune.servers.retrieval.loaders import SUFFIXES, LoadError, load_file
 from ragtune.servers.retrieval.models import DocReport, FileError, IngestReport
@@ -39,13 +41,16 @@ def check_path(path: str | Path, roots: Sequence[Path]) -> tuple[Path, Path]:
 
 
 def check_file(real: Path, max_mb: float) -> None:
-    """Refuse unsupported types and files over the size limit."""
+    """Refuse unsupported types, anything but a regular file (a FIFO would block), and files over the limit."""
     if real.suffix.lower() not in SUFFIXES:
         raise IngestError(
             f"unsupported file type {real.suffix or '(none)'!r} for {real.name}: supported are "
             f"{', '.join(sorted(SUFFIXES))}"
         )
-    size_mb = real.stat().st_size / 1e6
+    info = real.stat()  # stat never opens the file, so it cannot block on a FIFO (issue #12)
+    if not stat.S_ISREG(info.st_mode):
+        raise IngestError(f"{real.name} is not a regular file (a FIFO, socket or device): only files are ingested")
+    size_mb = info.st_size / 1e6
     if size_mb > max_mb:
         raise IngestError(
             f"{real.name} is {size_mb:.1f} MB, over the {max_mb:g} MB limit: split it, or raise "
@@ -61,7 +66,7 @@ def expand(
     files: list[tuple[Path, Path]] = []
     problems: list[FileError] = []
     for real, root in named:
-        if real.is_file():
+        if not real.is_dir():
             check_file(real, max_mb)
             files.append((real, root))
             continue
@@ -103,7 +108,7 @@ def ingest_paths(
             progress(n, len(files), f"reading {real.name}")
         source = real.relative_to(root).as_posix() if real != root else real.name
         try:
-            docs = load_file(real, source=source, text_field=text_field)
+            docs = load_file(real, source=source, text_field=text_field, max_bytes=int(index.config.max_file_mb * 1e6))
         except LoadError as e:
             if len(files) == 1 and not problems:
                 raise
@@ -138,10 +143,10 @@ def summarize(index: Index, collection: str, reports: list[DocReport], problems:
     if index.embedder is None:
         message += ". No embedder is configured: search is lexical only"
     elif coverage.embedded < coverage.total:
-        message += (
-            f". Lexical search works now; vectors: {coverage.embedded}/{coverage.total} chunks "
-            "(filled in the background)"
-        )
+        message += f". Lexical search works now; vectors: {coverage.embedded}/{coverage.total} chunks"
+        beat = heartbeat.read(index.config.db_path)
+        if beat is not None:  # say "in the background" only when a server really fills them (issue #12)
+            message += f" ({heartbeat.describe(beat, True)})"
     return IngestReport(
         collection=collection,
         chunks=written,

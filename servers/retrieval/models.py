@@ -149,4 +149,5 @@ class Status(BaseModel):
     collections: list[CollectionInfo]
     coverage: Coverage
     pending_vectors: int = Field(description="Chunks this server's embedder still has to embed.")
-    embedding: bool = Field(description="Whether a background thread is filling vectors now.")
+    embedding: bool = Field(description="Whether a server is filling vectors now (this one or another process).")
+    vector_filler: str = Field(default="", description="Who fills missing vectors, in one sentence.")

@@ -39,6 +39,11 @@ def search(
     """Return the top `k` chunks; hybrid fuses bm25 and vector ranks with weighted RRF (fusion.RRF_K)."""
     if not isinstance(query, str) or not query.strip():
         raise BadQuery("query is empty: pass the question or keywords to search for")
+    if len(query) > index.config.max_query_chars:  # a 1 MB query ran 59 s and held the index lock (issue #12)
+        raise BadQuery(
+            f"query is {len(query):,} characters, over the {index.config.max_query_chars:,} limit: search with a "
+            "shorter question or keywords (or raise RAGTUNE_RETRIEVAL_MAX_QUERY_CHARS)"
+        )
     if mode not in MODES:
         raise BadQuery(f"unknown mode {mode!r}: use hybrid, lexical or vector")
     if not 1 <= k <= MAX_K:
