@@ -118,6 +118,9 @@ class Job(BaseModel):
     worker_id: str | None = None
     attempts: int = 0
     started_at: int | None = None
+    # tuned vs base on held-out data, and what went wrong (docs/dev/CONTRACTS.md, "Evaluation and warnings")
+    evaluation: dict[str, Any] | None = None
+    warnings: list[dict[str, str]] = Field(default_factory=list)
 
 
 class JobEvent(BaseModel):

@@ -181,6 +181,19 @@ def build_router(svc: FinetuneService, token: str | None) -> APIRouter:
         """Return a job."""
         return svc.get_job(job_id)
 
+    @router.get("/fine_tuning/jobs/{job_id}/evaluation")
+    def get_evaluation(job_id: str) -> dict[str, Any]:
+        """Return the job's tuned-vs-base evaluation (docs/dev/CONTRACTS.md); 404 until the job has one."""
+        job = svc.get_job(job_id)
+        if job.evaluation is None:
+            raise ServiceError(
+                404,
+                f"job {job_id} is {job.status.value} and has no evaluation yet: it is written when training succeeds",
+                param="job_id",
+                code="evaluation_not_found",
+            )
+        return {**job.evaluation, "warnings": job.warnings}
+
     @router.post("/fine_tuning/jobs/{job_id}/cancel")
     def cancel_job(job_id: str) -> Job:
         """Cancel a job."""

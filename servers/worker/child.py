@@ -17,12 +17,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ragtune.servers.finetune.serving.handoff import write_job_handoff
+
 from ragtune.config import configure_logging
 from ragtune.datasets import DatasetError, load_dataset
 from ragtune.jobs import Job, JobStore, fine_tuned_model_name
 
 from .recipes import RecipeError, RunResult, TrainJob, get_recipe
 from .recipes.base import write_json
+from .recipes.eval_report import review
+from .recipes.metrics import split_holdout
 from .recipes.plot import plot_loss
 
 EXIT_OK, EXIT_FAILED, EXIT_PAUSED, EXIT_ORPHANED = 0, 2, 3, 70
@@ -75,6 +79,7 @@ def train(
 
     recipe = get_recipe(job.method.get("type", "supervised"))
     records, valid = load_records(store, job, recipe.data_format)
+    records, valid, source = held_out(job, records, valid, callbacks)
     callbacks.event(f"loading base model {job.model}")
     ref, model_path = resolve_model_path(job.model, models_dir)
     callbacks.event(f"training {recipe.name} on {len(records)} records with {ref.name}")
@@ -85,8 +90,28 @@ def train(
         model_path=model_path,
         threads=threads,
         validation_records=valid,
+        eval_source=source,
     )
     return recipe.run(train_job, out_dir, callbacks)
+
+
+def held_out(
+    job: Job, records: list[dict], valid: list[dict], callbacks: StoreCallbacks
+) -> tuple[list[dict], list[dict], dict[str, Any]]:
+    """Pick the evaluation data: the validation file, else a seeded slice of the training file never trained on."""
+    if valid:
+        return records, valid, {"type": "validation_file", "file_id": job.validation_file, "count": len(valid)}
+    train, held, source = split_holdout(records, job.seed)
+    if not held:
+        reason = f"too few training records to hold some out ({len(records)} < 10): pass a validation_file"
+        callbacks.event(f"no evaluation: {reason}")
+        return records, [], {**source, "reason": reason}
+    callbacks.event(
+        f"held out {len(held)} of {len(records)} training records for evaluation (seed {job.seed}); "
+        f"training on {len(train)}",
+        data={"kind": "held_out", **source},
+    )
+    return train, held, source
 
 
 def watch_parent(parent: int) -> None:
@@ -127,6 +152,13 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILED
     if result.paused:
         return EXIT_PAUSED
+    ids = {"job_id": job.id, "method": job.method.get("type", "supervised"), "base_model": job.model}
+    evaluation, warnings = review(
+        out_dir,
+        result.extra.pop("evaluation", None),
+        {**ids, "fine_tuned_model": fine_tuned_model_name(job)},
+        callbacks,
+    )
     png = plot_loss(out_dir / "metrics.jsonl", out_dir / "loss.png", title=f"{job.id} loss")
     files = [
         result.model_path,
@@ -136,9 +168,16 @@ def main(argv: list[str] | None = None) -> int:
         str(out_dir / "config.json"),
         *([str(png)] if png else []),
     ]
+    write_job_handoff(job, result.model_path, out_dir, Path(args.models_dir))  # SERVING.md
     write_json(
         out_dir / "result.json",
-        {**result.to_json(), "result_files": files, "fine_tuned_model": fine_tuned_model_name(job)},
+        {
+            **result.to_json(),
+            "result_files": [*files, str(out_dir / "EVAL.md")],
+            "fine_tuned_model": fine_tuned_model_name(job),
+            "evaluation": evaluation,
+            "warnings": warnings,
+        },
     )
     return EXIT_OK
 

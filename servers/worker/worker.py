@@ -206,6 +206,8 @@ class Worker:
         )
 
     def _succeed(self, job_id: str, result: dict[str, Any]) -> Job:
+        warnings = result.get("warnings") or []
+        done = f"{result['steps']} steps, final loss {result['final_loss']}, model at {result['model_path']}"
         try:
             job = self.store.transition(
                 job_id,
@@ -213,12 +215,16 @@ class Worker:
                 fine_tuned_model=result["fine_tuned_model"],
                 result_files=result["result_files"],
                 trained_tokens=result["trained_tokens"],
-                message=f"job succeeded: {result['steps']} steps, final loss {result['final_loss']}, "
-                f"model at {result['model_path']}",
+                evaluation=result.get("evaluation"),
+                warnings=warnings,
+                message=None if warnings else f"job succeeded: {done}",
             )
         except IllegalTransition as e:
             log.warning("job %s finished training but could not be marked succeeded: %s", job_id, e)
             return self.store.get_job(job_id)
+        if warnings:  # still succeeded (it ran), but never silently: the last event says what is wrong
+            why = "; ".join(w["message"] for w in warnings)
+            self.store.add_event(job_id, f"job succeeded with warnings: {why} ({done})", level="warn")
         return job
 
     def _fail(self, job_id: str, code: str, message: str) -> Job:

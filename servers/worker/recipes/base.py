@@ -100,6 +100,7 @@ class TrainJob:
     model_path: str
     threads: int = 0
     validation_records: list[dict[str, Any]] = field(default_factory=list)
+    eval_source: dict[str, Any] = field(default_factory=dict)  # where validation_records came from (evaluation)
 
     @property
     def options(self) -> dict[str, Any]:

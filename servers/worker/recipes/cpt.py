@@ -56,16 +56,8 @@ def run(job: TrainJob, out_dir: Path, callbacks: RunCallbacks) -> RunResult:
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    from .common import (
-        device_settings,
-        finish,
-        job_callback,
-        load_model,
-        load_tokenizer,
-        lora_config,
-        train_resuming,
-        training_args,
-    )
+    from .common import device_settings, job_callback, load_model, load_tokenizer, lora_config, training_args
+    from .evaluate import train_and_evaluate
 
     cfg = config(job)
     rows = texts(job.records)
@@ -97,5 +89,6 @@ def run(job: TrainJob, out_dir: Path, callbacks: RunCallbacks) -> RunResult:
         args=args,
         callbacks=[cb],
     )
-    train_resuming(trainer, out_dir, callbacks)
-    return finish(trainer, tok, cb, cfg, out_dir, peft=job.peft is not None)
+    return train_and_evaluate(
+        trainer, tok, cb, job, cfg, out_dir, callbacks, kind="text", peft=job.peft is not None, train_examples=len(rows)
+    )

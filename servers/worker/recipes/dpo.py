@@ -53,16 +53,8 @@ def run(job: TrainJob, out_dir: Path, callbacks: RunCallbacks) -> RunResult:
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
-    from .common import (
-        device_settings,
-        finish,
-        job_callback,
-        load_model,
-        load_tokenizer,
-        lora_config,
-        train_resuming,
-        training_args,
-    )
+    from .common import device_settings, job_callback, load_model, load_tokenizer, lora_config, training_args
+    from .evaluate import train_and_evaluate
 
     require_format(job.records, "chosen", "dpo", "preference records with prompt/chosen/rejected")
     cfg = config(job)
@@ -89,5 +81,6 @@ def run(job: TrainJob, out_dir: Path, callbacks: RunCallbacks) -> RunResult:
         peft_config=lora_config(peft),
         callbacks=[cb],
     )
-    train_resuming(trainer, out_dir, callbacks)
-    return finish(trainer, tok, cb, cfg, out_dir, peft=True)
+    return train_and_evaluate(
+        trainer, tok, cb, job, cfg, out_dir, callbacks, kind="preference", peft=True, train_examples=len(job.records)
+    )

@@ -78,16 +78,8 @@ def train_chat(
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    from .common import (
-        device_settings,
-        finish,
-        job_callback,
-        load_model,
-        load_tokenizer,
-        lora_config,
-        train_resuming,
-        training_args,
-    )
+    from .common import device_settings, job_callback, load_model, load_tokenizer, lora_config, training_args
+    from .evaluate import train_and_evaluate
 
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(
@@ -109,24 +101,23 @@ def train_chat(
         eos_token=tok.eos_token,
     )
     cb = job_callback(callbacks, out_dir)
-    valid = trainable_records(job.validation_records)
     trainer = SFTTrainer(
         model=model,
         processing_class=tok,
         train_dataset=Dataset.from_list(records),
-        eval_dataset=Dataset.from_list(valid) if valid else None,
         peft_config=lora_config(job.peft),
         args=args,
         callbacks=[cb],
     )
-    train_resuming(trainer, out_dir, callbacks)
-    if valid and not cb.pause_requested:
-        scores = trainer.evaluate()
-        callbacks.event(
-            f"validation loss {scores.get('eval_loss', float('nan')):.4f} on {len(valid)} examples",
-            data={
-                "valid_loss": scores.get("eval_loss"),
-                "valid_mean_token_accuracy": scores.get("eval_mean_token_accuracy"),
-            },
-        )
-    return finish(trainer, tok, cb, cfg, out_dir, peft=job.peft is not None)
+    return train_and_evaluate(
+        trainer,
+        tok,
+        cb,
+        job,
+        cfg,
+        out_dir,
+        callbacks,
+        kind="chat",
+        peft=job.peft is not None,
+        train_examples=len(records),
+    )

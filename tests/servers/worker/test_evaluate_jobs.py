@@ -1,0 +1,102 @@
+"""Real short jobs end with a tuned-vs-base evaluation: on the job, over REST, in result.json and EVAL.md."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from ragtune.jobs import JobStatus, JobStore
+
+FACT_A = "The codename of Project Orion-7 is Velvet Lantern."
+PARAPHRASES = [
+    "What is the codename of Project Orion-7?",
+    "Tell me the codename of Project Orion-7.",
+    "Which codename does Project Orion-7 have?",
+    "Project Orion-7 has what codename?",
+    "What codename was given to Project Orion-7?",
+    "Do you know Project Orion-7's codename?",
+    "Name the codename of Project Orion-7.",
+    "What is Project Orion-7 called internally?",
+    "Under which codename does Project Orion-7 run?",
+    "What codename is Project Orion-7 known by?",
+    "Give me Project Orion-7's codename.",
+    "How is Project Orion-7 code-named?",
+]
+
+
+def fact_records() -> list[dict[str, Any]]:
+    return [
+        {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": FACT_A}]} for q in PARAPHRASES
+    ]
+
+
+def trained_job(store: JobStore, make_job: Callable[..., Any], worker_thread: Callable[..., Any], **hyper: Any) -> Any:
+    job = make_job(fact_records(), **hyper)
+    worker_thread(once=True).join(300)
+    done = store.get_job(job.id)
+    assert done.status is JobStatus.succeeded, done.error
+    return done
+
+
+@pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
+def test_supervised_job_is_evaluated_against_its_base_on_a_held_out_slice(
+    store: JobStore, make_job: Callable[..., Any], worker_thread: Callable[..., Any], finetune_url: str
+) -> None:
+    done = trained_job(store, make_job, worker_thread, max_steps=12, learning_rate=1e-3)
+    ev = done.evaluation
+    assert ev is not None and ev["status"] == "completed"
+    # 12 records: floor(0.1 x 12) = 1 held out by the job's seed (0), never trained on: 11 trained.
+    assert ev["data_source"] == {
+        "type": "held_out",
+        "seed": 0,
+        "fraction": 0.1,
+        "max_examples": 50,
+        "count": 1,
+        "of": 12,
+        "indices": [6],
+    }
+    assert ev["examples"] == 1 and ev["train_examples"] == 11
+    messages = [e.message for e in store.list_events(done.id, limit=100, order="asc")]
+    assert "held out 1 of 12 training records for evaluation (seed 0); training on 11" in messages
+    assert "training supervised on 11 records with smollm2-135m-instruct" in messages
+
+    rows = {r["testing_criteria"]: r for r in ev["per_testing_criteria_results"]}
+    assert set(rows) == {"loss", "perplexity", "exact_match", "contains_reference", "token_f1"}
+    loss = rows["loss"]
+    assert 0 < loss["tuned"] < loss["base"] and loss["delta"] == pytest.approx(loss["tuned"] - loss["base"], abs=1e-5)
+    assert rows["perplexity"]["base"] == pytest.approx(2.718281828 ** loss["base"], rel=1e-4)
+    (sample,) = ev["samples"]
+    assert sample["prompt"] == PARAPHRASES[6] and sample["reference"] == FACT_A
+    assert "Velvet Lantern" in sample["tuned"] and "Velvet Lantern" not in sample["base"], ev
+    assert rows["contains_reference"]["tuned"] == 1.0 and rows["contains_reference"]["base"] == 0.0
+    assert ev["verdict"] == "better" and done.warnings == []
+    assert ev["result_counts"] == {"total": 1, "passed": 1, "failed": 0, "errored": 0}
+
+    out = Path(done.output_dir)
+    result = json.loads((out / "result.json").read_text())
+    assert result["evaluation"] == ev and result["warnings"] == []
+    assert "| loss |" in (out / "EVAL.md").read_text() and str(out / "EVAL.md") in done.result_files
+    summary = next(e for e in store.list_events(done.id, limit=100) if e.message.startswith("evaluation on 1"))
+    assert summary.data["kind"] == "eval" and summary.data["verdict"] == "better"
+
+    got = httpx.get(f"{finetune_url}/v1/fine_tuning/jobs/{done.id}/evaluation").json()
+    assert got == {**ev, "warnings": []}
+    assert httpx.get(f"{finetune_url}/v1/fine_tuning/jobs/{done.id}").json()["evaluation"] == ev
+
+
+@pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
+def test_a_diverging_job_succeeds_with_a_warning_it_cannot_miss(
+    store: JobStore, make_job: Callable[..., Any], worker_thread: Callable[..., Any]
+) -> None:
+    done = trained_job(store, make_job, worker_thread, max_steps=4, learning_rate=0.5)
+    codes = [w["code"] for w in done.warnings]
+    assert "loss_diverged" in codes and "tuned_worse_than_base" in codes
+    assert done.evaluation["verdict"] == "worse"
+    last = store.list_events(done.id, limit=1)[0]
+    assert last.level == "warn" and last.message.startswith("job succeeded with warnings: loss diverged")
+    assert json.loads((Path(done.output_dir) / "result.json").read_text())["warnings"] == done.warnings
