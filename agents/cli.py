@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from collections.abc import Callable, Sequence
 
 from fastapi import FastAPI
 from ragtune.agents.a2a_app import serve
 
 from ragtune.config import AgentSettings, configure_logging
+
+# One line per HTTP request of the clients an agent drives: following one job logged ~3,000 (issue #12).
+CHATTY_LOGGERS = ("httpx", "httpx2", "httpcore", "mcp.client.streamable_http")
+
+
+def quiet_client_logs(level: str) -> None:
+    """Keep the per-request lines of HTTP and MCP clients out of INFO logs; RAGTUNE_LOG_LEVEL=DEBUG shows them."""
+    if logging.getLevelName(level.upper()) != logging.DEBUG:
+        for name in CHATTY_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def agent_parser(prog: str, description: str, port_env: str, default_port: int) -> argparse.ArgumentParser:
@@ -32,6 +43,7 @@ def serve_agent(
     """Read settings once, resolve host, port and advertised URL, and serve until stopped."""
     settings = AgentSettings()
     configure_logging(settings.log_level)
+    quiet_client_logs(settings.log_level)
     host, port = args.host or settings.agent_host, args.port or port_of(settings)
     public_url = (args.public_url or f"http://{host}:{port}").rstrip("/")
     serve(make_app(settings, public_url), host, port, settings)

@@ -18,7 +18,7 @@ import time
 import uuid
 from pathlib import Path
 
-from ragtune.agents.a2a_peer import A2APeer
+from ragtune.agents.a2a_peer import CARD_PATH, A2APeer
 from ragtune.agents.corpus import GUIDES_COLLECTION, Corpus, CorpusError, choose_corpus, retrieval_roots
 from ragtune.agents.launcher import ROOT, LaunchError, Service, Supervisor
 from ragtune.agents.mcp_tools import McpTools, ToolFailed
@@ -125,18 +125,21 @@ def services(
             ["-m", "ragtune.agents.research", "--port", str(settings.research_port), "--collection", collection],
             settings.research_port,
             f"{local}:{settings.research_port}/health",
+            f"{local}:{settings.research_port}{CARD_PATH}",
         ),
         Service(
             "finetune-agent",
             ["-m", "ragtune.agents.finetune", "--port", str(settings.finetune_agent_port)],
             settings.finetune_agent_port,
             f"{local}:{settings.finetune_agent_port}/health",
+            f"{local}:{settings.finetune_agent_port}{CARD_PATH}",
         ),
         Service(
             "coordinator",
             ["-m", "ragtune.agents.coordinator", "--port", str(settings.coordinator_port)],
             settings.coordinator_port,
             f"{local}:{settings.coordinator_port}/health",
+            f"{local}:{settings.coordinator_port}{CARD_PATH}",
         ),
     ]
 

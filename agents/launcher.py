@@ -29,6 +29,7 @@ class Service:
     args: list[str]
     port: int | None = None
     health: str | None = None  # URL that answers 200 (and {"ok": true} for agents) once ready
+    card: str | None = None  # an agent's card URL: ready only once peers can read it (issue #9)
     proc: subprocess.Popen | None = None
     log: Path | None = None
 
@@ -86,16 +87,21 @@ class Supervisor:
         while time.monotonic() < deadline:
             if svc.proc is not None and svc.proc.poll() is not None:
                 raise LaunchError(f"{svc.name} exited with code {svc.proc.returncode}:\n{self.tail(svc)}")
-            if svc.health is None:
+            if svc.health is None or self.answers(svc):
                 return
-            try:
-                r = httpx.get(svc.health, timeout=2.0)
-                if r.status_code == 200 and r.json().get("ok", True) not in (False,):
-                    return
-            except (httpx.HTTPError, ValueError):
-                pass
             time.sleep(0.3)
         raise LaunchError(f"{svc.name} did not become ready in {timeout:.0f} s:\n{self.tail(svc)}")
+
+    @staticmethod
+    def answers(svc: Service) -> bool:
+        """Tell whether the service's health URL says ok and, for an agent, its card is served."""
+        try:
+            r = httpx.get(str(svc.health), timeout=2.0)
+            if r.status_code != 200 or r.json().get("ok", True) is False:
+                return False
+            return svc.card is None or httpx.get(svc.card, timeout=2.0).status_code == 200
+        except (httpx.HTTPError, ValueError):
+            return False
 
     def tail(self, svc: Service, lines: int = 15) -> str:
         """Return the last lines of a service's log."""

@@ -23,8 +23,6 @@ from ragtune.agents.a2a_peer import A2APeer
 
 from ragtune.config import AgentSettings, InsecureBindError
 
-pytestmark = pytest.mark.anyio
-
 
 class EchoState(TypedDict, total=False):
     request: str
@@ -99,7 +97,7 @@ async def test_card_send_stream_get_list_and_follow_up(free_port, serving):
         await peer.aclose()
 
 
-async def test_input_required_then_resume_on_the_same_task(free_port, serving):
+async def test_input_required_then_resume_on_the_same_task(free_port, serving, caplog):
     port = free_port()
     async with serving(echo_app(port), port) as url:
         peer = A2APeer(url)
@@ -109,6 +107,8 @@ async def test_input_required_then_resume_on_the_same_task(free_port, serving):
         assert done.state_name == "completed" and done.text == "echo confirm yes (turn 1)"
         assert done.task_id == first.task_id
         await peer.aclose()
+    # Regression for issue #12: every confirmation logged "ERROR ... Task ... already exists".
+    assert "already exists" not in caplog.text and not [r for r in caplog.records if r.levelname == "ERROR"]
 
 
 async def test_cancel_a_running_task(free_port, serving):

@@ -51,3 +51,34 @@ def test_card_advertises_the_public_url_or_the_bind_address(public_url: str | No
     urls = _card_urls(port, ["--public-url", public_url] if public_url else [], env)
     expected = public_url or f"http://127.0.0.1:{port}"
     assert urls and all(u.startswith(expected) for u in urls), urls
+
+
+def test_an_agent_logs_no_line_per_client_request(free_port, tmp_path) -> None:
+    # Regression for issue #12: the HTTP/MCP clients an agent drives logged one INFO line per request.
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {
+        **os.environ,
+        "RAGTUNE_HOME": str(tmp_path),
+        "RAGTUNE_RESEARCH_AGENT_URL": url,  # its own card stands in for both peers' cards
+        "RAGTUNE_FINETUNE_AGENT_URL": url,
+    }
+    log = tmp_path / "coordinator.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ragtune.agents.coordinator", "--port", str(port)], cwd=ROOT, env=env, stderr=out
+        )
+        try:
+            deadline, health = time.monotonic() + 60, None
+            while health is None and time.monotonic() < deadline:
+                try:
+                    health = httpx.get(f"{url}/health", timeout=5).json()
+                except httpx.HTTPError:
+                    time.sleep(0.2)
+            assert health == {"ok": True, "agent": "ragtune-coordinator", "peers": {"research": True, "finetune": True}}
+        finally:
+            proc.terminate()
+            proc.wait(timeout=20)
+    text = log.read_text(errors="replace")
+    assert "Application startup complete" in text  # INFO lines are logged...
+    assert "HTTP Request:" not in text  # ...but not the client's two card requests
