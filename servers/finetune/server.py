@@ -409,7 +409,19 @@ NEXT = {
 
 def _view(svc: FinetuneService, job: Job) -> JobView:
     count = len(svc.checkpoints(job.id, limit=100).data)
-    return JobView(job=job, latest_metrics=svc.latest_metrics(job.id), checkpoints=count, next_step=NEXT[job.status])
+    return JobView(job=job, latest_metrics=svc.latest_metrics(job.id), checkpoints=count, next_step=_next_step(job))
+
+
+def _next_step(job: Job) -> str:
+    """What to do next; a succeeded job with warnings or no better-than-base evidence says so first."""
+    if job.status is not JobStatus.succeeded or job.evaluation is None:
+        return NEXT[job.status]
+    if job.warnings:
+        codes = ", ".join(w["code"] for w in job.warnings)
+        return f"do not use it without asking the user: {codes} (see job.warnings and EVAL.md in output_dir)"
+    if job.evaluation.get("verdict") != "better":
+        return f"show job.evaluation.summary and ask before using it (verdict {job.evaluation.get('verdict')})"
+    return NEXT[job.status] + f"; {job.evaluation.get('summary')}"
 
 
 def build_app(settings: FinetuneSettings, **kwargs: Any) -> Any:

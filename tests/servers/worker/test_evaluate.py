@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 from ragtune.servers.worker.recipes import eval_report, metrics
+
+from ragtune.jobs import JobStatus, JobStore
 
 
 def test_answer_metrics_match_a_hand_computation() -> None:
@@ -189,3 +195,24 @@ def test_review_of_a_skipped_evaluation_says_why(tmp_path: Path) -> None:
     ev, warnings = eval_report.review(tmp_path, {"status": "skipped", "reason": reason}, {"job_id": "j"}, rec)
     assert ev["verdict"] == "inconclusive" and warnings == []
     assert rec.events[0][0] == f"evaluation skipped: {reason}"
+
+
+async def test_rest_and_mcp_show_the_evaluation_and_warn_before_use(
+    store: JobStore, make_job: Callable[..., Any], finetune_url: str, fact_records: list[dict[str, Any]]
+) -> None:
+    job = make_job(fact_records)
+    async with httpx.AsyncClient(timeout=30) as http:
+        missing = await http.get(f"{finetune_url}/v1/fine_tuning/jobs/{job.id}/evaluation")
+        assert missing.status_code == 404 and missing.json()["error"]["code"] == "evaluation_not_found"
+        assert f"job {job.id} is queued" in missing.json()["error"]["message"]
+
+        ev = {**_evaluation(1.2, 3.4, 0.5, 0.1), "summary": "evaluation on 2 held-out examples: worse"}
+        warning = {"code": "tuned_worse_than_base", "message": "the tuned model is worse"}
+        store.transition(job.id, JobStatus.running)
+        store.transition(job.id, JobStatus.succeeded, evaluation=ev, warnings=[warning])
+        got = (await http.get(f"{finetune_url}/v1/fine_tuning/jobs/{job.id}/evaluation")).json()
+        assert got == {**ev, "warnings": [warning]}
+        async with Client(streamable_http_client(f"{finetune_url}/mcp", http_client=http)) as mcp:
+            view = (await mcp.call_tool("finetune_get_job", {"job_id": job.id})).structured_content
+    assert view["job"]["evaluation"]["verdict"] == "worse" and view["job"]["warnings"] == [warning]
+    assert view["next_step"].startswith("do not use it without asking the user: tuned_worse_than_base")

@@ -12,6 +12,8 @@ import pytest
 
 from ragtune.jobs import JobStatus, JobStore
 
+pytestmark = pytest.mark.slow
+
 FACT_A = "The codename of Project Orion-7 is Velvet Lantern."
 PARAPHRASES = [
     "What is the codename of Project Orion-7?",
