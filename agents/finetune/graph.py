@@ -31,10 +31,12 @@ from ragtune.agents.finetune.situation import (
 )
 from ragtune.agents.finetune.tool_agent import run_tool_agent
 from ragtune.agents.mcp_tools import McpTools, ToolFailed
+from ragtune.agents.research.qa_pairs import split_records
 
 from ragtune.llm import model_label, supports_tools
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
+MIN_FOR_HOLDOUT = 12  # fewer examples: all are trained on, and the job holds out its own slice (or skips the eval)
 
 
 class FinetuneState(TypedDict, total=False):
@@ -47,6 +49,8 @@ class FinetuneState(TypedDict, total=False):
     train: bool
     dataset: list[dict[str, Any]]
     file_id: str
+    validation_file_id: str
+    held_out: int
     confirmed: bool
     job_id: str
     job: dict[str, Any]
@@ -87,6 +91,8 @@ def build_finetune_graph(deps: FinetuneDeps, checkpointer: BaseCheckpointSaver |
             "train": wants_training(request, bool(dataset)),
             "dataset": dataset,
             "file_id": "",
+            "validation_file_id": "",
+            "held_out": 0,
             "confirmed": False,
             "job_id": "",
             "job": {},
@@ -140,20 +146,32 @@ def build_finetune_graph(deps: FinetuneDeps, checkpointer: BaseCheckpointSaver |
             dataset = extract_jsonl(reply.text)
         if not dataset:
             return {"answer": prompts.NO_DATASET, "train": False}
-        content = "\n".join(json.dumps(r, ensure_ascii=False) for r in dataset)
-        _status(f"validating and uploading {len(dataset)} examples")
+        # Hold some pairs out (never trained on) so the job can compare the tuned model with its base on them.
+        train, held = split_records(dataset) if len(dataset) >= MIN_FOR_HOLDOUT else (dataset, [])
+        _status(f"validating and uploading {len(train)} training examples and {len(held)} held out")
         try:
-            file = await deps.finetune.call("finetune_upload_dataset", content=content, filename="agent-qa.jsonl")
+            file = await _upload(train, "agent-qa.jsonl")
+            validation = await _upload(held, "agent-qa-held-out.jsonl") if held else None
         except ToolFailed as e:
             return {"answer": f"The dataset was refused, nothing was launched:\n{e}", "train": False}
-        return {"dataset": dataset, "file_id": file["id"]}
+        return {
+            "dataset": dataset,
+            "file_id": file["id"],
+            "validation_file_id": validation["id"] if validation else "",
+            "held_out": len(held),
+        }
+
+    async def _upload(records: list[dict[str, Any]], name: str) -> dict[str, Any]:
+        content = "\n".join(json.dumps(r, ensure_ascii=False) for r in records)
+        return await deps.finetune.call("finetune_upload_dataset", content=content, filename=name)
 
     def after_prepare(state: FinetuneState) -> str:
         return "confirm" if state.get("file_id") else END
 
     async def confirm(state: FinetuneState) -> FinetuneState:
+        n, held = len(state.get("dataset") or []), state.get("held_out", 0)
         question = prompts.CONFIRM.format(
-            n=len(state.get("dataset") or []), steps=_steps(state), advice=state.get("advice", "")
+            n=n, steps=_steps(state), advice=state.get("advice", ""), held=prompts.held_out(n, held)
         )
         reply = interrupt({"question": question})
         return {"confirmed": is_yes(str(reply))}
@@ -169,9 +187,10 @@ def build_finetune_graph(deps: FinetuneDeps, checkpointer: BaseCheckpointSaver |
         job = await deps.finetune.call(
             "finetune_create_job",
             training_file=state["file_id"],
+            validation_file=state.get("validation_file_id") or None,
             method="supervised",
             hyperparameters=hp,
-            peft={"type": "lora", "r": 8, "alpha": 16},
+            peft={"type": "lora"},  # rank and alpha: the server's one default (hyper.DEFAULT_LORA, r 16)
         )
         _status(f"submitted job {job['id']} ({hp['max_steps']} steps of LoRA SFT on {job.get('model')})")
         return {"job_id": job["id"], "job": job}

@@ -15,7 +15,7 @@ METHOD_NAMES = {
 
 CONFIRM = (
     "{advice}\n\nReady to launch: LoRA SFT of the embedded smollm2-135m-instruct on {n} examples for {steps} steps "
-    "(CPU, a few minutes). Reply “yes” to launch, anything else to stop."
+    "(CPU, a few minutes){held}. Reply “yes” to launch, anything else to stop."
 )
 DECLINED = "Not launched. The dataset stays uploaded as {file_id}; ask again when you want to train on it."
 NO_DATASET = (
@@ -23,6 +23,13 @@ NO_DATASET = (
     '({"question": ..., "answer": ...}), or ask me to build Q/A pairs from your documents.'
 )
 STILL_RUNNING = "Job {job_id} is still running; follow it with finetune_get_job / finetune_job_events."
+
+
+def held_out(n: int, held: int) -> str:
+    """Say how many examples are kept out of training to compare the tuned model with its base."""
+    if not held:
+        return ""
+    return f"; {held} of the {n} are held out (never trained on) to compare the tuned model with its base"
 
 
 def advice(rec: dict[str, Any]) -> str:

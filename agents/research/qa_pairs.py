@@ -20,11 +20,12 @@ Questions are unique; `split_holdout` keeps every k-th pair of each language out
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
 ITEM = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+")
@@ -38,6 +39,7 @@ PARENS = re.compile(r"\s*\([^)]*\)")
 KO_PITFALLS = re.compile(r"(?:주의할 점|함정)$")
 KO_WHEN = re.compile(r"경우$")
 MAX_ANSWER = 320
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -250,10 +252,22 @@ def guide_documents(paths: Iterable[Path]) -> list[tuple[str, str]]:
 
 def split_holdout(pairs: Sequence[QAPair], every: int = 6) -> tuple[list[QAPair], list[QAPair]]:
     """Split into (train, held out): every `every`-th pair of each language is held out, never trained on."""
-    train: list[QAPair] = []
-    held: list[QAPair] = []
+    return _split(pairs, [p.lang for p in pairs], every)
+
+
+def split_records(
+    records: Sequence[dict[str, Any]], every: int = 6
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Split chat records the same way as `split_holdout` splits their pairs (the language is the Hangul test)."""
+    langs = ["ko" if HANGUL.search(json.dumps(r, ensure_ascii=False)) else "en" for r in records]
+    return _split(records, langs, every)
+
+
+def _split(items: Sequence[T], langs: Sequence[str], every: int) -> tuple[list[T], list[T]]:
+    train: list[T] = []
+    held: list[T] = []
     count: dict[str, int] = {}
-    for p in pairs:
-        count[p.lang] = count.get(p.lang, 0) + 1
-        (held if count[p.lang] % every == every // 2 else train).append(p)
+    for item, lang in zip(items, langs, strict=True):
+        count[lang] = count.get(lang, 0) + 1
+        (held if count[lang] % every == every // 2 else train).append(item)
     return train, held

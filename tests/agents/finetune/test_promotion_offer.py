@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -52,7 +53,9 @@ async def stack(free_port, serving):
 
 def finish_job(store: JobStore, job_id: str, losses: list[float], evaluation: dict, warnings: list[dict]) -> str:
     """Do what the worker does at the end of a job: metrics events, the evaluation, success."""
-    assert store.lease_next("test-worker", 30, job_id=job_id) is not None
+    job = store.lease_next("test-worker", 30, job_id=job_id)
+    assert job is not None and job.validation_file  # the held-out pairs are the job's validation file
+    assert len(Path(store.get_file(job.validation_file).path).read_text().splitlines()) == 2
     for step, loss in enumerate(losses, start=1):
         store.add_event(job_id, f"step {step}", type="metrics", data={"step": step, "train_loss": loss})
     store.update_job(job_id, evaluation={**evaluation, "job_id": job_id}, warnings=warnings)
@@ -67,7 +70,7 @@ async def train_until_asked(stack: Any, losses: list[float], evaluation: dict, w
     context = uuid.uuid4().hex
     with anyio.fail_after(60):
         ask = await peer.ask(f"Instruction-tune the model on these pairs for 3 steps:\n{PAIRS}", context_id=context)
-        assert ask.state_name == "input_required"
+        assert ask.state_name == "input_required" and "2 of the 12 are held out (never trained on)" in ask.text
         last = None
         async for ev in peer.stream("yes", context_id=context, task_id=ask.task_id):
             last = ev

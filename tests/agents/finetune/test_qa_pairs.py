@@ -18,6 +18,7 @@ from ragtune.agents.research.qa_pairs import (
     guide_documents,
     pairs_from_markdown,
     split_holdout,
+    split_records,
 )
 from ragtune.servers.retrieval.server import build_app as retrieval_app
 
@@ -102,6 +103,8 @@ def test_held_out_pairs_are_never_trained_on(pairs: list[QAPair]) -> None:
     assert not {p.question for p in train} & {p.question for p in held}
     assert len(train) + len(held) == len(pairs)
     assert split_holdout(pairs) == (train, held)  # deterministic: the demo and its check agree
+    records = split_records([p.record() for p in pairs])  # the agent splits records exactly as the demo splits pairs
+    assert records == ([p.record() for p in train], [p.record() for p in held])
 
 
 async def test_research_agent_builds_the_pairs_from_ingested_guides_over_a2a(
