@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from dataclasses import dataclass
 from typing import Any, TypedDict
@@ -122,7 +123,7 @@ def build_finetune_graph(deps: FinetuneDeps, checkpointer: BaseCheckpointSaver |
             est = await deps.finetune.call("finetune_estimate_memory", **args)
         except ToolFailed as e:
             return {"answer": f"I could not estimate the memory: {e}", "job_id": "", "train": False}
-        answer = render_estimate(est, gpu_memory_gb(request), assumed)
+        answer = render_estimate(est, gpu_memory_gb(request), assumed, korean=bool(re.search("[가-힣]", request)))
         return {"answer": f"{answer}\n\n[mode: rules + finetune_estimate_memory]", "job_id": "", "train": False}
 
     def after_assess(state: FinetuneState) -> str:

@@ -91,20 +91,35 @@ def gpu_memory_gb(text: str) -> float | None:
     return float(m.group(1)) if m else None
 
 
-def render_estimate(est: dict[str, Any], gpu_gb: float | None = None, assumed: str = "") -> str:
+def render_estimate(est: dict[str, Any], gpu_gb: float | None = None, assumed: str = "", korean: bool = False) -> str:
     """Render a `finetune_estimate_memory` result: the total, its parts, which GPUs hold it, the assumptions."""
-    name = est["model"] if est["model"] != f"{est['params_b']:g}B" else "a model"
+    name = est["model"] if est["model"] != f"{est['params_b']:g}B" else ("모델" if korean else "a model")
+    fits = (
+        ", ".join(est["fits"])
+        if est.get("fits")
+        else ("일반 GPU 한 장으로는 부족" if korean else "no single common GPU")
+    )
+    if korean:
+        head = (
+            f"{name}({est['params_b']:g}B 파라미터)를 {est['method']}, {est['precision']}로 학습하는 데 필요한 "
+            f"GPU 메모리는 약 {est['total_gb']:g} GB입니다."
+        )
+    else:
+        head = (
+            f"Estimated GPU memory to train {name} ({est['params_b']:g}B parameters) with "
+            f"{est['method']} in {est['precision']}: about {est['total_gb']:g} GB."
+        )
     lines = [
-        f"Estimated GPU memory to train {name} ({est['params_b']:g}B parameters) with "
-        f"{est['method']} in {est['precision']}: about {est['total_gb']:g} GB.",
+        head,
         f"- weights {est['weights_gb']:g} GB, adapter {est['adapter_gb']:g} GB, gradients {est['gradients_gb']:g} GB, "
         f"optimizer {est['optimizer_gb']:g} GB, activations {est['activations_gb']:g} GB, "
         f"overhead {est['overhead_gb']:g} GB",
-        f"- fits on: {', '.join(est['fits']) if est.get('fits') else 'no single common GPU'}",
+        f"- {'들어가는 GPU' if korean else 'fits on'}: {fits}",
     ]
     if gpu_gb is not None:
-        verdict = "fits" if est["total_gb"] <= gpu_gb * 0.9 else "does not fit"
-        lines.append(f"- your {gpu_gb:g} GB GPU: {verdict} (90% usable)")
+        fit = est["total_gb"] <= gpu_gb * 0.9
+        verdict = ("들어갑니다" if fit else "부족합니다") if korean else ("fits" if fit else "does not fit")
+        lines.append(f"- {gpu_gb:g} GB GPU: {verdict} (90% usable)")
     if assumed:
         lines.append(f"- {assumed}")
     lines += [f"- {a}" for a in est.get("assumptions") or []]
