@@ -9,9 +9,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-MEMORY = re.compile(
-    r"memory|vram|\d+\s*gb(?![a-z])|몇\s*gb|\bgb of\b|\bfits? (?:on|in)(?:to)?\b|메모리|\bgpu ram\b", re.I
-)
+MEMORY = re.compile(r"memory|vram|\bgpu ram\b|메모리|몇\s*gb|how many gb|\bgb of\b", re.I)
+GPU = re.compile(r"\d+\s*gb(?![a-z])|\bgpu\b|\b(?:h100|h200|a100|a10|l4|t4|rtx ?\d{4})(?![a-z])", re.I)
+FITS = re.compile(r"\benough\b|\bfits?\b|\bcan i\b|가능|충분|들어가|돌릴 수", re.I)
 SIZE = re.compile(
     r"(?<![\w.])(\d+(?:\.\d+)?)\s*(b|m|billion|million)(?![a-z])|(\d+(?:\.\d+)?)\s*(억|천만)|"
     r"\b(?:llama|qwen|mistral|gemma|smollm)[\w.-]*",
@@ -39,7 +39,8 @@ _BATCH = re.compile(r"batch(?: size)?\D{0,4}(\d{1,4})|배치\D{0,4}(\d{1,4})", r
 
 def is_memory_question(text: str) -> bool:
     """Tell whether the request asks how much GPU memory training (a model of some size) takes."""
-    return bool(MEMORY.search(text) and (SIZE.search(text) or TRAINING.search(text)))
+    capacity = bool(GPU.search(text) and FITS.search(text) and SIZE.search(text))  # "a 7B model on a 24 GB GPU?"
+    return bool((MEMORY.search(text) or capacity) and (SIZE.search(text) or TRAINING.search(text)))
 
 
 def model_size_b(text: str) -> float | None:

@@ -44,7 +44,13 @@ def test_memory_requests_are_parsed(text, expected):
 def test_sizes_and_gpus_and_non_memory_questions():
     assert model_size_b("a 135M model") == pytest.approx(0.135) and model_size_b("130억 모델") == pytest.approx(13)
     assert model_size_b("on a 24 GB GPU") is None and gpu_memory_gb("on a 24 GB GPU") == 24
-    for text in ("What is LoRA?", "What does the memory estimate include?", "파인튜닝 결과는 어디에 저장되나요?"):
+    for text in (
+        "What is LoRA?",
+        "What does the memory estimate include?",
+        "파인튜닝 결과는 어디에 저장되나요?",
+        "We have 20k labelled tickets and a 24 GB GPU: should we fine-tune?",  # a method question with a GPU
+        "Should I use LoRA or QLoRA for a 7B model on a T4?",
+    ):
         assert not is_memory_question(text)
 
 
