@@ -42,7 +42,8 @@ from fastapi import FastAPI
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command
-from ragtune.agents.a2a_card import card_routes, check_media_types
+from ragtune.agents.a2a_card import card_routes
+from ragtune.agents.a2a_media import WireMediaTypes, check_media_types
 from ragtune.agents.tck_script import run_tck_script
 from sqlalchemy.ext.asyncio import create_async_engine
 from starlette.authentication import (
@@ -269,6 +270,7 @@ def build_app(spec: AgentSpec, settings: AgentSettings, base_url: str) -> FastAP
             body["ok"] = body["ok"] and all(body["peers"].values())
         return JSONResponse(body, status_code=200 if body["ok"] else 503)
 
+    app.add_middleware(WireMediaTypes, jsonrpc_path="/", rest_prefix="/rest")
     app.add_middleware(AuthenticationMiddleware, backend=BearerBackend(token), on_error=_auth_error)
     return app
 

@@ -15,8 +15,7 @@ from email.utils import formatdate, parsedate_to_datetime
 from typing import Any
 
 from a2a.server.request_handlers.response_helpers import agent_card_to_dict
-from a2a.types import AgentCard, Message
-from a2a.utils.errors import ContentTypeNotSupportedError
+from a2a.types import AgentCard
 from google.protobuf.json_format import MessageToDict
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -76,15 +75,3 @@ def card_routes(card: AgentCard) -> list[Route]:
         return respond(request, legacy)
 
     return [Route(CARD_PATH, well_known, methods=["GET"]), Route(LEGACY_CARD_PATH, legacy_path, methods=["GET"])]
-
-
-def check_media_types(message: Message | None, accepted: list[str]) -> None:
-    """Raise ContentTypeNotSupportedError (-32005) for a part this agent cannot read; it reads text parts only."""
-    for part in message.parts if message else []:
-        kind = part.WhichOneof("content")
-        media = part.media_type or ("text/plain" if kind == "text" else "")
-        if kind != "text" or media.split(";")[0].strip().lower() not in accepted:
-            raise ContentTypeNotSupportedError(
-                f"unsupported {kind or 'empty'} part of media type {media or 'unknown'!r}: "
-                f"this agent reads text parts of {', '.join(accepted)}"
-            )

@@ -97,7 +97,9 @@ async def run_tck_script(context: RequestContext, event_queue: EventQueue) -> bo
     step = next((s for prefix, s in SCRIPTS.items() if message_id.startswith(prefix)), None)
     if step is None or context.message is None:
         return False
-    task = context.current_task or new_task_from_user_message(context.message)
-    await event_queue.enqueue_event(task)  # the SDK wants the Task before any status or artifact event
+    task = context.current_task
+    if task is None:  # a new task must be enqueued first; a follow-up's must not (it would drop the user's message)
+        task = new_task_from_user_message(context.message)
+        await event_queue.enqueue_event(task)
     await step(TaskUpdater(event_queue, task.id, task.context_id))
     return True

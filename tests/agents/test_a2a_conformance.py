@@ -3,6 +3,7 @@ clients, -32005 for a part the agent cannot read, and the TCK's scripted test mo
 
 from __future__ import annotations
 
+import json
 from typing import TypedDict
 
 import httpx
@@ -112,3 +113,34 @@ def test_the_stand_in_model_answers_at_once_without_tools():
     model = make_chat_model(AgentSettings(chat_model="stand-in"))
     assert isinstance(model, StandInChatModel) and not model.supports_tool_calling
     assert model.invoke("Question:   what is   LoRA?").content == "Question: what is LoRA?"
+
+
+async def test_a_follow_up_on_an_input_required_task_completes_in_tck_mode(free_port, serving):
+    port = free_port()
+    async with serving(app(port, a2a_tck_mode=True), port) as url, httpx.AsyncClient() as h:
+        first = (await h.post(f"{url}/", json=send("tck-input-required-1", [{"text": "hi"}]), headers=V1)).json()
+        task_id = first["result"]["task"]["id"]
+        follow = send("tck-complete-task-2", [{"text": "done"}])
+        follow["params"]["message"]["taskId"] = task_id
+        done = (await h.post(f"{url}/", json=follow, headers=V1)).json()["result"]["task"]
+    assert first["result"]["task"]["status"]["state"] == "TASK_STATE_INPUT_REQUIRED"
+    assert done["id"] == task_id and done["status"]["state"] == "TASK_STATE_COMPLETED"
+
+
+async def test_wire_media_types_415_for_a_non_json_rpc_body_and_negotiated_rest_replies(free_port, serving):
+    port = free_port()
+    body = {"message": {"messageId": "m-4", "role": "ROLE_USER", "parts": [{"text": "hi"}]}}
+    async with serving(app(port), port) as url, httpx.AsyncClient() as h:
+        text = await h.post(f"{url}/", content=str(send("m-5", [])), headers={**V1, "Content-Type": "text/plain"})
+        rest_text = await h.post(
+            f"{url}/rest/message:send", content=json.dumps(body), headers={**V1, "Content-Type": "text/plain"}
+        )
+        plain = await h.post(f"{url}/rest/message:send", json=body, headers=V1)
+        a2a = await h.post(f"{url}/rest/message:send", json=body, headers={**V1, "Accept": "application/a2a+json"})
+    assert text.status_code == 415 and text.json()["error"]["code"] == -32005
+    assert (
+        rest_text.status_code == 415
+        and rest_text.json()["error"]["details"][0]["reason"] == "CONTENT_TYPE_NOT_SUPPORTED"
+    )
+    assert plain.headers["content-type"] == "application/json" and plain.json()["task"]["id"]
+    assert a2a.headers["content-type"] == "application/a2a+json"
