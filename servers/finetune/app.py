@@ -52,7 +52,7 @@ def build_app(
     app.add_middleware(BearerGate, token=settings.token(), prefixes=("/v1", "/docs", "/redoc", "/openapi.json"))
     app.include_router(build_router(svc, settings.token()), prefix="/v1")
     install_serving_errors(app)
-    app.include_router(build_serving_router(serving, settings.token()), prefix="/v1")
+    app.include_router(build_serving_router(serving), prefix="/v1")
 
     @app.get("/health", include_in_schema=False)
     def health() -> dict[str, str]:
