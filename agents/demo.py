@@ -4,7 +4,9 @@ It starts two MCP servers, a worker and three A2A agents on loopback.
 
 `python agents/run.py` (what `make demo` runs) ingests the user guides (docs/guide, docs/ko, README.md) into the
 `guides` collection and talks to the coordinator over A2A: a Korean and an English question with citations,
-fine-tuning advice, and a small real fine-tuning job followed to the end.
+fine-tuning advice, then the fine-tuning step of agents/demo_finetune.py: a small real LoRA job on clean Q/A
+pairs from the guides, its before/after table, promotion on "yes", and a held-out question answered with the base
+model and with the tuned one.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 
 from ragtune.agents.a2a_peer import CARD_PATH, A2APeer
 from ragtune.agents.corpus import GUIDES_COLLECTION, Corpus, CorpusError, choose_corpus, retrieval_roots
+from ragtune.agents.demo_finetune import FinetuneService, finetune_demo, footprint
 from ragtune.agents.launcher import ROOT, LaunchError, Service, Supervisor
 from ragtune.agents.mcp_tools import McpTools, ToolFailed
 from rich.console import Console
@@ -36,7 +39,6 @@ ADVICE_Q = (
     "We have about 3,000 customer-support conversations and want the assistant to answer in our house style "
     "and tone. Our product facts live in docs that change every week. Should we fine-tune, and how?"
 )
-CHAIN_Q = "Make a Q/A set from my docs and instruction-tune a model on it for {steps} steps."
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -224,10 +226,13 @@ async def _cancel_quietly(coordinator: A2APeer, task_id: str) -> None:
         pass
 
 
-async def demo(coordinator: A2APeer, steps: int) -> bool:
-    """The scripted conversation; return True when every turn completed."""
-    states = [await converse(coordinator, q) for q in (KOREAN_Q, ENGLISH_Q, ADVICE_Q, CHAIN_Q.format(steps=steps))]
-    return all(s == "completed" for s in states)
+async def demo(coordinator: A2APeer, steps: int, service: FinetuneService, home: Path) -> bool:
+    """The scripted conversation, then the fine-tuning step (agents/demo_finetune.py); True when all went well."""
+    started = time.monotonic()
+    states = [await converse(coordinator, q) for q in (KOREAN_Q, ENGLISH_Q, ADVICE_Q)]
+    tuned = await finetune_demo(console, coordinator, converse, service, steps)
+    footprint(console, home, time.monotonic() - started)
+    return all(s == "completed" for s in states) and tuned
 
 
 def print_urls(settings: AgentSettings, rs: RetrievalSettings, fs: FinetuneSettings, home: Path) -> None:
@@ -246,12 +251,19 @@ def print_urls(settings: AgentSettings, rs: RetrievalSettings, fs: FinetuneSetti
             title="serving (Ctrl-C stops everything)",
         )
     )
-    env = {"RAGTUNE_HOME": str(home), "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    env = {
+        "RAGTUNE_HOME": str(home),
+        # Without the roots, Desktop's server could ingest nothing: it starts in an arbitrary folder (issue #12).
+        "RAGTUNE_RETRIEVAL_ROOTS": ":".join(str(r.expanduser().resolve()) for r in rs.retrieval_roots),
+        "RAGTUNE_FINETUNE_ROOTS": ":".join(str(r.expanduser().resolve()) for r in fs.finetune_roots),
+        "PYTHONPATH": str(ROOT),
+        "HF_HUB_OFFLINE": "1",
+    }
     entry = {
         "mcpServers": {
             f"ragtune-{name}": {
                 "command": sys.executable,
-                "args": ["-m", f"servers.{name}", "serve", "--transport", "stdio"],
+                "args": ["-m", f"ragtune.servers.{name}", "serve", "--transport", "stdio"],
                 "env": env,
             }
             for name in ("retrieval", "finetune")
@@ -287,7 +299,11 @@ async def session(
         if args.serve:
             print_urls(settings, rs, fs, home)
             await asyncio.Event().wait()
-        return 0 if await demo(coordinator, args.steps) else 1
+        service = FinetuneService(fs.finetune_port, settings.token())
+        try:
+            return 0 if await demo(coordinator, args.steps, service, home) else 1
+        finally:
+            await service.aclose()
     finally:
         await coordinator.aclose()
 

@@ -14,10 +14,8 @@ input-required), or when the answer lacks --expect-text.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import socket
-import sys
 import uuid
 from urllib.parse import urlsplit, urlunsplit
 
@@ -139,7 +137,7 @@ async def main(argv: list[str] | None = None) -> int:
         if args.card:
             from google.protobuf.json_format import MessageToJson
 
-            print(MessageToJson(card))
+            print(MessageToJson(card, ensure_ascii=False))  # Korean skill text stays readable
         if not args.message:
             return 0
         client = await create_client(card, client_config=ClientConfig(streaming=args.stream, httpx_client=http))
@@ -165,8 +163,6 @@ async def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(asyncio.run(main()))
-    except AssertionError as exc:
-        print(f"check failed: {exc}", file=sys.stderr)
-        sys.exit(1)
+    from _errors import run  # clients/ is on sys.path when a client runs as a script
+
+    run(main, "is the agent running? start it, e.g. `python -m ragtune.agents.coordinator`, or check the URL")

@@ -12,7 +12,6 @@ or when --verify finds a server that does not start or lacks its tools.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import shutil
@@ -152,8 +151,6 @@ async def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(asyncio.run(main()))
-    except AssertionError as exc:
-        print(f"check failed: {exc}", file=sys.stderr)
-        sys.exit(1)
+    from _errors import run  # clients/ is on sys.path when a client runs as a script
+
+    run(main, "check that the servers start: `python -m ragtune.servers.retrieval serve`")

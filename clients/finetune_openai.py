@@ -17,7 +17,6 @@ import asyncio
 import io
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -157,8 +156,9 @@ async def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(asyncio.run(main()))
-    except AssertionError as exc:
-        print(f"check failed: {exc}", file=sys.stderr)
-        sys.exit(1)
+    from _errors import run  # clients/ is on sys.path when a client runs as a script
+
+    run(
+        main,
+        "is the fine-tuning server running? start it with `python -m ragtune.servers.finetune serve --transport http`",
+    )

@@ -15,11 +15,9 @@ empty or does not draw on the retrieved text.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import re
-import sys
 from typing import Any
 
 import httpx2
@@ -152,8 +150,9 @@ async def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(asyncio.run(main()))
-    except AssertionError as exc:
-        print(f"check failed: {exc}", file=sys.stderr)
-        sys.exit(1)
+    from _errors import run  # clients/ is on sys.path when a client runs as a script
+
+    run(
+        main,
+        "is the retrieval server running? start it with `python -m ragtune.servers.retrieval serve --transport http`",
+    )

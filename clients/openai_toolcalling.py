@@ -13,10 +13,8 @@ the one named by --expect-tool), when a tool call fails, or when the final answe
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
-import sys
 from typing import Any
 
 import httpx2
@@ -97,8 +95,10 @@ async def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(asyncio.run(main()))
-    except AssertionError as exc:
-        print(f"check failed: {exc}", file=sys.stderr)
-        sys.exit(1)
+    from _errors import run  # clients/ is on sys.path when a client runs as a script
+
+    run(
+        main,
+        "is the retrieval server (or the chat endpoint) running? start it: "
+        "`python -m ragtune.servers.retrieval serve --transport http`",
+    )

@@ -10,12 +10,19 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypedDict
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+
+
+class SessionLimits(TypedDict):
+    """Keyword arguments of MCPServer.streamable_http_app() that bound MCP HTTP sessions."""
+
+    session_idle_timeout: float
+    max_sessions: int
 
 
 class CommonSettings(BaseSettings):
@@ -44,10 +51,10 @@ class CommonSettings(BaseSettings):
         """Return the bearer token as plain text, or None when HTTP is open (loopback only)."""
         return self.api_token.get_secret_value() if self.api_token else None
 
-    def mcp_session_limits(self) -> dict[str, float | int]:
+    def mcp_session_limits(self) -> SessionLimits:
         """Return streamable_http_app() arguments that close idle MCP sessions and cap how many are open."""
         # Regression for issue #12: 3,000 abandoned sessions kept ~100 MB.
-        return {"session_idle_timeout": self.mcp_session_idle_seconds, "max_sessions": self.mcp_max_sessions}
+        return SessionLimits(session_idle_timeout=self.mcp_session_idle_seconds, max_sessions=self.mcp_max_sessions)
 
 
 class RetrievalSettings(CommonSettings):
@@ -123,6 +130,11 @@ class FinetuneSettings(CommonSettings):
     default_base_model: str = Field(
         default="smollm2-135m-instruct", description="Base model when a job names none (the embedded model)."
     )
+    allow_hub_models: bool = Field(
+        default=False,
+        description="Let jobs name a Hugging Face model id that is not cached yet (downloads it; needs hub access "
+        "and HF_HUB_OFFLINE unset). Off: the embedded model, local folders and already-cached ids only.",
+    )
     dispatch: Literal["local", "ray"] = Field(
         default="local", description="Where jobs run: local workers or a Ray cluster."
     )
@@ -150,7 +162,7 @@ class FinetuneSettings(CommonSettings):
     @field_validator("finetune_roots", mode="before")
     @classmethod
     def _split_roots(cls, value: object) -> object:
-        return RetrievalSettings._split_roots(value)  # type: ignore[operator]
+        return RetrievalSettings._split_roots(value)
 
     def db_path(self) -> Path:
         """Return the job store file, under HOME unless set explicitly."""

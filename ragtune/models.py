@@ -54,9 +54,9 @@ def resolve_base_model(name: str | None, *, allow_hub: bool | None = None) -> Ba
     if local.is_dir() and (local / "config.json").exists():
         return BaseModelRef(name, "local", str(local.resolve()))
     if allow_hub is None:  # Offline by default: a hub id only works where it is already cached or hub access is on.
-        allow_hub = os.environ.get("HF_HUB_OFFLINE", "0") not in ("1", "true", "True") and bool(
-            os.environ.get("RAGTUNE_ALLOW_HUB_MODELS")
-        )
+        # RAGTUNE_ALLOW_HUB_MODELS is FinetuneSettings.allow_hub_models; read with pydantic's bool rules ("0" is off).
+        flag = os.environ.get("RAGTUNE_ALLOW_HUB_MODELS", "").strip().lower() in ("1", "true", "yes", "on", "y", "t")
+        allow_hub = os.environ.get("HF_HUB_OFFLINE", "0") not in ("1", "true", "True") and flag
     if _HF_ID.match(name) and (allow_hub or _hub_cached(name)):
         return BaseModelRef(name, "hub", name)
     raise UnknownModel(

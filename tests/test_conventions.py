@@ -66,7 +66,6 @@ def test_env_example_loads_into_every_settings_class_as_the_defaults(tmp_path: P
 # ---- MCP tools --------------------------------------------------------------------------------------
 
 
-@pytest.mark.anyio
 @pytest.mark.parametrize("server", ["retrieval", "finetune"])
 async def test_every_mcp_tool_has_a_description_and_the_contract_name(server: str) -> None:
     import importlib
@@ -101,9 +100,9 @@ def _entry_points() -> list[list[str]]:
         "ragtune.agents.coordinator",
         "ragtune.config_docs",
     ]
-    scripts = [
+    scripts = [  # clients/_*.py are helpers, not scripts
         "agents/run.py",
-        *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "clients").glob("*.py") if p.name != "__init__.py"),
+        *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "clients").glob("*.py") if not p.name.startswith("_")),
         *sorted(
             str(p.relative_to(ROOT))
             for p in (ROOT / "bench").glob("*.py")

@@ -45,7 +45,7 @@ def launch_tool(finetune: McpTools) -> BaseTool:
             training_file=training_file,
             method="supervised",
             hyperparameters={"max_steps": max_steps},
-            peft={"type": "lora", "r": 8, "alpha": 16},
+            peft={"type": "lora"},  # rank and alpha: the server's one default (hyper.DEFAULT_LORA, r 16)
         )
         return json.dumps({"job_id": job["id"], "status": job["status"], "model": job.get("model")})
 

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from ragtune.config import FinetuneSettings, check_bind, configure_logging
+from ragtune.config import FinetuneSettings, InsecureBindError, check_bind, configure_logging
 from ragtune.datasets import DatasetError, format_report, load_dataset
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,7 +22,11 @@ ROOT = Path(__file__).resolve().parents[2]
 def main(argv: list[str] | None = None) -> int:
     """Run the command named on the command line; return the exit status."""
     args = _parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except InsecureBindError as e:  # one line that says what to do, not a traceback (issue #12)
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ragtune.config import RetrievalSettings, check_bind, configure_logging
+from ragtune.config import InsecureBindError, RetrievalSettings, check_bind, configure_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,7 +51,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = RetrievalSettings()
     configure_logging(settings.log_level)
     if args.command == "serve":
-        return serve(settings, args.transport, args.host, args.port)
+        try:
+            return serve(settings, args.transport, args.host, args.port)
+        except InsecureBindError as e:  # one line that says what to do, not a traceback (issue #12)
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     if args.command == "claude-config":
         print(json.dumps(claude_config(settings), indent=2))
         return 0
