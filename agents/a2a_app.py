@@ -8,7 +8,6 @@ The graph contract: input `{"request": text}`; nodes report progress with `get_s
 from __future__ import annotations
 
 import logging
-import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
@@ -57,6 +56,7 @@ from starlette.requests import HTTPConnection
 from starlette.responses import JSONResponse, Response
 
 from ragtune import __version__
+from ragtune.bearer import bearer_token, token_matches
 from ragtune.config import AgentSettings, check_bind
 
 log = logging.getLogger(__name__)
@@ -141,10 +141,10 @@ class BearerBackend(AuthenticationBackend):
     async def authenticate(self, conn: HTTPConnection) -> tuple[AuthCredentials, SimpleUser] | None:
         if self.token is None or conn.url.path.startswith(OPEN_PATHS):
             return None
-        scheme, _, value = conn.headers.get("authorization", "").partition(" ")
-        if not value:
+        header = conn.headers.get("authorization", "")
+        if not header.strip():
             raise AuthenticationError("missing bearer token: send 'Authorization: Bearer <RAGTUNE_API_TOKEN>'")
-        if scheme.lower() != "bearer" or not secrets.compare_digest(value.strip(), self.token):
+        if not token_matches(bearer_token(header), self.token):  # the parser REST and MCP use too (issue #12)
             raise AuthenticationError("wrong bearer token: use the value of RAGTUNE_API_TOKEN")
         return AuthCredentials(["authenticated"]), SimpleUser("ragtune")
 
