@@ -10,9 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import HumanMessage, SystemMessage
 from langchain_core.runnables import RunnableConfig
-from langchain_core.tools import tool
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
@@ -20,12 +18,9 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import interrupt
 from ragtune.agents.a2a_peer import A2APeer, PeerEvent
 from ragtune.agents.coordinator import prompts
+from ragtune.agents.coordinator.choose import pick_route
 from ragtune.agents.coordinator.peers import PeerCalls
-from ragtune.agents.coordinator.router import Route
-from ragtune.agents.coordinator.router import route as keyword_route
 from ragtune.agents.finetune.situation import extract_jsonl
-
-from ragtune.llm import model_label, supports_tools
 
 
 class CoordinatorState(TypedDict, total=False):
@@ -52,12 +47,6 @@ class CoordinatorDeps:
     calls: PeerCalls = field(default_factory=PeerCalls)
 
 
-@tool
-def route(agent: Route) -> str:
-    """Send the request to 'research' (answers from documents), 'finetune' (advice or a job) or 'chain'."""
-    return agent
-
-
 def _status(text: str) -> None:
     get_stream_writer()({"status": text})
 
@@ -76,15 +65,7 @@ def build_coordinator_graph(
         )
 
     async def choose(state: CoordinatorState) -> CoordinatorState:
-        text, picked, by = state["request"], None, "keywords"
-        if deps.model is not None and supports_tools(deps.model):
-            msg = await deps.model.bind_tools([route]).ainvoke(
-                [SystemMessage(prompts.ROUTE_SYSTEM), HumanMessage(text)]
-            )
-            calls = getattr(msg, "tool_calls", None) or []
-            if calls and calls[0]["args"].get("agent") in ("research", "finetune", "chain"):
-                picked, by = calls[0]["args"]["agent"], model_label(deps.model)
-        picked = picked or keyword_route(text)
+        picked, by = await pick_route(state["request"], deps.model)
         _status(f"routing to {picked} (by {by})")
         return {
             "route": picked,
