@@ -132,13 +132,14 @@ def lexical_ranking(
         f"where chunks_fts match ? and c.collection = ? and {where} order by s, c.id limit ?"
     )
 
-    def rank(words: Sequence[str], limit: int) -> list[tuple[int, float]]:
-        return [(r[0], r[1]) for r in index.conn.execute(sql, (or_query(words), collection, *params, limit))]
+    with index.reader() as conn:  # a thread's own connection: a long query does not stall other searches
 
-    with index.lock:
-        split = split_terms(index.conn, terms)
+        def rank(words: Sequence[str], limit: int) -> list[tuple[int, float]]:
+            return [(r[0], r[1]) for r in conn.execute(sql, (or_query(words), collection, *params, limit))]
+
+        split = split_terms(conn, terms)
         if split is not None:
-            top = exact_top(index.conn, split, rank, depth, (HEAD_WEIGHT, 1.0))
+            top = exact_top(conn, split, rank, depth, (HEAD_WEIGHT, 1.0))
             if top is not None:
                 return top
         return rank(terms, depth)

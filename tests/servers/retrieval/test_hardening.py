@@ -26,6 +26,7 @@ from ragtune.servers.retrieval.errors import BadQuery
 from ragtune.servers.retrieval.filler import VectorFiller
 from ragtune.servers.retrieval.index import Index
 from ragtune.servers.retrieval.loaders import LoadError, load_file
+from ragtune.servers.retrieval.search import lexical_ranking
 from ragtune.servers.retrieval.server import build_server
 
 from ragtune.config import RetrievalSettings
@@ -201,3 +202,16 @@ def test_no_wait_and_status_say_who_fills_vectors(
         assert "no running server" in shell.status().vector_filler
     finally:
         shell.close()
+
+
+def test_lexical_ranking_runs_without_the_index_lock(index: Index) -> None:
+    index.ingest_text("Lighthouses guide ships along the coast.", source="l")
+    name = index.resolve_collection(None)
+    result: list[list[tuple[int, float]]] = []
+    with index.lock:  # another thread holding the lock (a writer, a long search) must not stall this search
+        worker = threading.Thread(
+            target=lambda: result.append(lexical_ranking(index, ["lighthous"], name, "1", [], 5)), daemon=True
+        )
+        worker.start()
+        worker.join(timeout=10)
+    assert result and result[0], "the lexical ranking waited for the index lock"
