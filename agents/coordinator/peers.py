@@ -56,6 +56,8 @@ class PeerCalls:
             raise TaskFailed(f"the {name} agent answered nothing")
         if last.state_name in ENDED_BADLY:
             raise TaskFailed(f"the {name} agent's task {last.state_name}: {last.text or 'it gave no reason'}")
+        if last.state_name not in ("completed", "input_required"):
+            raise TaskFailed(f"the {name} agent stopped answering while its task was {last.state_name}")
         if answer is not None and last.state_name == "completed":
             return PeerEvent("answer", last.state, answer.text, last.task_id, last.context_id)
         return last
