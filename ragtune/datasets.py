@@ -24,7 +24,7 @@ from typing import Any, Literal
 Format = Literal["chat", "text", "preference"]
 FORMATS: tuple[str, ...] = ("chat", "text", "preference")
 # Source kinds a record can be written in, and the canonical format each converts to.
-KINDS: dict[str, str] = {
+KINDS: dict[str, Format] = {
     "openai_chat": "chat",
     "qa": "chat",
     "alpaca": "chat",
@@ -142,7 +142,7 @@ def parse_dataset(
     records: list[dict[str, Any]] = []
     stats: list[dict[str, int]] = []
     kinds: Counter[str] = Counter()
-    first: tuple[int, str] | None = None
+    first: tuple[int, Format] | None = None
     total_lines, items = _items(text, problem)
     for line, obj in items:
         if progress and line % PROGRESS_EVERY == 0:
@@ -183,7 +183,7 @@ def parse_dataset(
     if total:
         raise DatasetError(problems, source=source, total=total)
     assert first is not None
-    fmt: Format = first[1]  # type: ignore[assignment]
+    fmt = first[1]
     report = _report(fmt, kinds, stats, estimated=count_tokens is None)
     return LoadedDataset(fmt, records, report)
 

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 try:  # The CI Python's stdlib sqlite3 cannot load extensions; pysqlite3-binary can.
-    import pysqlite3.dbapi2 as sqlite3  # type: ignore[import-not-found]
+    import pysqlite3.dbapi2 as sqlite3  # untyped: sqlite3 is Any to mypy, so the fallback below is no redefinition
 except ImportError:  # pragma: no cover - exercised only where the wheel is absent
-    import sqlite3  # type: ignore[no-redef]
+    import sqlite3
 
 log = logging.getLogger(__name__)
 

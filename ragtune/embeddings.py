@@ -32,8 +32,12 @@ class Embedder(Protocol):
     """What the retrieval index needs from an embedding model."""
 
     model_id: str
-    dim: int
     languages: frozenset[str]
+
+    @property
+    def dim(self) -> int:
+        """Length of each vector (a remote embedder may learn it from its first answer)."""
+        ...
 
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
         """Return (n, dim) float32 L2-normalised query vectors."""
@@ -77,8 +81,9 @@ def _local_embedder(name: str, threads: int, batch: int) -> Embedder:
         return PackagedE5(threads=threads, batch_size=batch)
     from ragtune.embedders.fast_e5 import fast_e5_or_packaged
 
-    precision = "fp32" if name == "e5-small-fp32" else "int8"
-    return fast_e5_or_packaged(threads=threads, batch_size=batch, precision=precision)
+    return fast_e5_or_packaged(
+        threads=threads, batch_size=batch, precision="fp32" if name == "e5-small-fp32" else "int8"
+    )
 
 
 def _openai_embedder(name: str, settings: RetrievalSettings) -> Embedder:

@@ -123,16 +123,20 @@ class Job(BaseModel):
     warnings: list[dict[str, str]] = Field(default_factory=list)
 
 
+EventLevel = Literal["info", "warn", "error"]
+EventType = Literal["message", "metrics"]
+
+
 class JobEvent(BaseModel):
     """One line of a job's log: a message or a metrics record (step, loss, lr, tokens/s)."""
 
     id: str
     object: Literal["fine_tuning.job.event"] = "fine_tuning.job.event"
     created_at: int
-    level: Literal["info", "warn", "error"] = "info"
+    level: EventLevel = "info"
     message: str
     data: dict[str, Any] | None = None
-    type: Literal["message", "metrics"] = "message"
+    type: EventType = "message"
     seq: int = Field(default=0, exclude=True)
 
 
@@ -223,9 +227,9 @@ class JobStore:
 
     def list_files(self, purpose: str | None = None) -> list[FileObject]:
         """Return files, newest first."""
-        sql, args = "select * from files", ()
+        sql, args = "select * from files", []
         if purpose:
-            sql, args = sql + " where purpose = ?", (purpose,)
+            sql, args = sql + " where purpose = ?", [purpose]
         return [_file(r) for r in self.conn.execute(sql + " order by created_at desc, rowid desc", args)]
 
     def delete_file(self, file_id: str) -> FileObject:
@@ -398,9 +402,9 @@ class JobStore:
         job_id: str,
         message: str,
         *,
-        level: str = "info",
+        level: EventLevel = "info",
         data: dict[str, Any] | None = None,
-        type: str = "message",
+        type: EventType = "message",
     ) -> JobEvent:
         """Append an event (use type='metrics' with data={step, train_loss, learning_rate, tokens_per_second})."""
         return self._event(job_id, message, level=level, data=data, type=type)
@@ -410,18 +414,18 @@ class JobStore:
         job_id: str,
         message: str,
         *,
-        level: str = "info",
+        level: EventLevel = "info",
         data: dict[str, Any] | None = None,
-        type: str = "message",
+        type: EventType = "message",
     ) -> JobEvent:
         event = JobEvent(
             id=new_id("ftevent"),
             created_at=int(time.time()),
             level=level,
-            message=message,  # type: ignore[arg-type]
+            message=message,
             data=data,
             type=type,
-        )  # type: ignore[arg-type]
+        )
         self.conn.execute(
             "insert into events(id, job_id, created_at, level, message, data, type) values (?,?,?,?,?,?,?)",
             (

@@ -17,7 +17,7 @@ from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
-from pydantic import ConfigDict, PrivateAttr
+from pydantic import ConfigDict, PrivateAttr, SecretStr
 
 from ragtune.config import LLMSettings
 from ragtune.models import SMOLLM2, smollm2_gguf
@@ -56,7 +56,7 @@ def make_chat_model(settings: LLMSettings) -> BaseChatModel:
     return ChatOpenAI(
         model=settings.chat_model,
         base_url=base_url,
-        api_key=key or "unused",
+        api_key=SecretStr(key or "unused"),
         temperature=0,
         max_completion_tokens=settings.chat_max_tokens,
         timeout=120,
@@ -86,7 +86,7 @@ def local_model_dir(models_dir: Path) -> Path:
     gguf = smollm2_gguf()
     log.info("converting %s to fp32 under %s (once)", gguf.name, target)
     tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    model: Any = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
     model.hf_quantizer = None  # else save_pretrained refuses: "quantized with gguf and is not serializable"
     model.is_quantized = False
     if hasattr(model.config, "quantization_config"):

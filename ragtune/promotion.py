@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 
 from ragtune.jobs import Job, JobStatus, JobStore, UnknownId
 
@@ -191,7 +191,7 @@ def served_chat_model(settings: AgentSettings, model_id: str) -> BaseChatModel:
     return ChatOpenAI(
         model=model_id,
         base_url=service_url(settings) + "/v1",
-        api_key=settings.token() or "unused",  # type: ignore[arg-type]
+        api_key=SecretStr(settings.token() or "unused"),
         temperature=0,
         max_completion_tokens=settings.chat_max_tokens,
         timeout=120,

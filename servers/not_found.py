@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from mcp import MCPError
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError
@@ -12,7 +14,7 @@ LEGACY_NOT_FOUND = -32002
 RETIRED_IN = "2026-07-28"
 
 
-def resource_not_found(ctx: Context, uri: str, message: str) -> Exception:
+def resource_not_found(ctx: Context[Any, Any], uri: str, message: str) -> Exception:
     """Return the error to raise for an unknown resource id, keeping `message` for the client."""
     version = ctx.protocol_version or RETIRED_IN
     if version < RETIRED_IN:  # protocol versions are ISO dates, so they compare as strings

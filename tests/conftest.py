@@ -7,12 +7,6 @@ from pathlib import Path
 import pytest
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    """Run async tests on asyncio (the MCP and A2A SDKs' loop)."""
-    return "asyncio"
-
-
 @pytest.fixture(autouse=True)
 def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Point RAGTUNE_HOME at a fresh folder and forbid hub downloads."""

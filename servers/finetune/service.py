@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from ragtune.servers.finetune import hyper
 from ragtune.servers.finetune.dispatch import Dispatcher, DispatchError, make_dispatcher
@@ -463,10 +463,12 @@ class FinetuneService:
         with self._guard():
             return self.store.transition(job_id, to, message=message)
 
-    def events(self, job_id: str, *, after: str | None = None, limit: int = 20, order: str = "desc") -> Page:
+    def events(
+        self, job_id: str, *, after: str | None = None, limit: int = 20, order: Literal["asc", "desc"] = "desc"
+    ) -> Page:
         """Return a job's events, newest first by default (OpenAI's order); `asc` tails forward."""
         with self._guard():
-            events = self.store.list_events(job_id, after=after, limit=limit + 1, order=order)  # type: ignore[arg-type]
+            events = self.store.list_events(job_id, after=after, limit=limit + 1, order=order)
         return Page[JobEvent](data=events[:limit], has_more=len(events) > limit)
 
     def latest_metrics(self, job_id: str) -> dict[str, Any] | None:

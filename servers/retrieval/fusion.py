@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
+from typing import TypeVar
 
 # Tuned on SciFact train queries (full corpus) and ko-welfare: k=10 beat the textbook 60 on both
 # (docs/benchmarks/retrieval.md, section 2).
 RRF_K = 10
 
+Id = TypeVar("Id", bound=Hashable)
 
-def rrf(
-    rankings: Sequence[Sequence[Hashable]], weights: Sequence[float], k: int = RRF_K
-) -> list[tuple[Hashable, float]]:
+
+def rrf(rankings: Sequence[Sequence[Id]], weights: Sequence[float], k: int = RRF_K) -> list[tuple[Id, float]]:
     """Fuse best-first id lists: score(id) = sum of weight / (k + rank); return (id, score) best first."""
-    scores: dict[Hashable, float] = {}
-    first_seen: dict[Hashable, tuple[int, int]] = {}
+    scores: dict[Id, float] = {}
+    first_seen: dict[Id, tuple[int, int]] = {}
     for which, (ranking, weight) in enumerate(zip(rankings, weights, strict=True)):
         for rank, item in enumerate(ranking, 1):
             scores[item] = scores.get(item, 0.0) + weight / (k + rank)

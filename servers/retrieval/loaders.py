@@ -219,8 +219,8 @@ def read_records(path: Path, data: bytes, source: str, text_field: str) -> list[
             parsed = _loads(path.name, raw, None)
             records = list(enumerate(parsed if isinstance(parsed, list) else [parsed], 1))
     except json.JSONDecodeError as e:
-        line = n if path.suffix.lower() == ".jsonl" else e.lineno
-        raise LoadError(f"{path.name} is not valid JSON (line {line}): {e.msg}") from e
+        lineno = n if path.suffix.lower() == ".jsonl" else e.lineno
+        raise LoadError(f"{path.name} is not valid JSON (line {lineno}): {e.msg}") from e
     docs = [record_doc(path, source, n, rec, text_field) for n, rec in records]
     if not docs:
         raise LoadError(f"{path.name} holds no records")

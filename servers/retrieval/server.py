@@ -79,7 +79,7 @@ async def _run(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         raise ToolError(str(e)) from e
 
 
-def _progress(ctx: Context) -> Progress:
+def _progress(ctx: Context[State]) -> Progress:
     """Return a callback that sends MCP progress notifications from the worker thread."""
 
     def report(done: float, total: float | None, message: str) -> None:
@@ -253,9 +253,9 @@ def _add_manage_tools(mcp: MCPServer) -> None:
         mime_type="text/plain",
         description="Full text of an ingested document.",
     )
-    async def document_text(doc_id: str, ctx: Context) -> str:
+    async def document_text(doc_id: str, ctx: Context[State]) -> str:
         """Return the document text; an unknown id is resource-not-found with the reason."""
-        index: Index = ctx.request_context.lifespan_context.index
+        index = _index(ctx)
         try:
             return (await anyio.to_thread.run_sync(index.get_document, doc_id)).text
         except UnknownDocument as e:

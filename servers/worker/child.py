@@ -21,7 +21,7 @@ from ragtune.servers.finetune.serving.handoff import write_job_handoff
 
 from ragtune.config import configure_logging
 from ragtune.datasets import DatasetError, load_dataset
-from ragtune.jobs import Job, JobStore, fine_tuned_model_name
+from ragtune.jobs import EventLevel, Job, JobStore, fine_tuned_model_name
 
 from .recipes import RecipeError, RunResult, TrainJob, get_recipe
 from .recipes.base import write_json
@@ -40,7 +40,7 @@ class StoreCallbacks:
         self.store, self.job_id = store, job_id
         self.pause = threading.Event()
 
-    def event(self, message: str, *, level: str = "info", data: dict[str, Any] | None = None) -> None:
+    def event(self, message: str, *, level: EventLevel = "info", data: dict[str, Any] | None = None) -> None:
         """Append a message event."""
         self.store.add_event(self.job_id, message, level=level, data=data)
 

@@ -256,7 +256,8 @@ class _Progress:
     def __init__(self, store: JobStore, job_id: str) -> None:
         from tqdm import tqdm
 
-        self.store, self.job_id, self.after = store, job_id, None
+        self.store, self.job_id = store, job_id
+        self.after: str | None = None
         self.bar = tqdm(desc=job_id, unit="step", dynamic_ncols=True)
 
     def update(self) -> None:

@@ -155,7 +155,7 @@ class Serving:
         except ServingError as e:
             yield protocol.sse(protocol.error_body(e))
         finally:
-            await pieces.aclose()  # type: ignore[attr-defined]
+            await pieces.aclose()  # type: ignore[attr-defined]  # engines stream from async generators; the protocol says AsyncIterator
             self.gate.leave()
         yield protocol.sse("[DONE]")
 

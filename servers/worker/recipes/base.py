@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from ragtune.jobs import EventLevel
+
 
 class RecipeError(ValueError):
     """A job's data or options cannot be trained as asked; the message tells the user what to change."""
@@ -16,7 +18,7 @@ class RecipeError(ValueError):
 class RunCallbacks(Protocol):
     """How a recipe reports progress to whoever runs it (the job store in the worker, a list in tests)."""
 
-    def event(self, message: str, *, level: str = "info", data: dict[str, Any] | None = None) -> None:
+    def event(self, message: str, *, level: EventLevel = "info", data: dict[str, Any] | None = None) -> None:
         """Record a human-readable message."""
 
     def metrics(self, data: dict[str, Any]) -> None:
