@@ -389,11 +389,11 @@ def _progress(ctx: Context) -> Callable[[int, int], None]:
 
 
 def _source(svc: FinetuneService, path: str | None, content: str | None, filename: str) -> tuple[bytes, str]:
-    if (path is None) == (content is None):
-        raise ToolError("give exactly one of path (a file under the allowed folders) or content (JSONL text)")
-    if path is not None:
+    if path is not None and content is None:
         return _call(svc.read_path, path)
-    return content.encode(), filename  # type: ignore[union-attr]
+    if content is not None and path is None:
+        return content.encode(), filename
+    raise ToolError("give exactly one of path (a file under the allowed folders) or content (JSONL text)")
 
 
 NEXT = {
