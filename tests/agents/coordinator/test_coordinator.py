@@ -6,7 +6,6 @@ from __future__ import annotations
 import uuid
 
 import anyio
-import pytest
 from langchain_core.messages import AIMessage
 from ragtune.agents.a2a_peer import A2APeer
 from ragtune.agents.coordinator.__main__ import make_app as coordinator_app
@@ -14,8 +13,6 @@ from ragtune.agents.finetune.__main__ import make_app as finetune_agent_app
 from ragtune.servers.finetune.app import build_app as finetune_app
 
 from ragtune.config import AgentSettings, FinetuneSettings
-
-pytestmark = pytest.mark.anyio
 
 
 async def test_model_routes_and_input_required_is_relayed(free_port, serving, scripted_model):

@@ -18,8 +18,6 @@ from ragtune.servers.finetune.app import build_app as finetune_app
 
 from ragtune.config import AgentSettings, FinetuneSettings
 
-pytestmark = pytest.mark.anyio
-
 
 def qa_jsonl(n: int) -> str:
     return "\n".join(

@@ -19,8 +19,6 @@ from ragtune.servers.retrieval.server import build_app as retrieval_app
 
 from ragtune.config import AgentSettings, RetrievalSettings
 
-pytestmark = pytest.mark.anyio
-
 DOCS = {
     "lora.md": (
         "LoRA guide",

@@ -21,7 +21,6 @@ from ragtune.config import FinetuneSettings
 
 from .conftest import BAD, CHAT, PREFERENCE
 
-pytestmark = pytest.mark.anyio
 ROOT = Path(__file__).resolve().parents[3]
 CONTRACT_TOOLS = {
     "finetune_upload_dataset",

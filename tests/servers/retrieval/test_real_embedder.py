@@ -5,13 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import anyio
-import pytest
 from mcp import Client
 from ragtune.servers.retrieval.server import build_server
 
 from ragtune.config import RetrievalSettings
-
-pytestmark = pytest.mark.anyio
 
 
 async def test_default_embedder_fills_vectors_and_hybrid_search_uses_them(tmp_path: Path, docs_dir: Path) -> None:

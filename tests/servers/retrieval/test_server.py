@@ -6,15 +6,12 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import pytest
 from mcp import Client
 from ragtune.servers.retrieval.server import build_server
 
 from ragtune.config import RetrievalSettings
 
 from .conftest import FakeEmbedder
-
-pytestmark = pytest.mark.anyio
 
 CONTRACT_TOOLS = {
     "retrieval_search",

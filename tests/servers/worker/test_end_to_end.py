@@ -108,7 +108,6 @@ def test_openai_sdk_job_trains_and_the_adapter_teaches_the_fact(
     assert "Velvet Lantern" in after, after
 
 
-@pytest.mark.anyio
 async def test_mcp_created_job_is_trained_by_the_worker(
     finetune_url: str, fact_records: list[dict[str, Any]], worker_thread: Callable[..., Any]
 ) -> None:
