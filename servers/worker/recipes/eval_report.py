@@ -30,6 +30,20 @@ def _fmt(value: float | None) -> str:
     return f"{value:.3f}" if abs(value) < 1000 else f"{value:.3g}"
 
 
+def skipped(reason: str, source: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An evaluation that did not run, and why (its verdict is always inconclusive)."""
+    return {
+        "status": "skipped",
+        "reason": reason,
+        "data_source": source or {},
+        "examples": 0,
+        "per_testing_criteria_results": [],
+        "result_counts": {"total": 0, "passed": 0, "failed": 0, "errored": 0},
+        "verdict": "inconclusive",
+        "samples": [],
+    }
+
+
 def summary_line(ev: dict[str, Any]) -> str:
     """One line: the primary metrics before -> after, and the verdict."""
     if ev.get("status") != "completed":
@@ -101,8 +115,7 @@ def review(
     out_dir: Path, ev: dict[str, Any] | None, ids: dict[str, Any], callbacks: RunCallbacks
 ) -> tuple[dict[str, Any], list[dict[str, str]]]:
     """Finish the evaluation object, find the warnings, report both as events and write EVAL.md."""
-    ev = {"object": "fine_tuning.job.evaluation", **ids, **(ev or {"status": "skipped", "reason": "not evaluated"})}
-    ev.setdefault("verdict", "inconclusive")
+    ev = {"object": "fine_tuning.job.evaluation", **ids, **(ev or skipped("the recipe reported no evaluation"))}
     ev["summary"] = summary_line(ev)
     warnings = find_warnings(read_losses(out_dir / "metrics.jsonl"), ev)
     rows = {

@@ -7,6 +7,7 @@ once before training starts. torch is imported inside functions; the arithmetic 
 from __future__ import annotations
 
 import math
+import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ from ragtune.datasets import split_prompt_reference
 
 from . import metrics
 from .base import RunCallbacks, RunResult, TrainingOptions, TrainJob
+from .eval_report import skipped
 
 GENERATE_MAX = 8  # greedy answers per model (chat only): generation dominates the evaluation's time
 MAX_NEW_TOKENS = 64
@@ -169,11 +171,6 @@ def evaluation(scorer: Scorer, base: Scores, tuned: Scores, source: dict[str, An
     }
 
 
-def skipped(reason: str, source: dict[str, Any] | None = None) -> dict[str, Any]:
-    """An evaluation that did not run, and why (its verdict is always inconclusive)."""
-    return {"status": "skipped", "reason": reason, "data_source": source or {}, "verdict": "inconclusive"}
-
-
 def train_and_evaluate(
     trainer: Any,
     tok: Any,
@@ -198,12 +195,17 @@ def train_and_evaluate(
     report = skipped(job.eval_source.get("reason") or "no held-out example has a reference answer", job.eval_source)
     if scorer is not None and not cb.pause_requested:
         callbacks.event(f"evaluating base and tuned model on {len(scorer.examples)} held-out examples")
+        started = time.monotonic()
         base = base or scorer.score(trainer.model, base=True)
         report = evaluation(scorer, base, scorer.score(trainer.model), job.eval_source)
+        report["seconds"] = round(time.monotonic() - started, 2)
         loss = tuned_loss(report)
         callbacks.event(
             f"validation loss {loss:.4f} on {len(scorer.examples)} examples",
-            data={"valid_loss": loss, "base_valid_loss": base.metrics["loss"]},
+            data={
+                "valid_loss": metrics.finite_or_none(loss),
+                "base_valid_loss": metrics.finite_or_none(base.metrics["loss"]),
+            },
         )
     result = finish(trainer, tok, cb, cfg, out_dir, peft=peft)
     result.extra["evaluation"] = {**report, "train_examples": train_examples}

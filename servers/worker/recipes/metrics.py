@@ -118,9 +118,9 @@ def compare(base: dict[str, float], tuned: dict[str, float]) -> list[dict[str, A
     return [
         {
             "testing_criteria": name,
-            "base": _num(base[name]),
-            "tuned": _num(tuned[name]),
-            "delta": _num(tuned[name] - base[name]) if math.isfinite(tuned[name] - base[name]) else None,
+            "base": finite_or_none(base[name]),
+            "tuned": finite_or_none(tuned[name]),
+            "delta": finite_or_none(tuned[name] - base[name]),
             "higher_is_better": name not in LOWER_IS_BETTER,
             "outcome": outcome(name, base[name], tuned[name]),
         }
@@ -150,8 +150,8 @@ def result_counts(base: Sequence[float | None], tuned: Sequence[float | None], *
     return {"total": len(base), "passed": passed, "failed": failed, "errored": errored}
 
 
-def _num(value: float) -> float | None:
-    """Round for JSON; None for NaN/inf (JSON has no such numbers)."""
+def finite_or_none(value: float) -> float | None:
+    """Round for JSON; None for NaN/inf (strict JSON, as the REST API sends it, has no such numbers)."""
     return round(value, 6) if math.isfinite(value) else None
 
 

@@ -192,8 +192,9 @@ def test_review_of_a_better_job_has_no_warnings(tmp_path: Path) -> None:
 def test_review_of_a_skipped_evaluation_says_why(tmp_path: Path) -> None:
     rec = Recorder()
     reason = "too few training records to hold some out (5 < 10): pass a validation_file"
-    ev, warnings = eval_report.review(tmp_path, {"status": "skipped", "reason": reason}, {"job_id": "j"}, rec)
-    assert ev["verdict"] == "inconclusive" and warnings == []
+    ev, warnings = eval_report.review(tmp_path, eval_report.skipped(reason), {"job_id": "j"}, rec)
+    assert ev["verdict"] == "inconclusive" and warnings == [] and ev["examples"] == 0
+    assert ev["per_testing_criteria_results"] == [] and ev["result_counts"]["total"] == 0  # same shape as completed
     assert rec.events[0][0] == f"evaluation skipped: {reason}"
 
 

@@ -102,3 +102,56 @@ def test_a_diverging_job_succeeds_with_a_warning_it_cannot_miss(
     last = store.list_events(done.id, limit=1)[0]
     assert last.level == "warn" and last.message.startswith("job succeeded with warnings: loss diverged")
     assert json.loads((Path(done.output_dir) / "result.json").read_text())["warnings"] == done.warnings
+
+
+def test_dpo_job_reports_preference_accuracy_of_base_and_tuned(
+    store: JobStore, make_job: Callable[..., Any], worker_thread: Callable[..., Any]
+) -> None:
+    pairs = [
+        {
+            "input": {"messages": [{"role": "user", "content": f"What is {a}+{a}?"}]},
+            "preferred_output": [{"role": "assistant", "content": f"{a}+{a} is {2 * a}."}],
+            "non_preferred_output": [{"role": "assistant", "content": "No idea."}],
+        }
+        for a in range(1, 11)
+    ]
+    job = make_job(pairs, method="dpo", max_steps=1, batch_size=2, learning_rate=5e-4, beta=0.1)
+    worker_thread(once=True).join(300)
+    done = store.get_job(job.id)
+    assert done.status is JobStatus.succeeded, done.error
+    ev = done.evaluation
+    assert ev["examples"] == 1 and ev["train_examples"] == 9 and ev["data_source"]["count"] == 1
+    rows = {r["testing_criteria"]: r for r in ev["per_testing_criteria_results"]}
+    assert set(rows) == {"loss", "perplexity", "preference_accuracy", "preference_margin"}
+    for model in ("base", "tuned"):  # one pair: accuracy is 1 exactly when the chosen answer's margin is positive
+        assert rows["preference_accuracy"][model] == float(rows["preference_margin"][model] > 0)
+    tuned_ahead = rows["preference_margin"]["tuned"] > rows["preference_margin"]["base"]
+    assert ev["result_counts"] == {"total": 1, "passed": int(tuned_ahead), "failed": 1 - int(tuned_ahead), "errored": 0}
+    assert ev["samples"] == [] and ev["verdict"] in {"better", "worse", "inconclusive"}
+
+
+def test_full_fine_tune_scores_its_base_before_training_and_the_figures_match_transformers(
+    store: JobStore, make_job: Callable[..., Any], worker_thread: Callable[..., Any], models_dir: Path
+) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    texts = [{"text": f"Glorbix {i} is a blue mineral found in Velmora caves; it hums at night."} for i in range(10)]
+    job = make_job(texts, method="cpt", peft=None, max_steps=1, max_length=64, learning_rate=1e-5)
+    worker_thread(once=True).join(300)
+    done = store.get_job(job.id)
+    assert done.status is JobStatus.succeeded, done.error
+    ev = done.evaluation
+    (index,) = ev["data_source"]["indices"]
+    rows = {r["testing_criteria"]: r for r in ev["per_testing_criteria_results"]}
+    assert set(rows) == {"loss", "perplexity"} and ev["train_examples"] == 9
+
+    def hf_loss(folder: Path) -> float:  # transformers' own mean next-token loss over the whole text
+        tok = AutoTokenizer.from_pretrained(folder)
+        ids = tok(texts[index]["text"], return_tensors="pt")["input_ids"]
+        with torch.no_grad():
+            return float(AutoModelForCausalLM.from_pretrained(folder)(input_ids=ids, labels=ids).loss)
+
+    torch.set_num_threads(1)
+    assert rows["loss"]["base"] == pytest.approx(hf_loss(models_dir / "smollm2-135m-instruct-fp32"), rel=1e-4)
+    assert rows["loss"]["tuned"] == pytest.approx(hf_loss(Path(done.output_dir) / "model"), rel=1e-4)
