@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ragtune.servers.retrieval.errors import BadQuery
 from ragtune.servers.retrieval.index import Index
+from ragtune.servers.retrieval.search import search
 
 from ragtune.config import RetrievalSettings
 
@@ -59,14 +60,14 @@ def main() -> None:
         long_s = [timed(index.search, long_query, mode="lexical") for _ in range(5)]
         short_s = [timed(index.search, "retrieval server", mode="lexical") for _ in range(20)]
         waits: list[float] = []
-        worker = threading.Thread(target=lambda: [index.search(long_query, mode="lexical") for _ in range(10)])
+        worker = threading.Thread(target=lambda: [search(index, long_query, mode="lexical") for _ in range(10)])
         worker.start()
         while worker.is_alive():
             waits.append(timed(index.search, "retrieval server", mode="lexical"))
         worker.join()
         start = time.perf_counter()
         try:
-            index.search("x " * 500_000)
+            search(index, "x " * 500_000)
         except BadQuery:
             refused_s = time.perf_counter() - start
         index.close()

@@ -14,7 +14,7 @@ import Stemmer
 from ragtune.servers.retrieval.fusion import RRF_K, rrf
 from ragtune.servers.retrieval.index import Index
 from ragtune.servers.retrieval.models import SearchMode
-from ragtune.servers.retrieval.search import FUSION_DEPTH
+from ragtune.servers.retrieval.search import FUSION_DEPTH, search
 from rich.console import Console
 from rich.progress import track
 from rich.table import Table
@@ -90,7 +90,7 @@ def index_runs(
         for label, mode, weight in modes:
             runs[label] = {}
             for qid, query in track(list(data.queries.items()), description=f"{label} {data.name}", console=console):
-                hits = index.search(query, collection=data.name, k=100, mode=mode, weight=weight).hits
+                hits = search(index, query, collection=data.name, k=100, mode=mode, weight=weight).hits
                 runs[label][qid] = list(dict.fromkeys(h.source for h in hits))
                 if chunk_runs is not None:
                     chunk_runs.setdefault(label, {})[qid] = [(h.chunk_id, h.source) for h in hits]

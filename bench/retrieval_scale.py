@@ -18,6 +18,7 @@ from ragtune.servers.retrieval.index import Index
 from ragtune.servers.retrieval.korean import get_analyzer
 from ragtune.servers.retrieval.models import SearchMode
 from ragtune.servers.retrieval.schema import ensure_vec_table, vec_table
+from ragtune.servers.retrieval.search import search
 from rich.console import Console
 from rich.progress import track
 from rich.table import Table
@@ -136,9 +137,9 @@ def _vectorise_missing(index: Index, table: str, rng: np.random.Generator) -> No
 
 def _time_searches(index: Index, queries: list[str], mode: SearchMode, n: int, budget_s: float) -> dict[str, float]:
     """Time `index.search` end to end (analysis or query embedding included), at most `budget_s` seconds."""
-    index.search(queries[0], collection=COLLECTION, k=10, mode=mode)
+    search(index, queries[0], collection=COLLECTION, k=10, mode=mode)
     return _timed(
-        lambda i: index.search(queries[i % len(queries)], collection=COLLECTION, k=10, mode=mode),
+        lambda i: search(index, queries[i % len(queries)], collection=COLLECTION, k=10, mode=mode),
         n,
         budget_s,
     )

@@ -186,6 +186,58 @@ def test_import_rules(folder: str, forbidden: set[str]) -> None:
     assert not {k: v for k, v in offenders.items() if v}
 
 
+def _module_files() -> dict[str, Path]:
+    """Map every installed module name (ragtune.servers.retrieval.index, ...) to its file."""
+    prefixes = {"ragtune": "ragtune", "servers": "ragtune.servers", "agents": "ragtune.agents"}
+    out = {}
+    for folder, prefix in prefixes.items():
+        for path in _python_files(folder):
+            parts = [p for p in path.relative_to(ROOT / folder).with_suffix("").parts if p != "__init__"]
+            out[".".join([prefix, *parts])] = path
+    return out
+
+
+def _internal_imports(path: Path, modules: set[str]) -> set[str]:
+    """Return the project modules `path` imports anywhere (function bodies too), TYPE_CHECKING blocks aside."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    typing_only = {
+        id(n)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+        for stmt in node.body
+        for n in ast.walk(stmt)
+    }
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names |= {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
+    return names & modules
+
+
+def test_no_module_imports_itself_back_through_another() -> None:
+    files = _module_files()
+    graph = {name: _internal_imports(path, set(files)) - {name} for name, path in files.items()}
+
+    def reaches(start: str, goal: str) -> list[str] | None:
+        seen, todo = {start}, [[start]]
+        while todo:
+            trail = todo.pop()
+            for nxt in sorted(graph[trail[-1]]):
+                if nxt == goal:
+                    return [*trail, nxt]
+                if nxt not in seen:
+                    seen.add(nxt)
+                    todo.append([*trail, nxt])
+        return None
+
+    circles = {" -> ".join(c) for m in graph for d in graph[m] if (c := reaches(d, m)) is not None}
+    assert not circles, f"import circles (pass the lower module what it needs instead): {sorted(circles)}"
+
+
 def test_gpu_libraries_are_imported_at_module_level_only_in_recipes() -> None:
     allowed = ("servers/worker/recipes/", "ragtune/embedders/")
     offenders = {}

@@ -7,6 +7,8 @@ import argparse
 from ragtune.servers.retrieval import heartbeat
 from ragtune.servers.retrieval.errors import RetrievalError
 from ragtune.servers.retrieval.index import Index
+from ragtune.servers.retrieval.ingest import ingest_paths
+from ragtune.servers.retrieval.search import search as search_index
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
@@ -50,7 +52,8 @@ def ingest(index: Index, args: argparse.Namespace) -> int:
     """Ingest with a bar per file, then (unless --no-wait) fill vectors with a second bar."""
     with _bar() as bar:
         task = bar.add_task("ingest", total=None)
-        report = index.ingest_path(
+        report = ingest_paths(
+            index,
             args.paths,
             collection=args.collection,
             text_field=args.text_field,
@@ -77,7 +80,8 @@ def ingest(index: Index, args: argparse.Namespace) -> int:
 
 def search(index: Index, args: argparse.Namespace) -> int:
     """Print hits as a table (or JSON), with the signals used and any skipped."""
-    result = index.search(
+    result = search_index(
+        index,
         args.query,
         collection=args.collection,
         k=args.k,

@@ -2,6 +2,8 @@
 
 One connection guarded by a lock: every document is written in one transaction, and the background
 vector filler (ragtune.servers.retrieval.filler) interleaves with ingest and search without half-written state.
+The index stores and never calls up: `search.search(index, ...)` and `ingest.ingest_paths(index, ...)` are the
+public API over it (tests/test_conventions.py keeps this module from importing them).
 """
 
 from __future__ import annotations
@@ -38,9 +40,6 @@ from ragtune.servers.retrieval.models import (
     DocumentDetail,
     DocumentInfo,
     DocumentPage,
-    IngestReport,
-    SearchMode,
-    SearchResult,
     Status,
 )
 from ragtune.servers.retrieval.schema import MIGRATIONS, ensure_vec_table, vec_table
@@ -296,12 +295,6 @@ class Index:
         doc = LoadedDoc(source or f"text:{digest}", text, title or _first_line(text), dict(metadata or {}))
         return self.ingest_document(doc, collection=collection)
 
-    def ingest_path(self, paths: Sequence[str | Path], **kwargs: Any) -> IngestReport:
-        """Ingest files and folders under the allowed roots (see ragtune.servers.retrieval.ingest.ingest_paths)."""
-        from ragtune.servers.retrieval.ingest import ingest_paths
-
-        return ingest_paths(self, paths, **kwargs)
-
     def prepare_collection(self, collection: str | None) -> str:
         """Return the collection to ingest into, creating it; refuse one built with another embedder."""
         name = self.resolve_collection(collection)
@@ -492,20 +485,6 @@ class Index:
                     self.conn.execute("update chunks set embedded = 1 where id = ?", (row["id"],))
 
     # -- search and read --------------------------------------------------------------------------
-
-    def search(
-        self,
-        query: str,
-        collection: str | None = None,
-        k: int = 5,
-        mode: SearchMode = "hybrid",
-        filters: dict[str, Any] | None = None,
-        weight: float = 0.5,
-    ) -> SearchResult:
-        """Rank chunks for `query` (see ragtune.servers.retrieval.search.search)."""
-        from ragtune.servers.retrieval.search import search
-
-        return search(self, query, collection=collection, k=k, mode=mode, filters=filters, weight=weight)
 
     def list_documents(self, collection: str | None = None, offset: int = 0, limit: int = 20) -> DocumentPage:
         """Return one page of a collection's documents, oldest first."""

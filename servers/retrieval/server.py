@@ -20,7 +20,7 @@ from ragtune.servers.retrieval.errors import RetrievalError, UnknownDocument
 from ragtune.servers.retrieval.filler import VectorFiller
 from ragtune.servers.retrieval.http import add_health_route, auth_options, http_app
 from ragtune.servers.retrieval.index import Index, Progress
-from ragtune.servers.retrieval.ingest import summarize
+from ragtune.servers.retrieval.ingest import ingest_paths, summarize
 from ragtune.servers.retrieval.models import (
     CollectionInfo,
     DocumentDetail,
@@ -30,6 +30,7 @@ from ragtune.servers.retrieval.models import (
     SearchResult,
     Status,
 )
+from ragtune.servers.retrieval.search import search
 from starlette.applications import Starlette
 
 from ragtune import __version__
@@ -151,7 +152,7 @@ def _add_search_tools(mcp: MCPServer) -> None:
     ) -> SearchResult:
         """Search a collection; each hit has its text, title, source, heading path, char span and ranks."""
         return await _run(
-            _index(ctx).search, query, collection=collection, k=k, mode=mode, filters=filters, weight=weight
+            search, _index(ctx), query, collection=collection, k=k, mode=mode, filters=filters, weight=weight
         )
 
     @mcp.tool(title="Index status", annotations=READ)
@@ -170,7 +171,8 @@ def _add_ingest_tools(mcp: MCPServer) -> None:
     ) -> IngestReport:
         """Ingest .md .txt .html .pdf .docx .json .jsonl files or folders; unchanged files are skipped."""
         return await _run(
-            _index(ctx).ingest_path,
+            ingest_paths,
+            _index(ctx),
             paths,
             collection=collection,
             text_field=text_field,

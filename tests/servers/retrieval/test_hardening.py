@@ -25,8 +25,9 @@ from ragtune.servers.retrieval.chunking import markdown_title
 from ragtune.servers.retrieval.errors import BadQuery
 from ragtune.servers.retrieval.filler import VectorFiller
 from ragtune.servers.retrieval.index import Index
+from ragtune.servers.retrieval.ingest import ingest_paths
 from ragtune.servers.retrieval.loaders import LoadError, load_file
-from ragtune.servers.retrieval.search import lexical_ranking
+from ragtune.servers.retrieval.search import lexical_ranking, search
 from ragtune.servers.retrieval.server import build_server
 
 from ragtune.config import RetrievalSettings
@@ -101,8 +102,8 @@ async def test_fifos_over_mcp_leave_the_server_responsive_and_stoppable(
 def test_a_query_over_the_limit_is_refused_with_the_setting_named(index: Index) -> None:
     index.ingest_text("Lighthouses guide ships.", source="l")
     with pytest.raises(BadQuery, match="RAGTUNE_RETRIEVAL_MAX_QUERY_CHARS"):
-        index.search("lighthouse " * 1000)
-    assert index.search("lighthouse " * 10).hits
+        search(index, "lighthouse " * 1000)
+    assert search(index, "lighthouse " * 10).hits
 
 
 def _docx(members: dict[str, bytes]) -> bytes:
@@ -168,10 +169,10 @@ def test_markdown_code_comments_are_not_headings_and_setext_headings_are(index: 
     assert markdown_title(KIWI_STYLE) == "Kiwi guide"
     assert markdown_title("```\n# not a title\n```\ntext\n") is None
     (docs_dir / "kiwi.md").write_text(KIWI_STYLE, encoding="utf-8")
-    index.ingest_path([docs_dir / "kiwi.md"])
-    hit = index.search("tokenize sentence", mode="lexical").hits[0]
+    ingest_paths(index, [docs_dir / "kiwi.md"])
+    hit = search(index, "tokenize sentence", mode="lexical").hits[0]
     assert hit.title == "Kiwi guide" and hit.heading_path == ["Kiwi guide", "Tokenizing"]
-    intro = index.search("analyser", mode="lexical").hits[0]
+    intro = search(index, "analyser", mode="lexical").hits[0]
     assert intro.heading_path == ["Kiwi guide"]
 
 

@@ -15,7 +15,9 @@ from ragtune.servers.retrieval.errors import (
 )
 from ragtune.servers.retrieval.filters import FilterError
 from ragtune.servers.retrieval.index import Index
+from ragtune.servers.retrieval.ingest import ingest_paths
 from ragtune.servers.retrieval.korean import Analyzer
+from ragtune.servers.retrieval.search import search
 
 from .conftest import FakeEmbedder
 
@@ -25,7 +27,7 @@ Counts = Callable[[Index], dict[str, int]]
 def test_korean_question_with_particles_finds_the_noun_through_kiwi(index: Index) -> None:
     index.ingest_text("검색 기능은 문서를 빠르게 찾아 줍니다.", source="search.md")
     index.ingest_text("날씨가 맑고 바람이 붑니다.", source="weather.md")
-    result = index.search("검색을 어떻게 쓰나요?", mode="lexical")
+    result = search(index, "검색을 어떻게 쓰나요?", mode="lexical")
     assert [h.source for h in result.hits] == ["search.md"]
     # Whitespace tokens would not match: "검색을" never occurs in the document.
     assert "검색을" not in result.hits[0].text
@@ -34,15 +36,15 @@ def test_korean_question_with_particles_finds_the_noun_through_kiwi(index: Index
 def test_ingest_search_delete_search(index: Index, row_counts: Counts) -> None:
     report = index.ingest_text("# Pasta\n\nBoil water and cook noodles.", source="pasta.md")
     assert report.status == "added" and report.chunks == 1
-    hit = index.search("cooking noodles", mode="lexical").hits[0]
+    hit = search(index, "cooking noodles", mode="lexical").hits[0]
     assert hit.doc_id == report.doc_id and hit.lexical_rank == 1 and hit.heading_path == ["Pasta"]
     doc = index.get_document(report.doc_id)
     assert doc.text[hit.char_start : hit.char_end] == hit.text
     index.embed_pending()
     assert row_counts(index)["vec_64"] == 1
     index.delete_document(report.doc_id)
-    assert index.search("cooking noodles", mode="lexical").hits == []
-    assert index.search("cooking noodles", mode="vector").hits == []
+    assert search(index, "cooking noodles", mode="lexical").hits == []
+    assert search(index, "cooking noodles", mode="vector").hits == []
     assert row_counts(index) == {"documents": 0, "chunks": 0, "chunks_fts_docsize": 0, "vec_64": 0}
     with pytest.raises(UnknownDocument, match="list documents"):
         index.delete_document(report.doc_id)
@@ -58,13 +60,13 @@ def test_reingesting_the_same_content_is_a_noop_and_says_so(index: Index, row_co
 
 def test_a_changed_file_replaces_its_chunks(index: Index, docs_dir: Path, row_counts: Counts) -> None:
     path = docs_dir / "ko.md"
-    first = index.ingest_path([path])
+    first = ingest_paths(index, [path])
     index.embed_pending()
     path.write_text("# 새 문서\n\n완전히 바뀐 내용입니다.\n", encoding="utf-8")
-    second = index.ingest_path([path])
+    second = ingest_paths(index, [path])
     assert (first.added, second.replaced) == (1, 1)
-    assert index.search("형태소", mode="lexical").hits == []
-    assert index.search("바뀐 내용", mode="lexical").hits[0].source == "ko.md"
+    assert search(index, "형태소", mode="lexical").hits == []
+    assert search(index, "바뀐 내용", mode="lexical").hits[0].source == "ko.md"
     counts = row_counts(index)
     assert counts["documents"] == 1 and counts["chunks"] == counts["chunks_fts_docsize"] == 1
     assert counts["vec_64"] == 0, "old vectors went with the old chunks"
@@ -94,15 +96,15 @@ def test_a_crash_mid_document_leaves_the_old_version_whole(
 def test_hybrid_fuses_both_signals_and_reports_ranks(index: Index) -> None:
     index.ingest_text("Tomato sauce with garlic.", source="sauce.md")
     index.ingest_text("Boil noodles in salted water.", source="noodles.md")
-    lexical_only = index.search("garlic tomato")
+    lexical_only = search(index, "garlic tomato")
     assert lexical_only.signals == ["lexical"] and "no vectors yet" in lexical_only.skipped["vector"]
     index.embed_pending()
-    result = index.search("garlic tomato", k=2)
+    result = search(index, "garlic tomato", k=2)
     assert result.signals == ["lexical", "vector"] and result.skipped == {}
     assert result.coverage.embedded == result.coverage.total == 2
     top = result.hits[0]
     assert top.source == "sauce.md" and top.lexical_rank == 1 and top.vector_rank == 1
-    assert index.search("garlic tomato", weight=0.0, k=2).weight == 0.0
+    assert search(index, "garlic tomato", weight=0.0, k=2).weight == 0.0
 
 
 def test_every_chunk_is_embedded_with_its_document_title(index: Index) -> None:
@@ -111,7 +113,7 @@ def test_every_chunk_is_embedded_with_its_document_title(index: Index) -> None:
     index.ingest_text("Mice regrow hair follicles after wounding.", source="mice.md", title="Mouse skin")
     assert report.chunks > 2
     index.embed_pending()
-    hits = index.search("zebrafish", mode="vector", k=report.chunks).hits
+    hits = search(index, "zebrafish", mode="vector", k=report.chunks).hits
     # Only the title says "zebrafish": every chunk of the document outranks the other document.
     assert [h.source for h in hits] == ["fish.md"] * report.chunks
     assert all("Zebrafish" not in h.text and body[h.char_start : h.char_end] == h.text for h in hits)
@@ -126,12 +128,12 @@ def test_filters_apply_inside_the_ranking_so_k_results_come_back(index: Index) -
         )
     index.embed_pending()
     for mode in ("lexical", "vector", "hybrid"):
-        result = index.search("rivers lakes", k=3, mode=mode, filters={"year": {"gte": 2020}})  # type: ignore[arg-type]
+        result = search(index, "rivers lakes", k=3, mode=mode, filters={"year": {"gte": 2020}})  # type: ignore[arg-type]
         assert len(result.hits) == 3, mode
         assert all(h.metadata["year"] >= 2020 for h in result.hits), mode
-    only = index.search("rivers", k=5, filters={"source": "r2016.md"})
+    only = search(index, "rivers", k=5, filters={"source": "r2016.md"})
     assert [h.source for h in only.hits] == ["r2016.md"]
-    dated = index.search("rivers", k=10, filters={"date": {"lt": "2017-01-01"}, "lang": {"in": ["en", "ko"]}})
+    dated = search(index, "rivers", k=10, filters={"date": {"lt": "2017-01-01"}, "lang": {"in": ["en", "ko"]}})
     assert sorted(h.metadata["year"] for h in dated.hits) == [2015, 2016]
 
 
@@ -149,7 +151,7 @@ def test_filters_apply_inside_the_ranking_so_k_results_come_back(index: Index) -
 def test_bad_search_arguments_are_clear_errors(index: Index, kwargs: dict, error: type, fragment: str) -> None:
     index.ingest_text("something", source="s.md")
     with pytest.raises(error, match=fragment):
-        index.search(**kwargs)
+        search(index, **kwargs)
 
 
 def test_another_embedder_on_the_same_collection_is_refused(index: Index, row_counts: Counts) -> None:
@@ -157,14 +159,14 @@ def test_another_embedder_on_the_same_collection_is_refused(index: Index, row_co
     index.embed_pending()
     other = Index(index.conn, index.config, FakeEmbedder("other-model", 32))
     with pytest.raises(EmbedderMismatch, match=r"built with fake-hash-64 \(dim 64\).*other-model \(dim 32\)"):
-        other.search("vectors")
+        search(other, "vectors")
     with pytest.raises(EmbedderMismatch, match="mode='lexical'"):
-        other.search("vectors", mode="vector")
+        search(other, "vectors", mode="vector")
     before = row_counts(index)
     with pytest.raises(EmbedderMismatch):
         other.ingest_text("more text", source="w.md")
     assert row_counts(index) == before
-    assert other.search("vectors", mode="lexical").hits, "lexical search still works"
+    assert search(other, "vectors", mode="lexical").hits, "lexical search still works"
     assert other.pending_count() == 0, "it never embeds another model's collection"
 
 
@@ -191,10 +193,10 @@ def test_lexical_only_index_searches_without_vectors(retrieval_settings: object)
     ix = Index.open(retrieval_settings, None)  # type: ignore[arg-type]
     try:
         ix.ingest_text("plain lexical text", source="p.md")
-        result = ix.search("lexical")
+        result = search(ix, "lexical")
         assert result.signals == ["lexical"] and "RAGTUNE_EMBEDDER=none" in result.skipped["vector"]
         with pytest.raises(BadQuery, match="use mode='lexical'"):
-            ix.search("lexical", mode="vector")
+            search(ix, "lexical", mode="vector")
     finally:
         ix.close()
 
@@ -205,18 +207,18 @@ def test_hybrid_skips_vectors_for_a_language_the_embedder_does_not_cover(index: 
     ix = Index(index.conn, index.config, english_only)
     ix.ingest_text("검색 문서와 search document", source="mixed.md")
     ix.embed_pending()
-    korean = ix.search("검색을 해요")
+    korean = search(ix, "검색을 해요")
     assert korean.query_language == "ko" and korean.signals == ["lexical"]
     assert "does not cover the query language (ko)" in korean.skipped["vector"]
-    assert ix.search("search documents").signals == ["lexical", "vector"]
+    assert search(ix, "search documents").signals == ["lexical", "vector"]
 
 
 def test_weight_one_ranks_by_vectors_alone(index: Index) -> None:
     for n, text in enumerate(["apple banana", "apple apple cherry", "banana cherry date", "apple date"]):
         index.ingest_text(text, source=f"{n}.md")
     index.embed_pending()
-    vector = [h.chunk_id for h in index.search("apple cherry", mode="vector", k=4).hits]
-    fused = index.search("apple cherry", weight=1.0, k=4)
+    vector = [h.chunk_id for h in search(index, "apple cherry", mode="vector", k=4).hits]
+    fused = search(index, "apple cherry", weight=1.0, k=4)
     assert [h.chunk_id for h in fused.hits][: len(vector)] == vector
     assert [h.vector_rank for h in fused.hits] == [1, 2, 3, 4]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import ragtune.servers.retrieval.lexical as lexical
 from ragtune.servers.retrieval.index import Index
-from ragtune.servers.retrieval.search import HEAD_WEIGHT
+from ragtune.servers.retrieval.search import HEAD_WEIGHT, search
 
 FULL = (
     "select c.id, bm25(chunks_fts, 1.0, 1.0) from chunks_fts cross join chunks c on c.id = chunks_fts.rowid "
@@ -77,7 +77,7 @@ def test_small_indexes_and_common_only_queries_keep_the_plain_query(ix: Index, m
     monkeypatch.setattr(lexical, "MIN_ROWS", 0)
     monkeypatch.setattr(lexical, "COMMON_RATIO", 0.1)
     assert lexical.split_terms(ix.conn, ["river", "lake"]) is None  # no rare term: nothing to prune
-    hits = ix.search("river lake", mode="lexical", k=10).hits
+    hits = search(ix, "river lake", mode="lexical", k=10).hits
     assert len(hits) == 10 and all("lake" in h.text for h in hits)
-    pruned = ix.search("river zqdx gqcx", mode="lexical", k=5).hits
+    pruned = search(ix, "river zqdx gqcx", mode="lexical", k=5).hits
     assert len(pruned) == 5 and "zqdx" in pruned[0].text

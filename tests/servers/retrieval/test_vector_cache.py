@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from ragtune.servers.retrieval.index import Index
+from ragtune.servers.retrieval.search import search
 
 
 class RandomEmbedder:
@@ -47,7 +48,7 @@ def pair(tmp_path: Path) -> Iterator[tuple[Index, Index]]:
 def _ids(ix: Index, query: str, k: int, filters: dict | None = None) -> list[tuple[str, float]]:
     return [
         (h.chunk_id, round(h.score, 4))
-        for h in ix.search(query, collection="default", k=k, mode="vector", filters=filters).hits
+        for h in search(ix, query, collection="default", k=k, mode="vector", filters=filters).hits
     ]
 
 
@@ -63,10 +64,10 @@ def test_cached_knn_matches_vec0_ids_order_and_distances(pair: tuple[Index, Inde
 def test_filters_restrict_the_matrix_so_k_results_come_back(pair: tuple[Index, Index]) -> None:
     cached, plain = pair
     _ingest(cached, 90)
-    hits = cached.search("alpha", k=10, mode="vector", filters={"group": 2}).hits
+    hits = search(cached, "alpha", k=10, mode="vector", filters={"group": 2}).hits
     assert len(hits) == 10 and all(h.metadata["group"] == 2 for h in hits)
     assert _ids(cached, "alpha", 10, {"group": 2}) == _ids(plain, "alpha", 10, {"group": 2})
-    rare = cached.search("alpha", k=5, mode="vector", filters={"source": "d7.md"}).hits
+    rare = search(cached, "alpha", k=5, mode="vector", filters={"source": "d7.md"}).hits
     assert [h.source for h in rare] == ["d7.md"]
 
 
@@ -74,27 +75,27 @@ def test_writes_from_another_index_on_the_same_file_are_seen(pair: tuple[Index, 
     cached, other = pair
     _ingest(cached, 30)
     query = "note 40 about topic 5"  # the exact text of d40's chunk: its vector is the query's
-    assert "d40.md" not in [h.source for h in cached.search(query, k=5, mode="vector").hits]
+    assert "d40.md" not in [h.source for h in search(cached, query, k=5, mode="vector").hits]
     other.ingest_text("note 40 about topic 5", source="d40.md")
     other.embed_pending()
-    assert cached.search(query, k=1, mode="vector").hits[0].source == "d40.md"
-    doc_id = cached.search(query, k=1, mode="vector").hits[0].doc_id
+    assert search(cached, query, k=1, mode="vector").hits[0].source == "d40.md"
+    doc_id = search(cached, query, k=1, mode="vector").hits[0].doc_id
     other.delete_document(doc_id)
-    assert "d40.md" not in [h.source for h in cached.search(query, k=5, mode="vector").hits]
+    assert "d40.md" not in [h.source for h in search(cached, query, k=5, mode="vector").hits]
     assert _ids(cached, "beta", 10) == _ids(other, "beta", 10)
 
 
 def test_own_writes_update_the_matrix_in_place(pair: tuple[Index, Index]) -> None:
     cached, plain = pair
     _ingest(cached, 20)
-    cached.search("alpha", k=3, mode="vector")  # load
+    search(cached, "alpha", k=3, mode="vector")  # load
     _ingest(cached, 20, start=20)  # appended after each commit, no reload
-    doc = cached.search("note 25 about topic 4", k=1, mode="vector").hits[0]
+    doc = search(cached, "note 25 about topic 4", k=1, mode="vector").hits[0]
     assert doc.source == "d25.md"
     cached.delete_document(doc.doc_id)
     cached.ingest_text("note 3 about topic 3, edited", source="d3.md", metadata={"group": 0})
     cached.embed_pending()
-    assert "d25.md" not in [h.source for h in cached.search("note 25 about topic 4", k=5, mode="vector").hits]
+    assert "d25.md" not in [h.source for h in search(cached, "note 25 about topic 4", k=5, mode="vector").hits]
     assert _ids(cached, "gamma", 39) == _ids(plain, "gamma", 39)
     cached.delete_collection("default")
     assert cached.vectors.used_bytes() == 0
