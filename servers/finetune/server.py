@@ -422,10 +422,3 @@ def _next_step(job: Job) -> str:
     if job.evaluation.get("verdict") != "better":
         return f"show job.evaluation.summary and ask before using it (verdict {job.evaluation.get('verdict')})"
     return NEXT[job.status] + f"; {job.evaluation.get('summary')}"
-
-
-def build_app(settings: FinetuneSettings, **kwargs: Any) -> Any:
-    """Build the HTTP app (/mcp, /v1, /health); see ragtune.servers.finetune.app."""
-    from ragtune.servers.finetune.app import build_app as _build
-
-    return _build(settings, **kwargs)
