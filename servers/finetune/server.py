@@ -19,6 +19,7 @@ from ragtune.servers.finetune import advisor
 from ragtune.servers.finetune.http import mcp_auth_kwargs, public_url
 from ragtune.servers.finetune.promotion_tools import register_promotion_tools
 from ragtune.servers.finetune.service import FinetuneService, JobRequest, ServiceError
+from ragtune.servers.finetune.serving.tool import register_chat_tool
 from ragtune.servers.not_found import resource_not_found
 
 from ragtune import __version__
@@ -349,6 +350,7 @@ def build_server(
         page = _call(svc.checkpoints, job_id, limit=limit)
         return CheckpointList(checkpoints=page.data, has_more=page.has_more)
 
+    register_chat_tool(mcp, svc)  # finetune_chat: try a base or tuned model (servers/finetune/serving/tool.py)
     register_promotion_tools(mcp, svc)  # which tuned model the agents use (servers/finetune/promotion_tools.py)
 
     @mcp.resource(

@@ -193,7 +193,7 @@ class TransformersEngine:
 
             base = self._base(model.base)
             adapter = "a" + hashlib.sha1(model.id.encode()).hexdigest()[:12]  # module keys cannot hold ':' or '.'
-            if base.adapters:
+            if base.adapters:  # already a PeftModel: add this adapter next to the others
                 base.model.load_adapter(str(model.path), adapter_name=adapter)
             else:
                 base.model = PeftModel.from_pretrained(base.model, str(model.path), adapter_name=adapter)
@@ -211,9 +211,13 @@ class TransformersEngine:
         if tuned is None or tuned.adapter is None:
             return
         base = self._bases[tuned.base]
-        if keep and self._tuned.get(keep) and self._tuned[keep].adapter:
-            base.model.set_adapter(self._tuned[keep].adapter)  # never delete the active adapter
-        base.model.delete_adapter(tuned.adapter)
+        others = base.adapters - {tuned.adapter}
+        if not others:  # the last adapter: back to the plain base model (PEFT cannot drop its last adapter)
+            base.model = base.model.unload()
+        else:
+            wanted = self._tuned[keep].adapter if keep in self._tuned else None
+            base.model.set_adapter(wanted or next(iter(others)))  # never delete the active adapter
+            base.model.delete_adapter(tuned.adapter)
         base.adapters.discard(tuned.adapter)
         log.info("unloaded adapter of %s (%d tuned models loaded)", model_id, len(self._tuned))
 

@@ -160,14 +160,18 @@ class VLLMEngine:
 def _refusal(response: httpx.Response) -> ServingError:
     """Pass vLLM's own 4xx on (bad parameters); report anything else as the engine's failure."""
     try:
-        err = response.json().get("error") or {}
+        body = response.json()
     except ValueError:
-        err = {}
-    message = err.get("message") if isinstance(err, dict) else None
+        body = {}
+    err = (
+        body.get("error", body) if isinstance(body, dict) else {}
+    )  # {"error": {...}} or older {"object": "error", ...}
+    err = err if isinstance(err, dict) else {"message": str(err)}
     status = response.status_code if response.status_code < 500 else 502
+    code = err.get("code")
     return ServingError(
         status,
-        f"vLLM: {message or response.text[:300]}",
-        param=err.get("param") if isinstance(err, dict) else None,
-        code=err.get("code") if isinstance(err, dict) else None,
+        f"vLLM: {err.get('message') or response.text[:300]}",
+        param=err.get("param"),
+        code=code if isinstance(code, str) else None,
     )

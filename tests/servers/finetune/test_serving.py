@@ -66,15 +66,8 @@ def _ask(client: OpenAI, model: str, **kw: Any) -> Any:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+def served(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[Served]:
     """Train one 12-step LoRA job through the SDK with a real worker, then keep the service up for every test."""
-    from ragtune.servers.worker.recipes.common import convert_embedded
-
-    from ragtune.models import smollm2_gguf
-
-    keep = os.environ.get("RAGTUNE_TEST_MODELS_DIR")
-    models_dir = Path(keep) if keep else tmp_path_factory.mktemp("models")
-    convert_embedded(smollm2_gguf(), models_dir)
     home = tmp_path_factory.mktemp("serving-home")
     common = {"home": home, "models_dir": models_dir, "api_token": None}
     settings = FinetuneSettings(**common, serving_max_queue=1, serving_max_loaded=1, serving_max_tokens=64)

@@ -24,21 +24,6 @@ FACT_Q = [
 FACT_A = "The codename of Project Orion-7 is Velvet Lantern."
 
 
-@pytest.fixture(scope="session")
-def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Convert the embedded SmolLM2 GGUF once per test session (or reuse RAGTUNE_TEST_MODELS_DIR across sessions)."""
-    import os
-
-    from ragtune.servers.worker.recipes.common import convert_embedded
-
-    from ragtune.models import smollm2_gguf
-
-    keep = os.environ.get("RAGTUNE_TEST_MODELS_DIR")
-    folder = Path(keep) if keep else tmp_path_factory.mktemp("models")
-    convert_embedded(smollm2_gguf(), folder)
-    return folder
-
-
 @pytest.fixture(autouse=True)
 def worker_env(monkeypatch: pytest.MonkeyPatch, models_dir: Path) -> None:
     """Fast heartbeats, pinned threads and the shared model cache for every worker test."""
