@@ -347,7 +347,7 @@ class FinetuneService:
             hyperparameters=resolved,
             training_file=train.id,
             validation_file=req.validation_file,
-            seed=req.seed if req.seed is not None else 42,
+            seed=req.seed if req.seed is not None else 0,  # Job.seed's default, the recipes' too (CONTRACTS.md)
             method=method,
             metadata=req.metadata,
             integrations=req.integrations or [],
