@@ -15,7 +15,8 @@ from ragtune.config import AgentSettings, RetrievalSettings
 from ragtune.llm import StandInChatModel
 
 
-async def test_an_empty_corpus_fails_the_coordinators_task_with_the_reason(free_port, serving):
+async def test_an_empty_corpus_fails_the_coordinators_task_with_the_reason(free_port, serving, monkeypatch):
+    monkeypatch.setenv("RAGTUNE_EMBEDDER", "none")  # lexical only: no embedder to load for an empty corpus
     rport, aport, cport = free_port(), free_port(), free_port()
     async with serving(retrieval_app(RetrievalSettings(retrieval_port=rport), embedder=None), rport) as r_url:
         settings = AgentSettings(
