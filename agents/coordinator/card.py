@@ -22,10 +22,15 @@ def skills() -> list[AgentSkill]:
         ),
         skill(
             "finetune",
-            "Fine-tuning advice and jobs",
-            "Whether to fine-tune for a described situation; launching and following a job (asks first).",
-            ["fine-tuning"],
-            ["We have 20k labelled tickets and a 24 GB GPU: should we fine-tune?"],
+            "Fine-tuning advice, memory estimates and jobs",
+            "Which method fits a described situation, how much GPU memory training a model size needs, and "
+            "launching and following a job (asks first).",
+            ["fine-tuning", "gpu-memory"],
+            [
+                "We have 20k labelled tickets and a 24 GB GPU: should we fine-tune?",
+                "How much GPU memory do I need to fine-tune a 7B model with LoRA?",
+                "7B 모델 학습에 GPU 메모리가 얼마나 필요한가요?",
+            ],
         ),
         skill(
             "qa_then_train",

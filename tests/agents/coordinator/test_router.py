@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from langchain_core.messages import AIMessage
+from ragtune.agents.coordinator import card
 from ragtune.agents.coordinator.choose import pick_route
 from ragtune.agents.coordinator.router import ROUTES, route
 
@@ -55,3 +56,9 @@ async def test_a_tool_calling_model_routes_and_a_confused_one_falls_back_to_inte
     assert await pick_route("Launch a LoRA training job", model) == ("finetune", "keywords")  # no tool call
     assert "What is LoRA?" in model.seen[0][0].content  # the routing prompt carries the examples
     assert await pick_route("What is LoRA?", None) == ("research", "keywords")
+
+
+def test_the_cards_examples_are_routed_to_the_skill_they_illustrate():
+    by_skill = {"ask": "research", "finetune": "finetune", "qa_then_train": "chain"}
+    for s in card.skills():
+        assert s.examples and {route(e) for e in s.examples} == {by_skill[s.id]}, s.id
