@@ -216,3 +216,20 @@ def test_lexical_ranking_runs_without_the_index_lock(index: Index) -> None:
         worker.start()
         worker.join(timeout=10)
     assert result and result[0], "the lexical ranking waited for the index lock"
+
+
+def test_the_retrieval_server_caps_open_mcp_sessions(retrieval_settings: RetrievalSettings) -> None:
+    from ragtune.servers.retrieval.server import build_app
+    from starlette.testclient import TestClient
+
+    init = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
+    }
+    headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+    capped = retrieval_settings.model_copy(update={"mcp_max_sessions": 1})
+    with TestClient(build_app(capped, embedder=None), base_url="http://127.0.0.1:8701") as http:
+        assert http.post("/mcp", json=init, headers=headers).status_code == 200
+        assert http.post("/mcp", json=init, headers=headers).status_code == 503
