@@ -269,7 +269,9 @@ def echo_app(advertised: str) -> Starlette:
         default_input_modes=["text/plain"],
         default_output_modes=["text/plain"],
         skills=[
-            AgentSkill(id="echo", name="Echo", description="Repeats the message", tags=["test"], examples=["hello"])
+            AgentSkill(
+                id="echo", name="Echo", description="Repeats the message", tags=["test"], examples=["hello", "안녕"]
+            )
         ],
     )
     handler = DefaultRequestHandler(agent_executor=EchoExecutor(), task_store=InMemoryTaskStore(), agent_card=card)
@@ -300,9 +302,10 @@ def test_a2a_cli_dials_the_given_host_when_the_card_advertises_an_unreachable_on
 
 
 def test_a2a_cli_shows_a_foreign_agents_card(echo_agent: str) -> None:
-    result = run_client("a2a_cli.py", echo_agent)
+    result = run_client("a2a_cli.py", echo_agent, "--card")
     assert result.returncode == 0, result.stderr
     assert "echo 1.0.0: Echoes what it hears" in result.stdout and "skill echo" in result.stdout
+    assert '"안녕"' in result.stdout and "\\uc548" not in result.stdout  # --card prints Korean as Korean
 
 
 @pytest.mark.parametrize("stream", [False, True])
