@@ -131,6 +131,8 @@ class FinetuneService:
                 type="permission_error",
                 code="path_not_allowed",
             )
+        if target.exists() and not target.is_file():  # a FIFO would block the read forever (issue #12)
+            raise ServiceError(400, f"{target} is not a regular file: pass a dataset file", param="path")
         if not target.is_file():
             raise ServiceError(404, f"no file at {target}", param="path", code="not_found")
         if target.stat().st_size > self.settings.finetune_max_file_mb * 1e6:

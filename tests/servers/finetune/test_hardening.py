@@ -3,6 +3,7 @@ bearer parser, guarded docs, bounds, quotas, time-boxed regex rewards, MCP sessi
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 from ragtune.servers.finetune.app import build_app
+from ragtune.servers.finetune.service import FinetuneService, ServiceError
 from ragtune.servers.worker.recipes.rewards import make_reward
 
 from ragtune.config import FinetuneSettings, InsecureBindError, check_bind
@@ -175,3 +177,14 @@ def test_deeply_nested_json_in_an_upload_is_400_with_its_line(settings: Finetune
     with TestClient(build_app(settings)) as http:
         r = http.post("/v1/files", files={"file": ("n.jsonl", nested.encode())}, data={"purpose": "fine-tune"})
     assert r.status_code == 400 and r.json()["error"]["problems"][0]["line"] == 13, r.text
+
+
+def test_a_dataset_path_that_is_a_fifo_is_refused_without_blocking(settings: FinetuneSettings) -> None:
+    fifo = settings.finetune_roots[0] / "train.jsonl"
+    os.mkfifo(fifo)
+    service = FinetuneService(settings)
+    try:
+        with pytest.raises(ServiceError, match="not a regular file"):
+            service.read_path(str(fifo))
+    finally:
+        service.close()
