@@ -8,6 +8,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import sqlite_utils
+
 try:  # The CI Python's stdlib sqlite3 cannot load extensions; pysqlite3-binary can.
     import pysqlite3.dbapi2 as sqlite3  # untyped: sqlite3 is Any to mypy, so the fallback below is no redefinition
 except ImportError:  # pragma: no cover - exercised only where the wheel is absent
@@ -34,6 +36,15 @@ def connect(path: Path | str, *, vec: bool = True, check_same_thread: bool = Fal
     if vec:
         load_vec(conn)
     return conn
+
+
+def tables(conn: Connection) -> sqlite_utils.Database:
+    """Wrap `conn` in sqlite-utils for simple row access (insert, get, rows_where) on the same connection.
+
+    Plugins stay off and recursive triggers as SQLite sets them; inside `transaction()` its writes join the open
+    transaction. Hot paths (FTS5 ranking, vector sync, leases) keep hand-written SQL.
+    """
+    return sqlite_utils.Database(conn, recursive_triggers=False, execute_plugins=False)
 
 
 def load_vec(conn: Connection) -> None:

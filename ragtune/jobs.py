@@ -14,6 +14,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
+import sqlite_utils
 from pydantic import BaseModel, ConfigDict, Field
 
 from ragtune import db
@@ -194,6 +195,7 @@ class JobStore:
         self.max_attempts = max_attempts
         self.conn = db.connect(self.path, vec=False)
         db.migrate(self.conn, MIGRATIONS)
+        self.tables = db.tables(self.conn)  # files and checkpoints: plain rows, so sqlite-utils does the SQL
 
     def close(self) -> None:
         """Close the connection."""
@@ -202,40 +204,27 @@ class JobStore:
     # files -----------------------------------------------------------------------------------
     def add_file(self, file: FileObject) -> FileObject:
         """Record an uploaded, already validated file."""
-        self.conn.execute(
-            "insert into files values (?,?,?,?,?,?,?,?,?)",
-            (
-                file.id,
-                file.bytes,
-                file.created_at,
-                file.filename,
-                file.purpose,
-                file.status,
-                file.path,
-                file.format,
-                json.dumps(file.report),
-            ),
-        )
+        row = file.model_dump(exclude={"object"}) | {"path": file.path, "report": json.dumps(file.report)}
+        self.tables["files"].insert(row)
         return file
 
     def get_file(self, file_id: str) -> FileObject:
         """Return a file or raise UnknownId."""
-        row = self.conn.execute("select * from files where id = ?", (file_id,)).fetchone()
-        if row is None:
-            raise UnknownId(f"no file with id {file_id!r}; list files to see the ids")
-        return _file(row)
+        try:
+            return _file(self.tables["files"].get(file_id))
+        except sqlite_utils.db.NotFoundError:
+            raise UnknownId(f"no file with id {file_id!r}; list files to see the ids") from None
 
     def list_files(self, purpose: str | None = None) -> list[FileObject]:
         """Return files, newest first."""
-        sql, args = "select * from files", []
-        if purpose:
-            sql, args = sql + " where purpose = ?", [purpose]
-        return [_file(r) for r in self.conn.execute(sql + " order by created_at desc, rowid desc", args)]
+        where, args = ("purpose = ?", [purpose]) if purpose else (None, [])
+        rows = self.tables["files"].rows_where(where, args, order_by="created_at desc, rowid desc")
+        return [_file(r) for r in rows]
 
     def delete_file(self, file_id: str) -> FileObject:
         """Forget a file and remove its bytes from disk."""
         file = self.get_file(file_id)
-        self.conn.execute("delete from files where id = ?", (file_id,))
+        self.tables["files"].delete(file_id)
         Path(file.path).unlink(missing_ok=True)
         return file
 
@@ -476,10 +465,8 @@ class JobStore:
             metrics=metrics or {},
             step_number=step,
         )
-        self.conn.execute(
-            "insert into checkpoints values (?,?,?,?,?,?)",
-            (ckpt.id, job_id, ckpt.created_at, step, path, json.dumps(ckpt.metrics)),
-        )
+        row = {"id": ckpt.id, "job_id": job_id, "created_at": ckpt.created_at, "step_number": step, "path": path}
+        self.tables["checkpoints"].insert(row | {"metrics": json.dumps(ckpt.metrics)})
         return ckpt
 
     def list_checkpoints(self, job_id: str, *, limit: int = 10, after: str | None = None) -> list[Checkpoint]:

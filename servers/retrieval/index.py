@@ -46,7 +46,7 @@ from ragtune.servers.retrieval.schema import MIGRATIONS, ensure_vec_table, vec_t
 from ragtune.servers.retrieval.vector_cache import VectorCache
 
 from ragtune.config import RetrievalSettings
-from ragtune.db import Connection, connect, migrate, transaction
+from ragtune.db import Connection, connect, migrate, tables, transaction
 from ragtune.embeddings import Embedder, detect_language
 
 Progress = Callable[[float, float | None, str], None]
@@ -96,6 +96,7 @@ class Index:
 
     def __init__(self, conn: Connection, config: IndexConfig, embedder: Embedder | None) -> None:
         self.conn = conn
+        self.tables = tables(conn)  # simple counts and rows; FTS5, vec0 and the joins stay hand-written SQL
         self.config = config
         self.embedder = embedder
         self.lock = threading.RLock()
@@ -493,7 +494,7 @@ class Index:
         name = self.resolve_collection(collection)
         with self.lock:
             self.require_collection(name)
-            total = self.conn.execute("select count(*) from documents where collection = ?", (name,)).fetchone()[0]
+            total = self.tables["documents"].count_where("collection = ?", [name])
             rows = self.conn.execute(
                 f"{_DOC_SELECT} where d.collection = ? order by d.id limit ? offset ?", (name, limit, offset)
             ).fetchall()

@@ -124,6 +124,7 @@ def lexical_ranking(
     index: Index, terms: list[str], collection: str, where: str, params: list[Any], depth: int
 ) -> list[tuple[int, float]]:
     """Return (chunk rowid, bm25) best first; filters apply before the limit (approximate at scale, see lexical.py)."""
+    # Hand-written SQL, not sqlite-utils: the hot path (two-stage FTS5 bm25, see lexical.py) needs exact query plans.
     # CROSS JOIN pins the FTS match as the outer loop; otherwise SQLite walks the collection's chunks first.
     docs = "" if where == "1" else " cross join documents d on d.id = c.doc_id"
     sql = (

@@ -149,6 +149,7 @@ class VectorCache:
 
 def _load(conn: Any, collection: str, dim: int, generation: Generation) -> _Entry:
     """Read a collection's vectors from vec0 into one normalised float32 matrix."""
+    # Raw SQL: vec0 is a virtual table sqlite-utils does not model, and this bulk read syncs the in-memory cache.
     rows = conn.execute(
         f"select chunk_id, embedding from {vec_table(dim)} where collection = ?", (collection,)
     ).fetchall()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterable
@@ -236,3 +238,15 @@ def test_files_round_trip_and_delete_removes_bytes(store: JobStore, tmp_path: Pa
     assert not path.exists()
     with pytest.raises(UnknownId):
         store.get_file("file-1")
+
+
+def test_sqlite_utils_cli_reads_the_job_store(store: JobStore) -> None:
+    job = make_job(store)
+    store.add_checkpoint(job.id, 5, "/tmp/ck-5", {"train_loss": 0.5})
+    cli = Path(sys.executable).with_name("sqlite-utils")
+    shown = subprocess.run([cli, "tables", str(store.path), "--counts"], capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    counts = {t["table"]: t["count"] for t in json.loads(shown.stdout)}
+    assert counts["jobs"] == 1 and counts["checkpoints"] == 1 and counts["files"] == 0
+    rows = subprocess.run([cli, "rows", str(store.path), "checkpoints"], capture_output=True, text=True, timeout=60)
+    assert json.loads(rows.stdout)[0]["step_number"] == 5

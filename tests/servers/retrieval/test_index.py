@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -231,3 +234,24 @@ def test_counts_see_writes_from_another_connection(index: Index, retrieval_setti
     finally:
         other.close()
     assert index.coverage().total == 1
+
+
+def test_sqlite_utils_cli_counts_the_index_tables_with_sqlite_vec_loaded(index: Index) -> None:
+    index.ingest_text("# Pasta\n\nBoil water and cook noodles.", source="pasta.md")
+    index.embed_pending()
+    cli = Path(sys.executable).with_name("sqlite-utils")
+    vec = subprocess.run(
+        [sys.executable, "-c", "import sqlite_vec; print(sqlite_vec.loadable_path())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    shown = subprocess.run(
+        [cli, "tables", str(index.config.db_path), "--counts", "--load-extension", vec],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    counts = {t["table"]: t["count"] for t in json.loads(shown.stdout)}
+    assert counts["documents"] == 1 and counts["chunks"] == 1 and counts[f"vec_{index.embedder.dim}"] == 1
