@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -71,15 +71,23 @@ def transaction(conn: Connection, *, immediate: bool = True) -> Iterator[Connect
         conn.execute("commit")
 
 
-def migrate(conn: Connection, migrations: Sequence[str]) -> int:
+# A migration is SQL (FTS5 tables, triggers, JSON rewrites) or a function given sqlite-utils over the connection
+# (add a column, an index, a table from a dict of types), run inside the migration's transaction.
+Migration = str | Callable[[sqlite_utils.Database], None]
+
+
+def migrate(conn: Connection, migrations: Sequence[Migration]) -> int:
     """Apply the migrations past `pragma user_version`, each in its own transaction; return the new version."""
     current = conn.execute("pragma user_version").fetchone()[0]
-    for version, script in enumerate(migrations, start=1):
+    for version, step in enumerate(migrations, start=1):
         if version <= current:
             continue
         with transaction(conn):
-            for statement in _statements(script):
-                conn.execute(statement)
+            if isinstance(step, str):
+                for statement in _statements(step):
+                    conn.execute(statement)
+            else:
+                step(tables(conn))
             conn.execute(f"pragma user_version = {version}")
         log.debug("migrated %s to version %d", conn, version)
     return max(current, len(migrations))
