@@ -115,6 +115,7 @@ class Job(BaseModel):
     user_provided_suffix: str | None = None
     # ragtune's own fields
     peft: dict[str, Any] | None = None
+    resources: dict[str, float] | None = None  # what a Ray submission asks for: {cpus, gpus, memory_gb}
     output_dir: str | None = None
     worker_id: str | None = None
     attempts: int = 0
@@ -205,26 +206,26 @@ class JobStore:
     def add_file(self, file: FileObject) -> FileObject:
         """Record an uploaded, already validated file."""
         row = file.model_dump(exclude={"object"}) | {"path": file.path, "report": json.dumps(file.report)}
-        self.tables["files"].insert(row)
+        self.tables.table("files").insert(row)
         return file
 
     def get_file(self, file_id: str) -> FileObject:
         """Return a file or raise UnknownId."""
         try:
-            return _file(self.tables["files"].get(file_id))
+            return _file(self.tables.table("files").get(file_id))
         except sqlite_utils.db.NotFoundError:
             raise UnknownId(f"no file with id {file_id!r}; list files to see the ids") from None
 
     def list_files(self, purpose: str | None = None) -> list[FileObject]:
         """Return files, newest first."""
         where, args = ("purpose = ?", [purpose]) if purpose else (None, [])
-        rows = self.tables["files"].rows_where(where, args, order_by="created_at desc, rowid desc")
+        rows = self.tables.table("files").rows_where(where, args, order_by="created_at desc, rowid desc")
         return [_file(r) for r in rows]
 
     def delete_file(self, file_id: str) -> FileObject:
         """Forget a file and remove its bytes from disk."""
         file = self.get_file(file_id)
-        self.tables["files"].delete(file_id)
+        self.tables.table("files").delete(file_id)
         Path(file.path).unlink(missing_ok=True)
         return file
 
@@ -466,7 +467,7 @@ class JobStore:
             step_number=step,
         )
         row = {"id": ckpt.id, "job_id": job_id, "created_at": ckpt.created_at, "step_number": step, "path": path}
-        self.tables["checkpoints"].insert(row | {"metrics": json.dumps(ckpt.metrics)})
+        self.tables.table("checkpoints").insert(row | {"metrics": json.dumps(ckpt.metrics)})
         return ckpt
 
     def list_checkpoints(self, job_id: str, *, limit: int = 10, after: str | None = None) -> list[Checkpoint]:
