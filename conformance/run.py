@@ -191,6 +191,8 @@ def tck_run(agent: str, url: str, tck: Path, out: Path, expected: dict[str, str]
     skipped = sum(1 for c in cases if c.find("skipped") is not None) - xfailed
     counts = f"{len(cases) - len(failed) - skipped - xfailed} passed, {len(failed)} failed, {skipped} skipped, "
     counts += f"{xfailed} xfailed (SHOULD)"
+    summary = json.loads((tck / "reports" / "compatibility.json").read_text())["summary"]
+    counts += f"; MUST {summary['must_compatibility']}, SHOULD {summary['should_compatibility']}"
     unexpected, stale = failed - expected.keys(), expected.keys() - failed
     if unexpected or stale:
         raise Failed(f"A2A TCK, {agent}: {counts}; unexpected failures {sorted(unexpected)}, stale {sorted(stale)}")
