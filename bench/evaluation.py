@@ -59,9 +59,9 @@ def main() -> None:
     started = time.perf_counter()
     with torch.no_grad(), model.disable_adapter():
         model.eval()
-        losses = [scorer._logprobs(model, ex) for ex in scorer.examples]
+        losses = [scorer.logprobs(model, ex) for ex in scorer.examples]
         loss_s = time.perf_counter() - started
-        answers = [scorer._generate(model, ex) for ex in scorer.examples[: evaluate.GENERATE_MAX]]
+        answers = [scorer.answer(model, ex) for ex in scorer.examples[: evaluate.GENERATE_MAX]]
     total = time.perf_counter() - started
     tokens = sum(len(x) for x in losses)
     print(f"examples {len(scorer.examples)}, target tokens {tokens}, threads {args.threads}")

@@ -103,7 +103,7 @@ class Scorer:
             model.train(was_training)
 
     def _score(self, model: Any) -> Scores:
-        nll = [self._logprobs(model, ex) for ex in self.examples]
+        nll = [self.logprobs(model, ex) for ex in self.examples]
         losses = [-sum(lp) / len(lp) if lp else None for lp in nll]
         counts = [len(lp) for lp in nll]
         loss = metrics.mean_loss([x or 0.0 for x in losses], counts)
@@ -112,16 +112,16 @@ class Scorer:
         answers: list[str] = []
         if self.kind == "preference":
             chosen = [sum(lp) for lp in nll]
-            rejected = [sum(self._logprobs(model, ex.rejected)) for ex in self.examples if ex.rejected]
+            rejected = [sum(self.logprobs(model, ex.rejected)) for ex in self.examples if ex.rejected]
             out["preference_accuracy"] = metrics.preference_accuracy(chosen, rejected)
             out["preference_margin"] = metrics.preference_margin(chosen, rejected)
             per_example = [c - r for c, r in zip(chosen, rejected, strict=True)]
         elif self.kind == "chat":
-            answers = [self._generate(model, ex) for ex in self.examples[:GENERATE_MAX]]
+            answers = [self.answer(model, ex) for ex in self.examples[:GENERATE_MAX]]
             out.update(metrics.answer_scores(answers, [ex.reference for ex in self.examples[: len(answers)]]))
         return Scores(out, per_example, answers)
 
-    def _logprobs(self, model: Any, ex: Example | None) -> list[float]:
+    def logprobs(self, model: Any, ex: Example | None) -> list[float]:
         """Log-probs of the example's target tokens (those from `start` on) under the model."""
         import torch
 
@@ -133,7 +133,7 @@ class Scorer:
         logp = torch.log_softmax(logits, dim=-1).gather(-1, ids[0, 1:, None])[:, 0]
         return [float(v) for v in logp[ex.start - 1 :]]
 
-    def _generate(self, model: Any, ex: Example) -> str:
+    def answer(self, model: Any, ex: Example) -> str:
         """The model's greedy answer to the example's prompt (bounded by the reference's length)."""
         import torch
 
