@@ -215,9 +215,9 @@ def run(out: Path, tck: Path | None) -> Iterator[str]:
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     overview = str(ROOT / "docs" / "guide" / "overview.md")
-    subprocess.run(
-        [PY, "-m", "ragtune.servers.retrieval", "ingest", overview], env=child, check=True, capture_output=True
-    )
+    ingest = subprocess.run([PY, "-m", "ragtune.servers.retrieval", "ingest", overview], env=child, capture_output=True)
+    if ingest.returncode != 0:
+        raise Failed(f"could not ingest {overview} for the retrieval checks:\n{ingest.stderr.decode()[-1500:]}")
     # stdio servers get their own copy of the index, so they never contend with the HTTP servers for it
     shutil.copytree(out / "home", out / "home-stdio")
     stdio_env = {**child, "RAGTUNE_HOME": str(out / "home-stdio")}
