@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test test-fast typecheck install lint conformance bench bench-retrieval bench-finetune bench-agents serve clean help
+.PHONY: demo test test-fast typecheck install lint conformance bench bench-retrieval bench-finetune bench-agents bench-serving serve clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/ —/'
@@ -76,7 +76,7 @@ $(TOOLS_STAMP): $(STAMP) conformance/package.json conformance/package-lock.json
 conformance: $(TOOLS_STAMP)  ## MCP conformance suite + Inspector CLI on both servers; A2A TCK too if A2A_TCK_DIR is set
 	$(BIN)/python conformance/run.py
 
-bench: bench-retrieval bench-finetune bench-agents  ## every benchmark (long)
+bench: bench-retrieval bench-finetune bench-agents bench-serving  ## every benchmark (long)
 
 bench-retrieval: $(STAMP)
 	$(BIN)/python bench/retrieval.py
@@ -86,6 +86,9 @@ bench-finetune: $(STAMP)
 
 bench-agents: $(STAMP)
 	$(BIN)/python bench/agents.py
+
+bench-serving: $(STAMP)
+	OMP_NUM_THREADS=1 $(BIN)/python bench/serving.py --threads 1
 
 serve: $(STAMP)  ## keep every service running and print the URLs
 	$(BIN)/python agents/run.py --serve

@@ -241,9 +241,10 @@ def main(argv: list[str] | None = None) -> int:
         adapters = []
         for i in range(2):
             target = home / "jobs" / f"bench-{i}" / "adapter"
-            if args.adapter:
-                shutil.copytree(args.adapter, target) if args.engine == "transformers" else None
-                adapters.append(target if args.engine == "transformers" else Path(args.adapter))
+            if args.adapter and args.engine == "vllm":
+                adapters.append(Path(args.adapter))  # vLLM reads it where it is; two names, one adapter
+            elif args.adapter:
+                adapters.append(Path(shutil.copytree(args.adapter, target)))
             else:
                 from ragtune.servers.worker.recipes.common import resolve_model_path
 
