@@ -50,7 +50,7 @@ test-fast: $(STAMP)  ## the offline test suite without the tests marked slow (a 
 	$(BIN)/python -m pytest -m "not slow"
 
 # mypy sees servers/ and agents/ under their installed names through a tree of links (see [tool.mypy]).
-typecheck: $(STAMP)  ## mypy over ragtune/ and servers/ (CI runs this)
+typecheck: $(STAMP)  ## mypy over ragtune/, servers/ and agents/ (CI runs this)
 	rm -rf build/typecheck && mkdir -p build/typecheck/ragtune
 	for f in ragtune/*.py ragtune/*/; do ln -s "$(CURDIR)/$${f%/}" build/typecheck/ragtune/; done
 	ln -s "$(CURDIR)/servers" "$(CURDIR)/agents" build/typecheck/ragtune/
