@@ -88,20 +88,6 @@ class TaskFailed(Exception):
     """Raised in a graph node to end the A2A task as failed with this reason, shown to the user as is."""
 
 
-class _DropTaskReplacement(logging.Filter):
-    """Drop the SDK's ERROR for the Task every turn re-enqueues on purpose (issue #12); the SDK keeps the stored one."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "Ignoring task replacement" not in record.getMessage()
-
-
-def quiet_task_replacement() -> None:
-    """Install the filter once on the SDK's active-task logger."""
-    sdk = logging.getLogger("a2a.server.agent_execution.active_task")
-    if not any(isinstance(f, _DropTaskReplacement) for f in sdk.filters):
-        sdk.addFilter(_DropTaskReplacement())
-
-
 def skill(id: str, name: str, description: str, tags: Sequence[str], examples: Sequence[str]) -> AgentSkill:
     """Build one card skill; every skill carries examples so a caller knows what to send."""
     return AgentSkill(id=id, name=name, description=description, tags=list(tags), examples=list(examples))
@@ -169,8 +155,10 @@ class GraphExecutor(AgentExecutor):
         text = context.get_user_input().strip()
         if not text:
             raise InvalidParamsError(message="empty message: send your request as a non-empty text part")
-        task = context.current_task or new_task_from_user_message(context.message)
-        await event_queue.enqueue_event(task)  # first on every turn: the SDK wants the Task before any update
+        task = context.current_task
+        if task is None:  # a new task's stream starts with it; a follow-up's Task must not be re-sent: the SDK
+            task = new_task_from_user_message(context.message)  # would keep the stale state and drop the message
+            await event_queue.enqueue_event(task)
         updater = TaskUpdater(event_queue, task.id, task.context_id)
         if self.graph is None:
             await updater.failed(_msg(updater, f"{self.spec.name} is still starting; retry in a few seconds"))
@@ -237,7 +225,6 @@ def build_app(spec: AgentSpec, settings: AgentSettings, base_url: str) -> FastAP
     token = settings.token()
     card = build_card(spec, base_url, token)
     executor = GraphExecutor(spec)
-    quiet_task_replacement()
     executor.script = run_tck_script if settings.a2a_tck_mode else None
     handler = DefaultRequestHandler(agent_executor=executor, task_store=DatabaseTaskStore(engine), agent_card=card)
 

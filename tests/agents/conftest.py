@@ -71,6 +71,21 @@ def serving_fixture():
     return serving
 
 
+@pytest.fixture
+async def finetune_stack() -> AsyncIterator[tuple[str, str]]:
+    """A real fine-tuning server (MCP over HTTP, no worker) and the fine-tuning agent's fixed workflow before it."""
+    from ragtune.agents.finetune.__main__ import make_app
+    from ragtune.servers.finetune.app import build_app as finetune_app
+
+    from ragtune.config import AgentSettings, FinetuneSettings
+
+    fport, aport = free_port(), free_port()
+    async with serving(finetune_app(FinetuneSettings(finetune_port=fport), port=fport), fport) as ft_url:
+        settings = AgentSettings(finetune_url=f"{ft_url}/mcp", research_agent_url="http://127.0.0.1:9")
+        async with serving(make_app(settings, f"http://127.0.0.1:{aport}", poll_seconds=0.2), aport) as url:
+            yield url, f"{ft_url}/mcp"
+
+
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One cache for the embedded model's fp32 copy, so the GGUF is converted once per test session."""
