@@ -171,12 +171,12 @@ async def ingest(retrieval: McpTools, corpus: Corpus) -> None:
     ) as bar:
         task = bar.add_task(corpus.label(), total=None)
 
-        async def progress(done: float, total: float | None, message: str | None) -> None:
-            bar.update(task, completed=done, total=total)
+        async def show(progress: float, total: float | None, message: str | None) -> None:
+            bar.update(task, completed=progress, total=total)
 
         report = await retrieval.call(
             "retrieval_ingest_path",
-            progress=progress,
+            progress=show,
             paths=[str(p) for p in corpus.paths],
             collection=corpus.collection,
         )

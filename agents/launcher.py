@@ -111,16 +111,16 @@ class Supervisor:
 
     def stop(self, grace: float = 8.0) -> None:
         """Stop every started process group: SIGTERM, then SIGKILL for any still alive after `grace` seconds."""
-        alive = [s for s in reversed(self.services) if s.proc is not None and s.proc.poll() is None]
-        for s in alive:
-            _signal_group(s.proc, signal.SIGTERM)
+        alive = [s.proc for s in reversed(self.services) if s.proc is not None and s.proc.poll() is None]
+        for proc in alive:
+            _signal_group(proc, signal.SIGTERM)
         deadline = time.monotonic() + grace
-        for s in alive:
+        for proc in alive:
             try:
-                s.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                _signal_group(s.proc, signal.SIGKILL)
-                s.proc.wait(timeout=5)
+                _signal_group(proc, signal.SIGKILL)
+                proc.wait(timeout=5)
         for s in self.services:  # children of a child (e.g. the worker's trainer) share its group
             if s.proc is not None:
                 _signal_group(s.proc, signal.SIGKILL)

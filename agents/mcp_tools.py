@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Callable
 from typing import Any
 
 import httpx2
 from langchain_core.tools import BaseTool
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.dispatcher import ProgressFnT
 
-ProgressFn = Callable[[float, float | None, str | None], Any]
+# What call_tool accepts: an async (progress, total, message) callback.
+ProgressFn = ProgressFnT
 
 
 class ToolFailed(RuntimeError):
