@@ -114,14 +114,11 @@ def build_coordinator_graph(
         return "ask_user" if state.get("peer_state") == "input_required" else END
 
     g = StateGraph(CoordinatorState)
-    for name, fn in [
-        ("choose", choose),
-        ("research", research),
-        ("make_dataset", make_dataset),
-        ("finetune", finetune),
-        ("ask_user", ask_user),
-    ]:
-        g.add_node(name, fn)
+    g.add_node("choose", choose)  # one call per node: a list of them loses each function's type for add_node
+    g.add_node("research", research)
+    g.add_node("make_dataset", make_dataset)
+    g.add_node("finetune", finetune)
+    g.add_node("ask_user", ask_user)
     g.add_edge(START, "choose")
     g.add_conditional_edges("choose", after_choose, ["research", "finetune", "make_dataset"])
     g.add_edge("make_dataset", "finetune")
