@@ -141,8 +141,11 @@ def compare(console: Console, check: QAPair, before: str, after: str) -> None:
     console.print(table)
 
 
-def _first(text: str, lines: int = 6) -> str:
-    return "\n".join(text.strip().splitlines()[:lines])
+def _first(text: str, lines: int = 4) -> str:
+    """Return the answer's first lines and its mode line, which says which model wrote it (or why none did)."""
+    rows = text.strip().splitlines()
+    mode = [r for r in rows if r.startswith("[mode:")][-1:]
+    return "\n".join(rows[:lines] + (["…", *mode] if mode and mode[0] not in rows[:lines] else []))
 
 
 def footprint(console: Console, home: Path, seconds: float) -> None:
