@@ -21,8 +21,9 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import interrupt
 from ragtune.agents.a2a_peer import A2APeer
-from ragtune.agents.finetune import evaluation, prompts
+from ragtune.agents.finetune import evaluation, job_answers, prompts
 from ragtune.agents.finetune.memory import gpu_memory_gb, is_memory_question, parse_memory_request, render_estimate
+from ragtune.agents.finetune.requests import parse_request
 from ragtune.agents.finetune.situation import (
     extract_jsonl,
     is_yes,
@@ -110,7 +111,15 @@ def build_finetune_graph(deps: FinetuneDeps, checkpointer: BaseCheckpointSaver |
         if deps.model is not None and supports_tools(deps.model):
             return "tool_agent"
         request = state["request"]
+        if parse_request(request) is not None:
+            return "job_request"  # status/list/cancel/pause/resume/validate/evaluation: the tools, not advice
         return "memory" if is_memory_question(request) and not extract_jsonl(request) else "assess"
+
+    async def job_request(state: FinetuneState) -> FinetuneState:
+        req = parse_request(state["request"])
+        assert req is not None
+        _status(f"calling {job_answers.TOOLS[req.action]}")
+        return {"answer": await job_answers.answer(deps.finetune, req), "job_id": "", "train": False}
 
     async def memory(state: FinetuneState) -> FinetuneState:
         # Memory questions go to the estimator, never to the method advisor (issue #9).
@@ -248,6 +257,7 @@ def build_finetune_graph(deps: FinetuneDeps, checkpointer: BaseCheckpointSaver |
     for name, fn in [
         ("tool_agent", tool_agent),
         ("memory", memory),
+        ("job_request", job_request),
         ("assess", assess),
         ("advise", advise),
         ("prepare", prepare),
@@ -258,13 +268,13 @@ def build_finetune_graph(deps: FinetuneDeps, checkpointer: BaseCheckpointSaver |
         ("offer", offer),
     ]:
         g.add_node(name, fn)
-    g.add_conditional_edges(START, start, ["tool_agent", "memory", "assess"])
+    g.add_conditional_edges(START, start, ["tool_agent", "job_request", "memory", "assess"])
     g.add_conditional_edges("assess", after_assess, ["advise", "prepare"])
     g.add_conditional_edges("prepare", after_prepare, ["confirm", END])
     g.add_conditional_edges("confirm", after_confirm, ["submit", "decline"])
     g.add_edge("submit", "follow")
     g.add_conditional_edges("follow", after_follow, ["offer", END])
-    for end in ("tool_agent", "memory", "advise", "decline", "offer"):
+    for end in ("tool_agent", "job_request", "memory", "advise", "decline", "offer"):
         g.add_edge(end, END)
     return g.compile(checkpointer=checkpointer, name="finetune")
 
