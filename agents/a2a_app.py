@@ -38,6 +38,7 @@ from a2a.types import (
 )
 from a2a.utils.errors import InvalidParamsError
 from fastapi import FastAPI
+from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command
@@ -157,13 +158,15 @@ class GraphExecutor(AgentExecutor):
             raise InvalidParamsError(message="empty message: send your request as a non-empty text part")
         task = context.current_task
         if task is None:  # a new task's stream starts with it; a follow-up's Task must not be re-sent: the SDK
-            task = new_task_from_user_message(context.message)  # would keep the stale state and drop the message
+            if context.message is None:  # would keep the stale state and drop the message
+                raise InvalidParamsError(message="no message: send your request as a message with a text part")
+            task = new_task_from_user_message(context.message)
             await event_queue.enqueue_event(task)
         updater = TaskUpdater(event_queue, task.id, task.context_id)
         if self.graph is None:
             await updater.failed(_msg(updater, f"{self.spec.name} is still starting; retry in a few seconds"))
             return
-        config = {"configurable": {"thread_id": task.context_id, "task_id": task.id}}
+        config: RunnableConfig = {"configurable": {"thread_id": task.context_id, "task_id": task.id}}
         await updater.start_work()
         try:
             await self._run(text, config, updater)
@@ -179,7 +182,7 @@ class GraphExecutor(AgentExecutor):
         finally:
             self.canceling.discard(task.id)
 
-    async def _run(self, text: str, config: dict[str, Any], updater: TaskUpdater) -> None:
+    async def _run(self, text: str, config: RunnableConfig, updater: TaskUpdater) -> None:
         assert self.graph is not None
         state = await self.graph.aget_state(config)
         waiting = bool(state and any(t.interrupts for t in state.tasks))
@@ -187,7 +190,7 @@ class GraphExecutor(AgentExecutor):
         async for mode, chunk in self.graph.astream(payload, config, stream_mode=["custom", "updates"]):
             if mode == "custom" and isinstance(chunk, dict) and chunk.get("status"):
                 await updater.update_status(TaskState.TASK_STATE_WORKING, _msg(updater, str(chunk["status"])))
-            elif mode == "updates" and "__interrupt__" in chunk:
+            elif mode == "updates" and isinstance(chunk, dict) and "__interrupt__" in chunk:
                 question = chunk["__interrupt__"][0].value
                 question = question.get("question", str(question)) if isinstance(question, dict) else str(question)
                 await updater.requires_input(_msg(updater, question))
@@ -197,18 +200,21 @@ class GraphExecutor(AgentExecutor):
         await updater.complete()
 
     async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
-        self.canceling.add(str(context.task_id))
+        task_id, context_id = context.task_id, context.context_id
+        if task_id is None or context_id is None:  # the SDK loads the task before it calls cancel
+            raise InvalidParamsError(message="cancel names no task: pass the id of the task to cancel")
+        self.canceling.add(task_id)
         if self.graph is not None and (self.spec.on_cancel or self.spec.on_cancel_task):
-            config = {"configurable": {"thread_id": context.context_id}}
+            config: RunnableConfig = {"configurable": {"thread_id": context_id}}
             try:
                 values = (await self.graph.aget_state(config)).values
                 if self.spec.on_cancel:
                     await self.spec.on_cancel(values)
                 if self.spec.on_cancel_task:
-                    await self.spec.on_cancel_task(str(context.task_id), values)
+                    await self.spec.on_cancel_task(task_id, values)
             except Exception:
                 log.exception("cancel hook of %s failed", self.spec.name)
-        updater = TaskUpdater(event_queue, context.task_id, context.context_id)
+        updater = TaskUpdater(event_queue, task_id, context_id)
         await updater.cancel(_msg(updater, "canceled"))
 
 
