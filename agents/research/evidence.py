@@ -1,4 +1,4 @@
-"""Hits as citations: normalise search results, judge relevance, answer extractively, check a draft's grounding."""
+"""Hits as citations: normalise search results, format answers with numbered sources, check a draft's fluency."""
 
 from __future__ import annotations
 
@@ -7,8 +7,6 @@ from dataclasses import dataclass
 from typing import Any
 
 _WORD = re.compile(r"[A-Za-z][A-Za-z0-9+\-]*|[0-9]+|[\uac00-\ud7a3]+")
-_SENT = re.compile(r"(?<=[.!?。])\s+")
-_ITEM = re.compile(r"^(?:[-*+>]\s+|\d+[.)]\s+|#+\s)")
 _HANGUL = re.compile(r"[\uac00-\ud7a3]")
 STOP = set(
     "a an the of to in on for and or is are was be it its this that what which how why when where who do does can "
@@ -30,7 +28,6 @@ KO_STOP = {
     "설명",
     "알려",
 }
-MIN_OVERLAP = 0.34
 
 
 @dataclass
@@ -97,70 +94,6 @@ def terms(text: str) -> set[str]:
         elif w not in STOP and len(w) >= 2:
             out.add(w.rstrip("s") if len(w) > 3 else w)
     return out
-
-
-def overlap(query: str, text: str) -> float:
-    """Return the share of the query's content terms that occur in the text."""
-    q = terms(query)
-    if not q:
-        return 0.0
-    t = text.lower()
-    return sum(term in t for term in q) / len(q)
-
-
-def relevant(query: str, hits: list[Hit], threshold: float = MIN_OVERLAP) -> list[Hit]:
-    """Keep the hits that share enough of the query's terms; nothing left means nothing relevant was found."""
-    return [h for h in hits if overlap(query, f"{h.title} {h.heading} {h.text}") >= threshold]
-
-
-def rerank(query: str, hits: list[Hit]) -> list[Hit]:
-    """Put hits whose heading names the query's terms first (stable), so a section about the topic leads."""
-    return sorted(hits, key=lambda h: -overlap(query, f"{h.title} {h.heading}"))
-
-
-def sentences(text: str) -> list[str]:
-    """Split a chunk into whole sentences: wrapped lines are rejoined, list items and headings stand alone,
-    code and tables are dropped."""
-    out = []
-    prose = re.sub(r"```.*?(?:```|$)", "\n\n", text, flags=re.S)  # fenced code, even cut off by the chunk end
-    for block in re.split(r"\n\s*\n", prose):
-        items: list[str] = []
-        for line in block.splitlines():
-            line = line.strip()
-            if not line or line.startswith("|"):
-                continue
-            if items and not _ITEM.match(line) and not items[-1].startswith("#"):
-                items[-1] = f"{items[-1]} {line}"  # a wrapped line continues the sentence above
-            else:
-                items.append(line)
-        for item in items:
-            if item.startswith("#"):
-                continue
-            for s in _SENT.split(_ITEM.sub("", item)):
-                s = s.replace("**", "").strip()
-                if len(s) >= 12 and s.count("`") <= 2:
-                    out.append(s)
-    return out
-
-
-def extractive_answer(query: str, hits: list[Hit], max_sentences: int = 3) -> str:
-    """Quote the sentences that best match the query, each with its citation number."""
-    scored = []
-    for n, h in enumerate(hits, 1):
-        for i, s in enumerate(sentences(h.text)):
-            scored.append((overlap(query, s), -n, -i, s, n))
-    scored.sort(reverse=True)
-    picked, per_hit = [], {}
-    for score, _n, _i, s, n in scored:
-        if picked and score == 0:
-            break  # a sentence sharing nothing with the question is not an answer
-        if per_hit.get(n, 0) >= 2:
-            continue
-        per_hit[n] = per_hit.get(n, 0) + 1
-        picked.append(f"“{s}” [{n}]")
-        if len(picked) == max_sentences:
-            break
-    return "\n".join(picked)
 
 
 def grounded(draft: str, hits: list[Hit], threshold: float = 0.7) -> bool:

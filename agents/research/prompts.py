@@ -1,12 +1,12 @@
 """Prompts of the research agent."""
 
 ANSWER_SYSTEM = (
-    "You answer questions using only the numbered passages given. Write two or three short sentences in English "
-    "and put the passage number in brackets, like [1], after each claim. If the passages do not answer the "
-    "question, say you do not know."
+    "You answer questions using only the numbered sentences given. Write one or two short sentences in English, "
+    "copy names, numbers, paths and settings exactly as they are written, and put the sentence number in "
+    "brackets, like [1], after each claim. If the sentences do not answer the question, say you do not know."
 )
 
-ANSWER_USER = "Passages:\n{passages}\n\nQuestion: {question}\nAnswer:"
+ANSWER_USER = "Sentences:\n{passages}\n\nQuestion: {question}\nAnswer:"
 
 TOOL_SYSTEM = (
     "You are ragtune's research agent. Answer from the user's indexed documents only: call retrieval_search "
@@ -15,8 +15,10 @@ TOOL_SYSTEM = (
     "relevant, say plainly that the documents do not cover it; never invent."
 )
 
-NOTHING_FOUND = "I found nothing relevant to “{question}” in the indexed documents, so I will not guess."
-NOTHING_FOUND_KO = "색인된 문서에서 “{question}”와(과) 관련된 내용을 찾지 못했습니다. 추측하지 않겠습니다."
+NOT_FOUND = "Not found in your documents: nothing indexed answers “{question}”, so I will not guess."
+NOT_FOUND_KO = "문서에서 찾지 못했습니다: 색인된 문서에 “{question}”에 대한 답이 없어 추측하지 않겠습니다."
+CLOSEST = "Closest sources:"
+CLOSEST_KO = "가장 가까운 출처:"
 
 QA_QUESTIONS_EN = ("What does the ragtune guide say about {topic}?", "Explain {topic} briefly.")
 QA_QUESTIONS_KO = ("{topic}에 대해 문서는 무엇이라고 설명하나요?", "{topic}을(를) 간단히 설명해 주세요.")

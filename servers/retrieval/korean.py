@@ -7,50 +7,17 @@ and the query go through Kiwi; Latin words and digits are taken by a regex, lowe
 from __future__ import annotations
 
 import functools
-import re
-import threading
 from collections.abc import Iterable
-from typing import Any
 
-# Content-bearing Kiwi tags: nouns, verb/adjective stems, roots, Hanja, adverbs, numerals, pronouns. Latin words
-# (SL) and digits (SN) come from LATIN_WORD instead.
-KIWI_TAGS = ("NN", "VV", "VA", "XR", "SH", "MAG", "NR", "NP")
+# The term logic lives in ragtune/text.py (the research agent matches sentences with the same terms); these names
+# stay importable from here.
+from ragtune.text import EN_STOPWORDS, KIWI_TAGS, LATIN_WORD, NEEDS_KIWI, TermAnalyzer, analyzer_parts
 
-# Only text with Hangul, kana or CJK ideographs needs Kiwi.
-NEEDS_KIWI = re.compile(r"[\u1100-\u11ff\u3040-\u30ff\u3130-\u318f\u3400-\u9fff\uac00-\ud7a3\uf900-\ufaff]")
-LATIN_WORD = re.compile(r"[A-Za-z]+|\d+")
-
-# A short English stop list: OR-queries over "the"/"of" only add noise to bm25 candidates.
-EN_STOPWORDS = frozenset(
-    "a an and are as at be but by for from has have if in into is it its of on or such that the their then "
-    "there these they this to was were will with what which who how does do did".split()
-)
+__all__ = ["EN_STOPWORDS", "KIWI_TAGS", "LATIN_WORD", "NEEDS_KIWI", "Analyzer", "get_analyzer", "or_query"]
 
 
-class Analyzer:
+class Analyzer(TermAnalyzer):
     """Turn text into the space-joined terms FTS5 indexes, and a question into an FTS5 OR-query."""
-
-    def __init__(self, kiwi: Any, stemmer: Any) -> None:
-        self._kiwi = kiwi
-        self._stemmer = stemmer
-        self._lock = threading.Lock()  # PyStemmer objects are not thread-safe
-
-    def terms(self, text: str) -> list[str]:
-        """Return the lexical terms of `text` (duplicates kept: bm25 needs term frequency)."""
-        if not text.strip():
-            return []
-        # Latin words and digits come from a regex in every text: Kiwi mangles English at sentence ends
-        # ("organization." -> "organizat" + "ion."), and the regex is ~100x faster.
-        words = [w.lower() for w in LATIN_WORD.findall(text)]
-        with self._lock:
-            out = [w if w.isdigit() else self._stemmer.stemWord(w) for w in words if w not in EN_STOPWORDS]
-            if NEEDS_KIWI.search(text):
-                out += [t.form for t in self._kiwi.tokenize(text) if t.tag.startswith(KIWI_TAGS)]
-        return out
-
-    def lexical(self, text: str) -> str:
-        """Return the terms of `text` joined by spaces, ready for a `unicode61` FTS5 column."""
-        return " ".join(self.terms(text))
 
     def fts_query(self, text: str) -> str:
         """Return an FTS5 query that ORs the quoted, de-duplicated terms of `text` ('' when none)."""
@@ -62,18 +29,7 @@ def or_query(terms: Iterable[str]) -> str:
     return " OR ".join('"' + term.replace('"', '""') + '"' for term in terms)
 
 
-_factory_lock = threading.Lock()
-
-
 @functools.cache
-def _load_analyzer() -> Analyzer:
-    import Stemmer
-    from kiwipiepy import Kiwi
-
-    return Analyzer(Kiwi(num_workers=1), Stemmer.Stemmer("english"))
-
-
 def get_analyzer() -> Analyzer:
-    """Return the process-wide analyzer, loading Kiwi once (about a second) on first use."""
-    with _factory_lock:
-        return _load_analyzer()
+    """Return the process-wide analyzer (Kiwi loads once, about a second, on first use)."""
+    return Analyzer(*analyzer_parts())
