@@ -5,6 +5,7 @@ English or Korean, as the user wrote; a refusal from the server (unknown id, wro
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,6 +27,7 @@ DONE = {
     "pause": ("is paused", "작업을 일시 정지했습니다"),
     "resume": ("is resumed", "작업을 재개했습니다"),
 }
+KO_VERB = {"cancel": "취소", "pause": "일시 정지", "resume": "재개"}
 
 
 def _t(req: JobRequest, en: str, ko: str) -> str:
@@ -44,7 +46,10 @@ async def answer(tools: McpTools, req: JobRequest) -> str:
 async def _answer(tools: McpTools, req: JobRequest) -> str:
     if req.action == "validate":
         return await _validate(tools, req)
-    if req.action == "list" or req.job_id is None:
+    if req.job_id is None and req.action in ("get", "evaluation"):  # "status of my last job": the newest one
+        newest = (await tools.call("finetune_list_jobs", limit=1))["jobs"]
+        req = replace(req, job_id=newest[0]["id"]) if newest else req
+    if req.action == "list" or req.job_id is None:  # cancel/pause/resume without an id: ask which, act on none
         return await _list(tools, req)
     if req.action in DONE:
         job = await tools.call(TOOLS[req.action], job_id=req.job_id)
@@ -61,11 +66,12 @@ async def _list(tools: McpTools, req: JobRequest) -> str:
     page = await tools.call("finetune_list_jobs", **args)
     jobs = page["jobs"]
     ask = ""
-    if req.action != "list":  # "cancel my job" without an id: show the jobs and ask which one
+    if req.action in KO_VERB:  # "cancel my job" without an id: show the jobs and ask which one
+        example = jobs[0]["id"] if jobs else "ftjob-…"
         ask = _t(
             req,
-            f"\nWhich job? Name its id, e.g. “{req.action} {jobs[0]['id'] if jobs else 'ftjob-…'}”.",
-            f"\n어느 작업인가요? 작업 id를 알려 주세요 (예: “{jobs[0]['id'] if jobs else 'ftjob-…'} {req.action}”).",
+            f"\nWhich job? Name its id, e.g. “{req.action} {example}”.",
+            f"\n어느 작업인가요? 작업 id를 알려 주세요 (예: “{example} {KO_VERB[req.action]}”).",
         )
     if not jobs:
         which = f" ({req.status})" if req.status else ""

@@ -93,6 +93,8 @@ async def test_status_of_a_job_in_english_and_korean_and_an_unknown_id(finetune_
     assert "[mode: rules + finetune_get_job]" in done.text
     ko = await ask(url, f"{job_id} 작업 상태 알려줘")
     assert f"작업 {job_id}: queued" in ko.text and "다음 단계:" in ko.text
+    latest = await ask(url, "What is the status of my last job?")
+    assert f"Job {job_id}: queued" in latest.text
     missing = await ask(url, "status of ftjob-doesnotexist")
     assert missing.state_name == "completed" and "The fine-tuning server refused" in missing.text
     assert "ftjob-doesnotexist" in missing.text and "advice" not in missing.text.lower()
