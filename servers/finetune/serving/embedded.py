@@ -215,7 +215,7 @@ class TransformersEngine:
         if not others:  # the last adapter: back to the plain base model (PEFT cannot drop its last adapter)
             base.model = base.model.unload()
         else:
-            wanted = self._tuned[keep].adapter if keep in self._tuned else None
+            wanted = self._tuned[keep].adapter if keep is not None and keep in self._tuned else None
             base.model.set_adapter(wanted or next(iter(others)))  # never delete the active adapter
             base.model.delete_adapter(tuned.adapter)
         base.adapters.discard(tuned.adapter)
