@@ -124,13 +124,15 @@ def build_server(
     async def finetune_upload_dataset(
         ctx: Context,
         path: Annotated[str | None, Field(description="Dataset file under the allowed folders")] = None,
+        # Plain `str` (empty = absent): the SDK parses a JSON-looking `str | None` argument, so one JSONL line
+        # would arrive as a dict.
         content: Annotated[
-            str | None,
+            str,
             Field(
                 description="Inline JSONL text instead of a path (up to ~4 MB over "
                 "HTTP; use a path or POST /v1/files for larger files)"
             ),
-        ] = None,
+        ] = "",
         filename: Annotated[str, Field(description="Name for inline content")] = "dataset.jsonl",
         allow_prompt_only: Annotated[
             bool,
@@ -150,7 +152,7 @@ def build_server(
     async def finetune_validate_dataset(
         ctx: Context,
         path: Annotated[str | None, Field(description="Dataset file under the allowed folders")] = None,
-        content: Annotated[str | None, Field(description="Inline JSONL text instead of a path")] = None,
+        content: Annotated[str, Field(description="Inline JSONL text instead of a path")] = "",
         format: Annotated[
             Literal["chat", "text", "preference"] | None,
             Field(description="Force a format instead of detecting it"),
@@ -390,10 +392,10 @@ def _progress(ctx: Context) -> Callable[[int, int], None]:
     return report
 
 
-def _source(svc: FinetuneService, path: str | None, content: str | None, filename: str) -> tuple[bytes, str]:
-    if path is not None and content is None:
+def _source(svc: FinetuneService, path: str | None, content: str, filename: str) -> tuple[bytes, str]:
+    if path is not None and not content:
         return _call(svc.read_path, path)
-    if content is not None and path is None:
+    if content and path is None:
         return content.encode(), filename
     raise ToolError("give exactly one of path (a file under the allowed folders) or content (JSONL text)")
 

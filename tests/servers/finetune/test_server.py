@@ -57,6 +57,16 @@ async def test_tools_cover_the_contract_and_describe_themselves(service: Finetun
     assert tools["finetune_get_job"].annotations.read_only_hint  # type: ignore[union-attr]
 
 
+async def test_a_one_line_jsonl_is_validated_as_text_not_parsed_into_an_object(service: FinetuneService) -> None:
+    one = CHAT.splitlines()[0]
+    async with Client(build_server(service.settings, service=service)) as c:
+        checked = await call(c, "finetune_validate_dataset", content=one)
+        assert checked["valid"] and checked["examples"] == 1
+        bad = await call(c, "finetune_validate_dataset", content='{"prompt": "p"}')
+        assert not bad["valid"] and [p["line"] for p in bad["problems"]] == [1]
+        assert "exactly one" in await error(c, "finetune_validate_dataset")
+
+
 async def test_dataset_advice_and_job_lifecycle_in_memory(service: FinetuneService) -> None:
     async with Client(build_server(service.settings, service=service)) as c:
         bad = await call(c, "finetune_validate_dataset", content=BAD)
