@@ -220,3 +220,28 @@ def test_full_fine_tunes_and_vllm_errors_are_clear(vllm: tuple[StandIn, OpenAI, 
     with pytest.raises(openai.NotFoundError) as missing:
         client.chat.completions.create(model="ft:gone:x:y:ftjob-1", messages=[{"role": "user", "content": "hi"}])
     assert isinstance(missing.value.body, dict) and missing.value.body["code"] == "model_not_found"
+
+
+def test_model_and_chat_routes_need_the_bearer_token(tmp_path: Path, isolated_env: Path) -> None:
+    from pydantic import SecretStr
+    from ragtune.servers.finetune.app import build_app
+
+    stand_in = StandIn()
+    vllm_url, stop_vllm = _serve(stand_in.app)
+    token = "s3cret-Token-for-tests-0123"
+    settings = FinetuneSettings(
+        home=isolated_env, api_token=SecretStr(token), serving_engine="vllm", serving_vllm_url=f"{vllm_url}/v1"
+    )
+    url, stop = _serve(build_app(settings, host="127.0.0.1", port=8702))
+    try:
+        with pytest.raises(openai.AuthenticationError):
+            OpenAI(base_url=f"{url}/v1", api_key="wrong", max_retries=0).models.list()
+        with pytest.raises(openai.AuthenticationError):
+            OpenAI(base_url=f"{url}/v1", api_key="wrong", max_retries=0).chat.completions.create(
+                model=BASE, messages=[{"role": "user", "content": "hi"}]
+            )
+        assert [m.id for m in OpenAI(base_url=f"{url}/v1", api_key=token, max_retries=0).models.list()] == [BASE]
+        assert not [kind for kind, _ in stand_in.calls if kind == "chat"]  # refused before reaching the engine
+    finally:
+        stop()
+        stop_vllm()
