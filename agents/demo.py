@@ -33,6 +33,7 @@ from rich.text import Text
 from ragtune.config import AgentSettings, FinetuneSettings, RetrievalSettings
 
 console = Console(highlight=False)
+SHOWN_CHARS = 1200  # a request carrying a dataset is shown cut, not as screens of JSONL
 KOREAN_Q = "ragtune은 한국어 문서를 어떻게 검색하나요?"
 ENGLISH_Q = "What is LoRA?"
 ADVICE_Q = (
@@ -187,7 +188,8 @@ async def converse(
     coordinator: A2APeer, text: str, *, auto_yes: bool | None = True, context_id: str | None = None
 ) -> str:
     """Send one request to the coordinator, print its live status, answer its confirmation, print the answer."""
-    console.print(Panel(Text(text), title="you → coordinator", border_style="cyan"))
+    shown = text if len(text) <= SHOWN_CHARS else f"{text[:SHOWN_CHARS]}… ({len(text):,} characters in all)"
+    console.print(Panel(Text(shown), title="you → coordinator", border_style="cyan"))
     context_id, task_id = context_id or uuid.uuid4().hex, None
     while True:
         last = answer = None
