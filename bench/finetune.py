@@ -119,9 +119,11 @@ def run_plain(model_path: str, recs: list[dict], args: argparse.Namespace, packi
     import torch
     from datasets import Dataset
     from peft import LoraConfig
+    from ragtune.servers.worker.recipes.common import device_settings
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
+    device = device_settings(args.threads)  # the recipe's own choice: bf16 on a GPU, fp32 with pinned threads on CPU
     torch.set_num_threads(args.threads)
     points: list[tuple[float, float]] = []
 
@@ -132,7 +134,7 @@ def run_plain(model_path: str, recs: list[dict], args: argparse.Namespace, packi
 
     tok = AutoTokenizer.from_pretrained(model_path)
     tok.chat_template = PLAIN_TEMPLATE
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=device["dtype"])
     cfg = SFTConfig(
         output_dir=str(out),
         max_steps=args.steps,
@@ -142,8 +144,8 @@ def run_plain(model_path: str, recs: list[dict], args: argparse.Namespace, packi
         max_length=args.max_length,
         packing=packing,
         assistant_only_loss=True,
-        use_cpu=True,
-        bf16=False,
+        use_cpu=device["use_cpu"],
+        bf16=device["bf16"],
         gradient_checkpointing=False,
         logging_steps=1,
         save_strategy="no",
@@ -268,6 +270,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models-dir", type=Path, default=None, help="converted base-model cache (default: a temp dir)")
     p.add_argument("--skip", choices=["throughput", "dispatch"], action="append", default=[], help="skip a part")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
+    p.add_argument(
+        "--model",
+        default="smollm2-135m-instruct",
+        help="base model for the throughput part: the embedded model or a local HF folder (ChatML template)",
+    )
     args = p.parse_args(argv)
     from ragtune.servers.worker.recipes.common import resolve_model_path
 
@@ -278,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         if "dispatch" not in args.skip:  # first: RUSAGE_CHILDREN must see only the worker's training child
             results["dispatch"] = dispatch_and_memory(args, tmp_path / "home")
         if "throughput" not in args.skip:
-            _, model_path = resolve_model_path("smollm2-135m-instruct", args.models_dir)
+            _, model_path = resolve_model_path(args.model, args.models_dir)
             results["throughput"] = throughput(model_path, args, tmp_path)
     print(f"{'measure':38} {'value':>12}")
     for row in results.get("throughput", []):

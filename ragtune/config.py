@@ -138,7 +138,22 @@ class FinetuneSettings(CommonSettings):
     dispatch: Literal["local", "ray"] = Field(
         default="local", description="Where jobs run: local workers or a Ray cluster."
     )
-    ray_address: str | None = Field(default=None, description="Ray Jobs API address when RAGTUNE_DISPATCH=ray.")
+    ray_address: str | None = Field(
+        default=None, description="Ray Jobs API address when RAGTUNE_DISPATCH=ray, e.g. http://head:8265."
+    )
+    ray_token: SecretStr | None = Field(
+        default=None, description="Token for a Ray cluster with token auth (RAY_AUTH_MODE=token); else RAY_AUTH_TOKEN."
+    )
+    ray_python: str | None = Field(
+        default=None,
+        description="Python with ragtune installed on the Ray nodes; default this service's own interpreter.",
+    )
+    reaper_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="How often the service re-queues or fails jobs whose worker stopped heartbeating "
+        "(and, with Ray, reconciles job states with Ray's).",
+    )
     models_dir: Path | None = Field(default=None, description="Cache for converted base models; default HOME/models.")
     serving_engine: Literal["transformers", "vllm"] = Field(
         default="transformers",

@@ -22,7 +22,18 @@ from ragtune.config_docs import collect
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "compose.yaml"
 TOKEN_REF = "${RAGTUNE_API_TOKEN:?set RAGTUNE_API_TOKEN in .env}"
-EXPECTED = {"retrieval", "finetune", "worker", "worker-cpu", "coordinator", "research", "finetune-agent"}
+EXPECTED = {
+    "retrieval",
+    "finetune",
+    "worker",
+    "worker-cpu",
+    "coordinator",
+    "research",
+    "finetune-agent",
+    "ray-head",
+    "ray-worker",
+}
+RAY_JOBS_PORT = 8265
 PORTS = {"retrieval": 8701, "finetune": 8702, "coordinator": 8711, "research": 8712, "finetune-agent": 8713}
 HEALTH = {"retrieval": "/health", "finetune": "/health"} | dict.fromkeys(
     ("coordinator", "research", "finetune-agent"), "/.well-known/agent-card.json"
@@ -95,6 +106,23 @@ def test_gpu_worker_reserves_nvidia_devices_and_cpu_worker_does_not(spec: dict[s
     assert services["worker-cpu"]["command"] == services["worker"]["command"]
 
 
+def test_ray_profile_points_the_finetune_service_at_a_head_with_a_gpu_node(spec: dict[str, Any]) -> None:
+    services = spec["services"]
+    head, node, finetune = services["ray-head"], services["ray-worker"], services["finetune"]
+    assert head["profiles"] == node["profiles"] == ["ray"]
+    assert head["build"]["args"]["EXTRAS"] == "train,ray" and node["image"] == head["image"]
+    assert "--head" in head["command"] and head["command"][head["command"].index("--dashboard-port") + 1] == "8265"
+    assert head["ports"] == [f"127.0.0.1:{RAY_JOBS_PORT}:{RAY_JOBS_PORT}"]
+    assert node["command"][node["command"].index("--address") + 1] == "ray-head:6379"
+    assert node["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
+    assert finetune["environment"]["RAGTUNE_RAY_ADDRESS"] == f"http://ray-head:{RAY_JOBS_PORT}"
+    assert "RAGTUNE_DISPATCH" not in finetune["environment"]  # local unless .env says ray
+    token = "${RAY_AUTH_TOKEN:-}"  # one token for the head, its nodes and the Jobs client
+    assert head["environment"]["RAY_AUTH_TOKEN"] == node["environment"]["RAY_AUTH_TOKEN"] == token
+    assert finetune["environment"]["RAGTUNE_RAY_TOKEN"] == token
+    assert head["environment"]["RAY_AUTH_MODE"] == node["environment"]["RAY_AUTH_MODE"] == "token"
+
+
 def test_ports_healthchecks_and_urls_match_the_contract(spec: dict[str, Any]) -> None:
     services = spec["services"]
     for name, port in PORTS.items():
@@ -110,7 +138,7 @@ def test_ports_healthchecks_and_urls_match_the_contract(spec: dict[str, Any]) ->
     for service in services.values():
         for value in service["environment"].values():
             for host, port in re.findall(r"http://([a-z-]+):(\d+)", str(value)):
-                assert host in services and PORTS[host] == int(port), value
+                assert host in services and {**PORTS, "ray-head": RAY_JOBS_PORT}[host] == int(port), value
 
 
 def test_agents_reach_their_peers_by_service_name(spec: dict[str, Any]) -> None:

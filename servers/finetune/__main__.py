@@ -72,9 +72,17 @@ def _serve(args: argparse.Namespace) -> int:
     settings = FinetuneSettings()
     configure_logging(settings.log_level)
     if args.transport == "stdio":
+        from ragtune.servers.finetune.reaper import Reaper
         from ragtune.servers.finetune.server import build_server
+        from ragtune.servers.finetune.service import FinetuneService
 
-        build_server(settings).run("stdio")
+        svc = FinetuneService(settings)
+        reaper = Reaper(svc.reconcile, settings.reaper_seconds).start()  # no job stays running with its worker dead
+        try:
+            build_server(settings, service=svc).run("stdio")
+        finally:
+            reaper.stop()
+            svc.close()
         return 0
     import uvicorn
     from ragtune.servers.finetune.app import build_app

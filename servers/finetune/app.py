@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from ragtune.servers.finetune.api import build_router, install_error_handlers
 from ragtune.servers.finetune.http import BearerGate, public_url, transport_security
+from ragtune.servers.finetune.reaper import Reaper
 from ragtune.servers.finetune.server import build_server
 from ragtune.servers.finetune.service import FinetuneService
 from ragtune.servers.finetune.serving.routes import build_serving_router, install_serving_errors
@@ -36,8 +37,12 @@ def build_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        async with mcp.session_manager.run():
-            yield
+        reaper = Reaper(svc.reconcile, settings.reaper_seconds).start()  # no job stays running with its worker dead
+        try:
+            async with mcp.session_manager.run():
+                yield
+        finally:
+            reaper.stop()
         await serving.close()
         if service is None:
             svc.close()

@@ -2,33 +2,39 @@
 
 The service never trains. With `local`, `python -m ragtune.servers.worker` processes poll the store; with `ray`,
 each queued job is also submitted to a Ray cluster through the Ray Jobs API as
-`python -m ragtune.servers.worker --once --job <id>`, which leases exactly that job from the shared store.
+`python -m ragtune.servers.worker --once --job <id>`, which leases exactly that job from the shared store
+(servers/finetune/ray_jobs.py). Either way the service's reaper calls `reconcile` on a timer.
 """
 
 from __future__ import annotations
 
-import importlib
-import logging
-import shlex
-from collections.abc import Callable
-from typing import Any, Protocol
+import threading
+from typing import Protocol
 
 from ragtune.config import FinetuneSettings
-from ragtune.jobs import Job
+from ragtune.jobs import Job, JobStore
 
-log = logging.getLogger(__name__)
+from .ray_jobs import DispatchError, RayDispatcher, worker_env
 
-
-class DispatchError(RuntimeError):
-    """Raised when a job cannot be handed to its executor."""
+__all__ = ["DispatchError", "Dispatcher", "LocalDispatcher", "RayDispatcher", "make_dispatcher"]
 
 
 class Dispatcher(Protocol):
-    """Hands a queued job to whatever will run it; returns a note for the job's events."""
+    """Hands a queued job to whatever will run it, stops it, and keeps the store in step with its runs."""
 
     name: str
 
-    def submit(self, job: Job) -> str: ...
+    def submit(self, job: Job) -> str:
+        """Hand a queued job over; return a note for the job's events."""
+        ...
+
+    def stop(self, job_id: str) -> list[str]:
+        """Stop the job's runs now (cancel); return what was stopped."""
+        ...
+
+    def reconcile(self, store: JobStore, lock: threading.RLock) -> list[str]:
+        """Map the executor's view of its runs onto the job store; return the job ids changed."""
+        ...
 
 
 class LocalDispatcher:
@@ -40,59 +46,20 @@ class LocalDispatcher:
         """Nothing to do: workers poll the store."""
         return "queued; a worker (python -m ragtune.servers.worker) will pick it up"
 
+    def stop(self, job_id: str) -> list[str]:
+        """Nothing to do: the worker sees the cancel at its next status check."""
+        return []
 
-class RayDispatcher:
-    """Submit each queued job to a Ray cluster as a one-job worker run (needs the `ray` extra)."""
-
-    name = "ray"
-
-    def __init__(
-        self,
-        address: str | None,
-        *,
-        env: dict[str, str] | None = None,
-        client_factory: Callable[[str | None], Any] | None = None,
-    ) -> None:
-        self.address = address
-        self.env = env or {}
-        self._factory = client_factory or _ray_client
-        self._client: Any = None
-
-    def submit(self, job: Job) -> str:
-        """Submit `python -m ragtune.servers.worker --once --job <id>` and return the Ray submission id."""
-        if self._client is None:
-            self._client = self._factory(self.address)
-        entrypoint = shlex.join(["python", "-m", "ragtune.servers.worker", "--once", "--job", job.id])
-        submission = f"ragtune-{job.id}-{job.attempts + 1}"
-        try:
-            sid = self._client.submit_job(
-                entrypoint=entrypoint,
-                submission_id=submission,
-                runtime_env={"env_vars": self.env},
-                metadata={"ragtune_job": job.id},
-            )
-        except Exception as e:  # the Ray client raises plain RuntimeError/requests errors
-            raise DispatchError(f"Ray did not accept job {job.id}: {e}") from e
-        return f"submitted to Ray at {self.address or 'auto'} as {sid}"
-
-
-def _ray_client(address: str | None) -> Any:
-    try:
-        module = importlib.import_module("ray.job_submission")
-    except ImportError as e:
-        raise DispatchError(
-            "RAGTUNE_DISPATCH=ray needs Ray: pip install 'ragtune[ray]' (or set "
-            "RAGTUNE_DISPATCH=local and run python -m ragtune.servers.worker)"
-        ) from e
-    return module.JobSubmissionClient(address)
+    def reconcile(self, store: JobStore, lock: threading.RLock) -> list[str]:
+        """Nothing beyond the reaper's lease recovery: the store is all there is."""
+        return []
 
 
 def make_dispatcher(settings: FinetuneSettings) -> Dispatcher:
     """Build the dispatcher RAGTUNE_DISPATCH names, passing the store location to Ray workers."""
     if settings.dispatch == "ray":
-        env = {
-            "RAGTUNE_HOME": str(settings.home.resolve()),
-            "RAGTUNE_JOBS_DB": str(settings.db_path().resolve()),
-        }
-        return RayDispatcher(settings.ray_address, env=env)
+        token = settings.ray_token.get_secret_value() if settings.ray_token else None  # "" (compose default): none
+        return RayDispatcher(
+            settings.ray_address, env=worker_env(settings), python=settings.ray_python, token=token or None
+        )
     return LocalDispatcher()

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from ragtune.servers.finetune import hyper
 from ragtune.servers.finetune.dispatch import Dispatcher, DispatchError, make_dispatcher
+from ragtune.servers.finetune.ray_jobs import parse_resources
 from ragtune.servers.finetune.schemas import JobRequest, Page, ServiceError
 
 from ragtune import promotion
@@ -293,6 +294,10 @@ class FinetuneService:
             peft = hyper.parse_peft(req.peft or (req.x_ragtune or {}).get("peft"), kind)
         except hyper.RequestError as e:
             raise ServiceError(400, e.message, param=e.param, code=e.code) from e
+        try:
+            resources = parse_resources((req.x_ragtune or {}).get("resources"))
+        except ValueError as e:
+            raise ServiceError(400, str(e), param="x_ragtune.resources") from e
         model = (req.model or self.settings.default_base_model).strip()
         try:
             resolve_base_model(model)
@@ -355,6 +360,7 @@ class FinetuneService:
             integrations=req.integrations or [],
             user_provided_suffix=req.suffix,
             peft=peft,
+            resources=resources,
             output_dir=str((self.jobs_dir / job_id).resolve()),
         )
 
@@ -448,8 +454,13 @@ class FinetuneService:
             return self.store.get_job(job_id)
 
     def cancel_job(self, job_id: str) -> Job:
-        """Cancel a job; a running worker notices at its next heartbeat and stops."""
-        return self._move(job_id, JobStatus.cancelled, "cancelled by request")
+        """Cancel a job; a running worker notices at its next heartbeat and stops (Ray: its run is stopped too)."""
+        job = self._move(job_id, JobStatus.cancelled, "cancelled by request")
+        stopped = self.dispatcher.stop(job_id)
+        if stopped:
+            with self._guard():
+                self.store.add_event(job_id, f"stopped {self.dispatcher.name} run(s): {', '.join(stopped)}")
+        return job
 
     def pause_job(self, job_id: str) -> Job:
         """Pause a queued or running job; the worker saves a checkpoint and releases it."""
@@ -457,9 +468,17 @@ class FinetuneService:
 
     def resume_job(self, job_id: str) -> Job:
         """Re-queue a paused job to continue from its last checkpoint."""
-        job = self._move(job_id, JobStatus.queued, "resumed by request; queued to continue from the last checkpoint")
-        with self._guard():
+        with self._guard():  # one critical section: the reaper must not submit it a second time in between
+            job = self.store.transition(
+                job_id, JobStatus.queued, message="resumed by request; queued to continue from the last checkpoint"
+            )
             return self._dispatch(job)
+
+    def reconcile(self) -> list[str]:
+        """Recover jobs whose worker stopped heartbeating, then let the dispatcher sync its runs (the reaper's tick)."""
+        with self._guard():
+            recovered = self.store.recover_expired()
+        return recovered + self.dispatcher.reconcile(self.store, self._lock)
 
     def _move(self, job_id: str, to: JobStatus, message: str) -> Job:
         with self._guard():
