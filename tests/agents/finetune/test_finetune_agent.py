@@ -91,7 +91,8 @@ async def test_confirmation_then_submit_then_cancel(stack):
 async def test_a_bad_dataset_is_refused_and_nothing_launches(stack):
     peer, tools = stack
     with anyio.fail_after(60):
-        done = await peer.ask('Train the model on this:\n{"question": "only one?", "answer": "yes"}')
+        # An empty answer is a bad record (a single good line is a valid, if tiny, dataset).
+        done = await peer.ask('Train the model on this:\n{"question": "what is LoRA?", "answer": ""}')
     assert done.state_name == "completed" and "refused" in done.text
     assert (await tools.call("finetune_list_jobs"))["jobs"] == []
 
