@@ -35,6 +35,45 @@ class ChatRequest(BaseModel):
     logprobs: bool | None = None
 
 
+class ModelCard(BaseModel):
+    """OpenAI's model object, plus `x_ragtune` (kind: base|lora|full, and the job that made a tuned model)."""
+
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
+    root: str
+    parent: str | None = None
+    x_ragtune: dict[str, Any]
+
+
+class ModelList(BaseModel):
+    """`GET /v1/models`: base models, then tuned ones, newest first."""
+
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class ModelDeleted(BaseModel):
+    """`DELETE /v1/models/{id}`."""
+
+    id: str
+    object: Literal["model"] = "model"
+    deleted: bool
+
+
+class ChatCompletionBody(BaseModel):
+    """OpenAI's `chat.completion` object (the streamed form is `chat.completion.chunk` events)."""
+
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[dict[str, Any]]
+    usage: dict[str, int]
+    system_fingerprint: str | None = None
+
+
 def to_params(req: ChatRequest, limit: int) -> ChatParams:
     """Check what OpenAI's schema cannot express and turn the request into engine parameters."""
     if (req.n or 1) != 1:

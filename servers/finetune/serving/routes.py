@@ -26,21 +26,25 @@ def build_serving_router(serving: Serving) -> APIRouter:
     router = APIRouter()
 
     @router.get("/models")
-    async def list_models() -> dict[str, Any]:
+    async def list_models() -> protocol.ModelList:
         """List base models and every succeeded job's tuned model."""
-        return {"object": "list", "data": await serving.models()}
+        return protocol.ModelList(data=[protocol.ModelCard(**card) for card in await serving.models()])
 
     @router.get("/models/{model_id:path}")
-    async def get_model(model_id: str) -> dict[str, Any]:
+    async def get_model(model_id: str) -> protocol.ModelCard:
         """Return one model object."""
-        return (await serving.model(model_id)).card()
+        return protocol.ModelCard(**(await serving.model(model_id)).card())
 
     @router.delete("/models/{model_id:path}")
-    async def delete_model(model_id: str) -> dict[str, Any]:
+    async def delete_model(model_id: str) -> protocol.ModelDeleted:
         """Delete a tuned model (its weights and listing); base models cannot be deleted."""
-        return await serving.delete(model_id)
+        return protocol.ModelDeleted(**await serving.delete(model_id))
 
-    @router.post("/chat/completions", response_model=None)
+    @router.post(
+        "/chat/completions",
+        response_model=None,
+        responses={200: {"model": protocol.ChatCompletionBody, "content": {"text/event-stream": {}}}},
+    )
     async def chat_completions(body: protocol.ChatRequest) -> dict[str, Any] | StreamingResponse:
         """Answer with a base or tuned model; `stream: true` sends SSE chunks ending with `data: [DONE]`."""
         if not body.stream:
