@@ -10,8 +10,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-GUIDES = ("docs/guide", "docs/ko", "README.md")
+from ragtune.paths import GUIDE_NAMES as GUIDES
+from ragtune.paths import default_roots, guides_root
+
+ROOT = guides_root()  # the checkout, or the guides shipped in the installed package
 GUIDES_COLLECTION = "guides"
 
 
@@ -51,7 +53,7 @@ def choose_corpus(docs: str | None, collection: str | None = None) -> Corpus:
 
 
 def retrieval_roots(corpus: Corpus, configured: str | None) -> str:
-    """Return RAGTUNE_RETRIEVAL_ROOTS for the demo: the configured roots (default the repository) plus the corpus."""
-    roots = [r for r in re.split(r"[:,]", configured or str(ROOT)) if r]
+    """Return RAGTUNE_RETRIEVAL_ROOTS for the demo: the configured roots (default guides + cwd) plus the corpus."""
+    roots = [r for r in re.split(r"[:,]", configured or default_roots()) if r]
     extra = [str(p) for p in corpus.paths if not any(p.is_relative_to(Path(r).resolve()) for r in roots)]
     return ",".join(roots + extra)

@@ -23,7 +23,7 @@ from pathlib import Path
 from ragtune.agents.a2a_peer import CARD_PATH, A2APeer
 from ragtune.agents.corpus import GUIDES_COLLECTION, Corpus, CorpusError, choose_corpus, retrieval_roots
 from ragtune.agents.demo_finetune import FinetuneService, finetune_demo, footprint
-from ragtune.agents.launcher import ROOT, LaunchError, Service, Supervisor
+from ragtune.agents.launcher import LaunchError, Service, Supervisor
 from ragtune.agents.mcp_tools import McpTools, ToolFailed
 from rich.console import Console
 from rich.panel import Panel
@@ -31,6 +31,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.text import Text
 
 from ragtune.config import AgentSettings, FinetuneSettings, RetrievalSettings
+from ragtune.paths import default_roots
 
 console = Console(highlight=False)
 SHOWN_CHARS = 1200  # a request carrying a dataset is shown cut, not as screens of JSONL
@@ -77,14 +78,13 @@ def child_env(home: Path, settings: AgentSettings, rs: RetrievalSettings, fs: Fi
         TRANSFORMERS_OFFLINE="1",
         TOKENIZERS_PARALLELISM="false",
         PYTHONUNBUFFERED="1",
-        PYTHONPATH=str(ROOT),
         RAGTUNE_RETRIEVAL_URL=f"{local}:{rs.retrieval_port}/mcp",
         RAGTUNE_FINETUNE_URL=f"{local}:{fs.finetune_port}/mcp",
         RAGTUNE_RESEARCH_AGENT_URL=f"{local}:{settings.research_port}",
         RAGTUNE_FINETUNE_AGENT_URL=f"{local}:{settings.finetune_agent_port}",
     )
-    env.setdefault("RAGTUNE_RETRIEVAL_ROOTS", str(ROOT))
-    env.setdefault("RAGTUNE_FINETUNE_ROOTS", str(ROOT))
+    env.setdefault("RAGTUNE_RETRIEVAL_ROOTS", default_roots())
+    env.setdefault("RAGTUNE_FINETUNE_ROOTS", default_roots())
     return env
 
 
@@ -258,7 +258,6 @@ def print_urls(settings: AgentSettings, rs: RetrievalSettings, fs: FinetuneSetti
         # Without the roots, Desktop's server could ingest nothing: it starts in an arbitrary folder (issue #12).
         "RAGTUNE_RETRIEVAL_ROOTS": ":".join(str(r.expanduser().resolve()) for r in rs.retrieval_roots),
         "RAGTUNE_FINETUNE_ROOTS": ":".join(str(r.expanduser().resolve()) for r in fs.finetune_roots),
-        "PYTHONPATH": str(ROOT),
         "HF_HUB_OFFLINE": "1",
     }
     entry = {

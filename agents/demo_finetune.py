@@ -11,22 +11,23 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 from ragtune.agents.a2a_peer import A2APeer
-from ragtune.agents.launcher import ROOT
 from ragtune.agents.research.qa_pairs import QAPair, build_pairs, guide_documents, split_holdout
 from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from ragtune.paths import guides
 from ragtune.promotion import PROMOTION_PATH
 
-GUIDES = (ROOT / "docs" / "guide", ROOT / "docs" / "ko", ROOT / "README.md")
+GUIDES = guides()
 TRAIN_REQUEST = "Instruction-tune the model on these {n} question/answer pairs from the user guides for {steps} steps:"
 Converse = Callable[..., Awaitable[str]]
 
@@ -150,7 +151,7 @@ def _first(text: str, lines: int = 4) -> str:
 
 def footprint(console: Console, home: Path, seconds: float) -> None:
     """Print how long the scripted demo took and how much disk the install and the data use."""
-    sizes = {name: _du(path) for name, path in ((".venv", ROOT / ".venv"), (str(home), home))}
+    sizes = {name: _du(path) for name, path in (("venv", Path(sys.prefix)), (str(home), home))}
     disk = ", ".join(f"{name} {size / 1e9:.2f} GB" for name, size in sizes.items())
     console.print(f"[dim]demo conversation took {seconds / 60:.1f} min; disk: {disk}[/]")
 

@@ -14,8 +14,6 @@ from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
-
 
 class LaunchError(RuntimeError):
     """Raised when a service cannot start: a taken port, a crash, or no answer in time."""
@@ -70,8 +68,8 @@ class Supervisor:
         svc.log = self.logs / f"{svc.name}.log"
         out = svc.log.open("ab")
         svc.proc = subprocess.Popen(
-            [sys.executable, *svc.args],
-            cwd=ROOT,
+            # The caller's cwd and the installed ragtune (-P: a same-named folder in that cwd never shadows it).
+            [sys.executable, "-P", *svc.args],
             env=self.env,
             stdout=out,
             stderr=subprocess.STDOUT,

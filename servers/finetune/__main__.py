@@ -16,8 +16,6 @@ from rich.table import Table
 from ragtune.config import FinetuneSettings, InsecureBindError, check_bind, configure_logging
 from ragtune.datasets import DatasetError, format_report, load_dataset
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command named on the command line; return the exit status."""
@@ -171,7 +169,7 @@ def _estimate(args: argparse.Namespace) -> int:
 
 def _claude_config(_: argparse.Namespace) -> int:
     settings = FinetuneSettings()
-    env = {"RAGTUNE_HOME": str(settings.home.resolve()), "PYTHONPATH": str(ROOT)}
+    env = {"RAGTUNE_HOME": str(settings.home.resolve())}
     env |= {k: v for k, v in os.environ.items() if k == "RAGTUNE_FINETUNE_ROOTS"}
     entry = {
         "command": sys.executable,

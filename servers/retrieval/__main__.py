@@ -85,11 +85,9 @@ def serve(settings: RetrievalSettings, transport: str, host: str | None, port: i
 
 def claude_config(settings: RetrievalSettings) -> dict[str, object]:
     """Return a Claude Desktop `mcpServers` entry launching this Python over stdio."""
-    root = Path(__file__).resolve().parents[2]
     env = {
         "RAGTUNE_HOME": str(settings.home.expanduser().resolve()),
         "RAGTUNE_RETRIEVAL_ROOTS": ":".join(str(r.expanduser().resolve()) for r in settings.retrieval_roots),
-        "PYTHONPATH": str(root),
     }  # Desktop starts servers from an arbitrary folder
     return {
         "mcpServers": {

@@ -26,7 +26,6 @@ from .child import EXIT_FAILED, EXIT_OK, EXIT_PAUSED
 from .recipes import RecipeError, get_recipe
 
 log = logging.getLogger("ragtune.worker")
-ROOT = Path(__file__).resolve().parents[2]
 STATUS_POLL_SECONDS = 0.25
 STOP_GRACE_SECONDS = 5.0
 PAUSE_GRACE_SECONDS = 120.0
@@ -96,6 +95,7 @@ class Worker:
     def _command(self, job: Job, out_dir: Path) -> list[str]:
         return [
             sys.executable,
+            "-P",  # the installed ragtune, never a same-named folder in the cwd
             "-m",
             "ragtune.servers.worker.child",
             "--db",
@@ -114,15 +114,9 @@ class Worker:
 
     def _supervise(self, job: Job, out_dir: Path) -> tuple[int | None, str]:
         """Run the child, heartbeating; return its exit code (None if we stopped it) and why it ended."""
-        env = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-        }
         with (out_dir / "train.log").open("ab") as logf:
-            self.child = proc = subprocess.Popen(
+            self.child = proc = subprocess.Popen(  # the worker's own environment and cwd: no repository root needed
                 self._command(job, out_dir),
-                cwd=ROOT,
-                env=env,
                 stdout=logf,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
