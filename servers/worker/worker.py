@@ -137,9 +137,10 @@ class Worker:
                     status = self.store.heartbeat(job.id, self.worker_id, self.settings.lease_seconds)
                 else:
                     status = self.store.get_job(job.id).status
-                if status is None or self.stop.is_set():
+                # queued while we run it: the reaper took the job back (we missed our lease, e.g. frozen)
+                if status is None or status is JobStatus.queued or self.stop.is_set():
                     self._terminate(proc)
-                    return None, "lease lost" if status is None else "worker stopping"
+                    return None, "lease lost" if status in (None, JobStatus.queued) else "worker stopping"
                 if status is JobStatus.cancelled:
                     self._terminate(proc)
                     return None, "cancelled"
@@ -181,7 +182,8 @@ class Worker:
                 message=f"worker {self.worker_id} stopped; re-queued to resume from the last checkpoint",
             )
         if ended == "lease lost":
-            self.store.add_event(job_id, "training stopped: another worker holds the job now", level="warn")
+            lost = "training stopped: this worker lost its lease (re-queued, or another worker holds it)"
+            self.store.add_event(job_id, lost, level="warn")
             return job
         if rc == EXIT_PAUSED or job.status is JobStatus.paused:
             ckpt = next(iter(self.store.list_checkpoints(job_id, limit=1)), None)

@@ -77,11 +77,8 @@ def test_the_served_app_reaps_on_its_own_timer(settings: FinetuneSettings, serve
     assert any("worker ghost stopped heartbeating" in m and "re-queued" in m for m in events)
 
 
-@pytest.mark.slow
-def test_kill_9_of_the_only_worker_leaves_running_within_lease_plus_one_period(
-    settings: FinetuneSettings, serve, models_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    lease, period = 3.0, 1.0
+def _training_worker(settings: FinetuneSettings, serve, models_dir: Path, monkeypatch, lease: float, period: float):
+    """Serve the app with a fast reaper, create a long job, start one worker process and wait for its first step."""
     for key, value in {
         "RAGTUNE_MODELS_DIR": str(models_dir),
         "RAGTUNE_TRAIN_THREADS": "1",
@@ -106,12 +103,23 @@ def test_kill_9_of_the_only_worker_leaves_running_within_lease_plus_one_period(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    deadline = time.monotonic() + 300
+    while not any(e.type == "metrics" for e in client.fine_tuning.jobs.list_events(job.id, limit=50)):
+        if worker.poll() is not None or time.monotonic() > deadline:
+            worker.kill()
+            raise AssertionError("the worker never reached a training step")
+        time.sleep(0.5)
+    assert client.fine_tuning.jobs.retrieve(job.id).status == "running"
+    return client, job.id, worker
+
+
+@pytest.mark.slow
+def test_kill_9_of_the_only_worker_leaves_running_within_lease_plus_one_period(
+    settings: FinetuneSettings, serve, models_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lease, period = 3.0, 1.0
+    client, job_id, worker = _training_worker(settings, serve, models_dir, monkeypatch, lease, period)
     try:
-        deadline = time.monotonic() + 300
-        while not any(e.type == "metrics" for e in client.fine_tuning.jobs.list_events(job.id, limit=50)):
-            assert worker.poll() is None and time.monotonic() < deadline, "the worker never reached a training step"
-            time.sleep(0.5)
-        assert client.fine_tuning.jobs.retrieve(job.id).status == "running"
         children = psutil.Process(worker.pid).children(recursive=True)
         worker.send_signal(signal.SIGKILL)
         killed = time.monotonic()
@@ -120,10 +128,36 @@ def test_kill_9_of_the_only_worker_leaves_running_within_lease_plus_one_period(
         worker.kill()
     psutil.wait_procs(children, timeout=15)  # the training child follows its parent out (watch_parent)
 
-    while (status := client.fine_tuning.jobs.retrieve(job.id).status) == "running":
+    while (status := client.fine_tuning.jobs.retrieve(job_id).status) == "running":
         # the last heartbeat renewed the lease at most `lease` ago; the next tick comes within `period`
         assert time.monotonic() - killed < lease + period + 3.0, "the dead worker's job stayed running"
         time.sleep(0.1)
     assert status == "queued"  # attempt 1 of 3: re-queued to resume from its checkpoint, for the next worker
-    messages = [e.message for e in client.fine_tuning.jobs.list_events(job.id, limit=10)]
+    messages = [e.message for e in client.fine_tuning.jobs.list_events(job_id, limit=10)]
     assert any("worker only stopped heartbeating during attempt 1" in m for m in messages)
+
+
+@pytest.mark.slow
+def test_a_worker_frozen_past_its_lease_gives_the_job_up_when_it_wakes(
+    settings: FinetuneSettings, serve, models_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, job_id, worker = _training_worker(settings, serve, models_dir, monkeypatch, 3.0, 0.5)
+    try:
+        child = psutil.Process(worker.pid).children()[0]
+        worker.send_signal(signal.SIGSTOP)  # frozen: no heartbeats, the training child goes on
+        _wait(lambda: client.fine_tuning.jobs.retrieve(job_id).status == "queued", 10, "the reaper to take it back")
+        worker.send_signal(signal.SIGCONT)
+        worker.wait(30)  # its next heartbeat sees the job queued: it stops the child and exits
+    finally:
+        worker.kill()
+    assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
+    assert client.fine_tuning.jobs.retrieve(job_id).status == "queued"  # still there for the next worker
+    messages = [e.message for e in client.fine_tuning.jobs.list_events(job_id, limit=10)]
+    assert any("this worker lost its lease" in m for m in messages), messages
+
+
+def _wait(check, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
+        time.sleep(0.1)

@@ -53,7 +53,10 @@ class RayHead:
             [str(ray), "start", "--head", "--block", "--port", str(_port()), "--num-cpus", "2", "--num-gpus", "0"]
             + ["--include-dashboard", "true", "--dashboard-host", "127.0.0.1"]
             + ["--dashboard-port", self.url.rsplit(":", 1)[1], "--node-ip-address", "127.0.0.1"]
-            + ["--temp-dir", str(self.temp), "--disable-usage-stats"],
+            + ["--temp-dir", str(self.temp), "--disable-usage-stats"]
+            # ports Ray otherwise fixes (10001, 52365, ...): free ones, so a second cluster on the machine cannot clash
+            + ["--ray-client-server-port", str(_port()), "--dashboard-agent-listen-port", str(_port())]
+            + ["--metrics-export-port", str(_port()), "--runtime-env-agent-port", str(_port())],
             env=env,
             stdout=(self.temp / "head.log").open("wb"),
             stderr=subprocess.STDOUT,
