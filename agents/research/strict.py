@@ -13,6 +13,7 @@ QUOTED = re.compile(r"`([^`]+)`|\"([^\"]{1,60})\"|“([^”]{1,60})”|'([^'\s]{
 # Names: a capital inside a word (LoRA, SmolLM2), all caps (GPU, DPO), or a capitalised word mid-sentence (Claude).
 NAME = re.compile(r"\b[A-Za-z]*[a-z][A-Z]\w*|\b[A-Z]{2,}\w*|(?<=[a-z,;:] )[A-Z][a-z]+\w*")
 IGNORED = frozenset({"e.g", "i.e", "etc", "vs"})
+THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 CITATION = re.compile(r"\[\d+(?:[,\s]+\d+)*\]")
 
 
@@ -37,8 +38,8 @@ class CheckResult:
 
 def _norm(token: str) -> str:
     """Compare tokens without case, markdown ticks, trailing punctuation or thousands separators."""
-    token = token.strip("`*_'\"“”‘’()[]{}<>.,;:!? ").lower()
-    return re.sub(r"(?<=\d),(?=\d{3}\b)", "", token)
+    token = token.strip("`*'\"“”‘’()[]{}<>.,;:!? ").lower()
+    return THOUSANDS.sub("", token)
 
 
 def stated(draft: str) -> list[str]:
@@ -65,10 +66,13 @@ def check(draft: str, sources: list[str]) -> CheckResult:
 def _norm_text(text: str) -> str:
     """Lower-case the sources and drop markdown ticks and thousands separators, as `_norm` does for tokens."""
     text = text.replace("`", "").replace("**", "").lower()
-    return re.sub(r"(?<=\d),(?=\d{3}\b)", "", text)
+    return THOUSANDS.sub("", text)
 
 
 def _appears(token: str, source: str) -> bool:
-    """Tell whether a token occurs in the source as a whole token (8702 must not match 87020)."""
-    pattern = r"(?<![\w])" + re.escape(token) + r"(?![\w])" if token[:1].isalnum() else re.escape(token)
-    return re.search(pattern, source) is not None
+    """Tell whether a token occurs in the source as a whole token (8702 must not match 87020). Only ASCII letters
+    and digits bound a token: a Korean particle may follow it ("`RAGTUNE_HOME`을"), a unit a number ("7B")."""
+    if not token[:1].isalnum():
+        return token in source
+    after = r"(?![0-9])" if re.fullmatch(r"[\d.,]+", token) else r"(?![A-Za-z0-9_])"
+    return re.search(r"(?<![A-Za-z0-9])" + re.escape(token) + after, source) is not None

@@ -3,6 +3,9 @@ cited sentences."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from ragtune.agents.research.sentences import split_spans
 from ragtune.agents.research.strict import check, stated
 
 ROW = "| fine-tuning server (`servers/finetune`) | MCP server plus an OpenAI-compatible REST API (`/v1`) | 8702"
@@ -36,3 +39,10 @@ def test_settings_paths_flags_quoted_tokens_and_names_are_checked():
 
 def test_citation_markers_are_not_claims():
     assert stated("It saves memory [1] [2, 3].") == []
+
+
+def test_a_draft_copying_any_guide_sentence_passes():
+    root = Path(__file__).resolve().parents[3]
+    for path in [*(root / "docs" / "guide").glob("*.md"), *(root / "docs" / "ko").glob("*.md"), root / "README.md"]:
+        for _, _, sentence in split_spans(path.read_text()):
+            assert check(f"{sentence} [1]", [sentence]).passed, (path.name, sentence)
