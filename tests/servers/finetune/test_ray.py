@@ -1,5 +1,6 @@
 """Ray Jobs dispatch against a real local Ray head (token auth on): the official openai SDK drives the service with
-RAGTUNE_DISPATCH=ray; jobs succeed with metrics and an adapter, cancel stops the Ray job, a killed run resumes."""
+RAGTUNE_DISPATCH=ray; jobs succeed with metrics and an adapter, cancel stops the Ray job, a killed run resumes,
+pause ends the run after a checkpoint and resume resubmits from it."""
 
 from __future__ import annotations
 
@@ -191,6 +192,22 @@ def test_killing_the_ray_jobs_process_resumes_from_its_checkpoint(sdk: OpenAI, r
     assert any(m.startswith("resuming from checkpoint-") for m in messages), messages
     _until(lambda: str(ray_head.client.get_job_status(f"{job.id}-2")) == "SUCCEEDED", 30, "the resubmission to exit")
     assert str(ray_head.client.get_job_status(job.id)) == "FAILED"  # the killed first run
+
+
+def test_pause_ends_the_ray_run_after_a_checkpoint_and_resume_resubmits_from_it(sdk: OpenAI, ray_head: RayHead) -> None:
+    job = _create(sdk, max_steps=4)
+    _until(lambda: _stepped(sdk, job.id), 300, "the first training step under Ray")
+    assert sdk.fine_tuning.jobs.pause(job.id).status == "paused"
+    _until(lambda: str(ray_head.client.get_job_status(job.id)) == "SUCCEEDED", 120, "the paused run to exit")
+    ckpt = sdk.fine_tuning.jobs.checkpoints.list(job.id).data[0]
+    assert sdk.fine_tuning.jobs.retrieve(job.id).status == "paused" and ckpt.step_number < 4
+
+    assert sdk.fine_tuning.jobs.resume(job.id).status == "queued"
+    done = _until(lambda: _finished(sdk, job.id), 400, "the resumed job to finish")
+    assert done.status == "succeeded", done.error
+    messages = [e.message for e in sdk.fine_tuning.jobs.list_events(job.id, limit=100)]
+    assert f"resuming from checkpoint-{ckpt.step_number}" in messages
+    assert any(f"as {job.id}-2" in m for m in messages)  # the resubmission's note
 
 
 def _worker_processes(job_id: str) -> list[psutil.Process]:
