@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import sys
 from types import SimpleNamespace
@@ -17,8 +16,6 @@ from ragtune.config import FinetuneSettings
 from ragtune.jobs import Job, JobStatus
 
 from .conftest import CHAT
-
-RAY_MISSING = importlib.util.find_spec("ray") is None
 
 
 def _job() -> Job:
@@ -37,8 +34,10 @@ def test_local_is_the_default_and_never_trains(settings: FinetuneSettings) -> No
     assert "python -m ragtune.servers.worker" in dispatcher.submit(_job())
 
 
-@pytest.mark.skipif(not RAY_MISSING, reason="checks the message shown when the ray extra is absent")
-def test_ray_dispatch_without_ray_fails_the_job_with_the_fix(settings: FinetuneSettings) -> None:
+def test_ray_dispatch_without_ray_fails_the_job_with_the_fix(
+    settings: FinetuneSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "ray.job_submission", None)  # as without the ray extra: the import fails
     with pytest.raises(DispatchError, match=r"pip install 'ragtune\[ray\]'"):
         RayDispatcher(None).submit(_job())
     svc = FinetuneService(settings.model_copy(update={"dispatch": "ray"}))
