@@ -16,6 +16,8 @@ from typing import Any
 # (SL) and digits (SN) come from LATIN_WORD instead.
 KIWI_TAGS = ("NN", "VV", "VA", "XR", "SH", "MAG", "NR", "NP")
 
+TOPIC_TAGS = ("NNG", "NNP", "SH")  # common and proper nouns, Hanja
+
 # Only text with Hangul, kana or CJK ideographs needs Kiwi.
 NEEDS_KIWI = re.compile(r"[\u1100-\u11ff\u3040-\u30ff\u3130-\u318f\u3400-\u9fff\uac00-\ud7a3\uf900-\ufaff]")
 LATIN_WORD = re.compile(r"[A-Za-z]+|\d+")
@@ -39,6 +41,14 @@ class TermAnalyzer:
 
     def terms(self, text: str) -> list[str]:
         """Return the lexical terms of `text` (duplicates kept: bm25 needs term frequency)."""
+        return self._terms(text, KIWI_TAGS)
+
+    def topic_terms(self, text: str) -> list[str]:
+        """Return the terms that name a topic: Latin words and digits, and Korean nouns (no verbs, adverbs or
+        pronouns: "혹시", "저", "알아보" say nothing about what a question is about)."""
+        return self._terms(text, TOPIC_TAGS)
+
+    def _terms(self, text: str, tags: tuple[str, ...]) -> list[str]:
         if not text.strip():
             return []
         # Latin words and digits come from a regex in every text: Kiwi mangles English at sentence ends
@@ -47,7 +57,7 @@ class TermAnalyzer:
         with _STEM_LOCK:
             out = [w if w.isdigit() else self._stemmer.stemWord(w) for w in words if w not in EN_STOPWORDS]
             if NEEDS_KIWI.search(text):
-                out += [t.form for t in self._kiwi.tokenize(text) if t.tag.startswith(KIWI_TAGS)]
+                out += [t.form for t in self._kiwi.tokenize(text) if t.tag.startswith(tags)]
         return out
 
     def lexical(self, text: str) -> str:

@@ -77,11 +77,13 @@ class SentenceScorer:
         return {t for t in self.analyzer.terms(question) if t not in QUESTION_TERMS}
 
     def unseen(self, question: str, texts: Sequence[str]) -> list[str]:
-        """Return the question's terms that occur in none of the texts: the documents never mention them."""
+        """Return the question's topic terms (nouns, Latin words) that occur in none of the texts: the documents never
+        mention them ("Kubernetes", "김치찌개")."""
         seen: set[str] = set()
         for text in texts:
             seen.update(self.analyzer.terms(text))
-        return sorted(t for t in self.question_terms(question) if t not in seen)
+        topics = {t for t in self.analyzer.topic_terms(question) if t not in QUESTION_TERMS}
+        return sorted(t for t in topics if t not in seen)
 
     def lexical(self, terms: set[str], sentence: Sentence) -> float:
         """Return the share of the question's terms found in the sentence (those only in its heading count half)."""
