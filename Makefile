@@ -20,15 +20,17 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q -U pip
 	# torch first, picked by machine: the default Linux wheel is the CUDA build (several GB with its nvidia-*
-	# wheels), so without an NVIDIA GPU take the CPU wheel from PyTorch's index (about 200 MB); if that index is
-	# unreachable (offline CI with a local wheel cache), fall back to the plain pin. TORCH_INDEX overrides the choice.
+	# wheels), so without an NVIDIA GPU take a +cpu wheel pip already knows (CI's find-links; PyPI has none, so
+	# this fails fast elsewhere), else the CPU wheel from PyTorch's index (about 200 MB), else the plain pin.
+	# TORCH_INDEX overrides the choice.
 	@if [ -n "$(TORCH_INDEX)" ]; then \
 	  echo "torch: from $(TORCH_INDEX)"; $(BIN)/pip install -q "torch==$(TORCH_VERSION)" --index-url "$(TORCH_INDEX)"; \
 	elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
 	  echo "torch: NVIDIA GPU found, installing the CUDA build"; $(BIN)/pip install -q "torch==$(TORCH_VERSION)"; \
 	else \
 	  echo "torch: no NVIDIA GPU, installing the CPU build"; \
-	  $(BIN)/pip install -q --retries 1 --timeout 15 "torch==$(TORCH_VERSION)" --index-url "$(TORCH_CPU_INDEX)" \
+	  $(BIN)/pip install -q "torch==$(TORCH_VERSION)+cpu" 2>/dev/null \
+	    || $(BIN)/pip install -q --retries 1 --timeout 15 "torch==$(TORCH_VERSION)" --index-url "$(TORCH_CPU_INDEX)" \
 	    || $(BIN)/pip install -q "torch==$(TORCH_VERSION)"; \
 	fi
 	# ray: Ray Jobs dispatch (RAGTUNE_DISPATCH=ray) and its tests; ~80 MB download, ~350 MB installed.
