@@ -157,8 +157,10 @@ class GraphExecutor(AgentExecutor):
         if not text:
             raise InvalidParamsError(message="empty message: send your request as a non-empty text part")
         task = context.current_task
-        if task is None:  # a new task's stream starts with it; a follow-up's Task must not be re-sent: the SDK
-            if context.message is None:  # would keep the stale state and drop the message
+        # A new task's stream starts with the Task; a follow-up's must not be re-sent (the SDK would keep the
+        # stale input-required state and drop the user's message).
+        if task is None:
+            if context.message is None:
                 raise InvalidParamsError(message="no message: send your request as a message with a text part")
             task = new_task_from_user_message(context.message)
             await event_queue.enqueue_event(task)
