@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 from ragtune.agents.research import prompts
 from ragtune.agents.research.evidence import Hit, format_answer, is_korean
-from ragtune.agents.research.scoring import Scored
+from ragtune.agents.research.scoring import Scored, asks_number, holds_value
+from ragtune.agents.research.strict import stated
 
 # Calibrated on bench/answers_set.jsonl with the e5-small embedder (docs/benchmarks/agents.md, "Answers"): the best
 # sentence's blend score, less a penalty for each question term that no retrieved passage mentions ("Kubernetes"),
@@ -17,6 +18,9 @@ MIN_SCORE_LEXICAL_ONLY = 0.15  # without an embedder the blend is 0.25 x the lex
 UNSEEN_PENALTY = 0.1
 QUOTE_MARGIN = 0.1  # runners-up are quoted when they score almost as well as the best
 MAX_QUOTES = 3
+# A sentence of another document scoring within this of the best, and stating other facts, makes the answer a coin
+# toss between two facts: abstain rather than cite the wrong one.
+RIVAL_MARGIN = 0.015
 CONTEXT_SENTENCES = 3  # what a model is given to write from
 
 
@@ -29,6 +33,7 @@ class AnswerPolicy:
     unseen_penalty: float = UNSEEN_PENALTY
     max_quotes: int = MAX_QUOTES
     quote_margin: float = QUOTE_MARGIN
+    rival_margin: float = RIVAL_MARGIN
     context: int = CONTEXT_SENTENCES
 
 
@@ -41,6 +46,44 @@ def answerable(ranked: list[Scored], unseen: list[str], policy: AnswerPolicy, de
     """Tell whether the best sentence is relevant enough to answer from."""
     floor = policy.min_score if dense else policy.min_score_lexical_only
     return bool(ranked) and confidence(ranked, unseen, policy) >= floor
+
+
+def rival(question: str, ranked: list[Scored], policy: AnswerPolicy) -> Scored | None:
+    """Return a sentence of another document that scores almost as well as the best but states other facts (the
+    question's own words, "fine-tuning", are not facts)."""
+    best = ranked[0]
+    facts = _facts(question, best)
+    for s in ranked[1:]:
+        if s.score < best.score - policy.rival_margin:
+            return None
+        if _document(s) != _document(best) and not facts & _facts(question, s):
+            return s
+    return None
+
+
+def _facts(question: str, s: Scored) -> set[str]:
+    """Return what a sentence states beyond the question's words: numbers, identifiers, names."""
+    asked = set(stated(question)) | set(question.lower().split())
+    return {t for t in stated(s.sentence.text) if t not in asked}
+
+
+def _document(s: Scored) -> str:
+    """Return which document a sentence comes from."""
+    return s.sentence.hit.document_id or s.sentence.hit.title
+
+
+def abstain_reason(
+    question: str, ranked: list[Scored], unseen: list[str], policy: AnswerPolicy, dense: bool = True
+) -> str:
+    """Return why the documents do not answer the question ("" when they do): too little relevance, a number asked
+    for that no quoted sentence states, or two documents' different facts scoring alike."""
+    if not answerable(ranked, unseen, policy, dense):
+        return "no sentence is relevant enough"
+    if asks_number(question) and not any(holds_value(s.sentence.text) for s in quotes(ranked, policy)):
+        return "no relevant sentence states the number asked for"
+    if (other := rival(question, ranked, policy)) is not None:
+        return f"“{other.sentence.hit.title}” states another fact as relevant as the best one"
+    return ""
 
 
 def quotes(ranked: list[Scored], policy: AnswerPolicy) -> list[Scored]:

@@ -23,7 +23,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from ragtune.agents.mcp_tools import McpTools
 from ragtune.agents.research import prompts
-from ragtune.agents.research.answer import AnswerPolicy, answerable, not_found
+from ragtune.agents.research.answer import AnswerPolicy, abstain_reason, not_found
 from ragtune.agents.research.evidence import Hit, is_korean, parse_hits
 from ragtune.agents.research.qa_pairs import build_pairs
 from ragtune.agents.research.scoring import SentenceScorer
@@ -105,7 +105,9 @@ def build_research_graph(deps: ResearchDeps, checkpointer: BaseCheckpointSaver |
         _status("scoring sentences")
         ranked = await asyncio.to_thread(deps.scorer.rank, state["query"], candidates(hits))
         unseen = await asyncio.to_thread(deps.scorer.unseen, state["query"], [_passage(h) for h in hits])
-        if not answerable(ranked, unseen, deps.policy, dense=deps.scorer.embedder is not None):
+        why = abstain_reason(state["query"], ranked, unseen, deps.policy, dense=deps.scorer.embedder is not None)
+        if why:
+            _status(f"not answering: {why}")
             return {"answer": not_found(question, ranked), "history": [state["query"]]}
         writer = None
         if deps.draft:

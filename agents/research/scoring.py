@@ -42,6 +42,23 @@ TYPE_BONUS = 0.05  # what a sentence holding the asked-for kind of token gains
 INTRO = re.compile(r"(?::|다음과 같습니다\.?)$")  # "The config file lives at:" introduces facts but holds none
 HEADING_WEIGHT = 0.5  # a question term found only in the section's heading counts half
 CACHE_SIZE = 20_000
+# Korean loanwords the guides write in Latin letters: "리눅스" must find "Linux" for the lexical score and must not
+# count as a term no passage mentions.
+LOANWORDS = {
+    "리눅스": "Linux",
+    "도커": "Docker",
+    "파이썬": "Python",
+    "윈도우": "Windows",
+    "우분투": "Ubuntu",
+    "깃허브": "GitHub",
+    "쿠버네티스": "Kubernetes",
+    "엔비디아": "NVIDIA",
+    "파이토치": "PyTorch",
+    "허깅페이스": "Hugging Face",
+    "클로드": "Claude",
+    "맥OS": "macOS",
+}
+LOANWORD = re.compile("|".join(sorted(map(re.escape, LOANWORDS), key=len, reverse=True)))
 
 
 @dataclass(frozen=True)
@@ -73,8 +90,8 @@ class SentenceScorer:
             self.embedder.embed_queries(["warm up"])
 
     def question_terms(self, question: str) -> set[str]:
-        """Return the content terms of a question (question words dropped)."""
-        return {t for t in self.analyzer.terms(question) if t not in QUESTION_TERMS}
+        """Return the content terms of a question (question words dropped, Korean loanwords in Latin letters)."""
+        return {t for t in self.analyzer.terms(transliterate(question)) if t not in QUESTION_TERMS}
 
     def unseen(self, question: str, texts: Sequence[str]) -> list[str]:
         """Return the question's topic terms (nouns, Latin words) that occur in none of the texts: the documents never
@@ -82,7 +99,7 @@ class SentenceScorer:
         seen: set[str] = set()
         for text in texts:
             seen.update(self.analyzer.terms(text))
-        topics = {t for t in self.analyzer.topic_terms(question) if t not in QUESTION_TERMS}
+        topics = {t for t in self.analyzer.topic_terms(transliterate(question)) if t not in QUESTION_TERMS}
         return sorted(t for t in topics if t not in seen)
 
     def lexical(self, terms: set[str], sentence: Sentence) -> float:
@@ -128,6 +145,11 @@ class SentenceScorer:
         return sorted(scored, key=lambda x: -x.score)
 
 
+def transliterate(text: str) -> str:
+    """Write common Korean loanwords as the guides do ("리눅스에서" -> "Linux 에서"), so their terms match."""
+    return LOANWORD.sub(lambda m: f" {LOANWORDS[m.group(0)]} ", text)
+
+
 def passage_text(sentence: Sentence) -> str:
     """Return what is embedded for a sentence: its section heading, then the sentence."""
     heading = sentence.hit.heading.split(" › ")[-1] if sentence.hit.heading else sentence.hit.title
@@ -143,6 +165,16 @@ def kind_bonus(question: str, text: str) -> float:
     if (wants_number and HAS_NUMBER.search(text)) or (wants_identifier and HAS_IDENTIFIER.search(text)):
         return TYPE_BONUS
     return 0.0
+
+
+def asks_number(question: str) -> bool:
+    """Tell whether a question asks for a number or a setting's value: a port, a size, a count, a default."""
+    return ASKS_NUMBER.search(question) is not None
+
+
+def holds_value(text: str) -> bool:
+    """Tell whether a sentence states a value: a number, or an identifier (path, `setting`, file name)."""
+    return HAS_NUMBER.search(text) is not None or HAS_IDENTIFIER.search(text) is not None
 
 
 def quotes_question(question: str, text: str) -> bool:
