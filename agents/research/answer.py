@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from ragtune.agents.research import prompts
 from ragtune.agents.research.evidence import Hit, format_answer, is_korean
 from ragtune.agents.research.scoring import Scored, asks_number, holds_value
-from ragtune.agents.research.strict import stated
+from ragtune.agents.research.strict import new_facts
 
 # Calibrated on bench/answers_set.jsonl with the e5-small embedder (docs/benchmarks/agents.md, "Answers"): the best
 # sentence's blend score, less a penalty for each question term that no retrieved passage mentions ("Kubernetes"),
@@ -52,19 +52,13 @@ def rival(question: str, ranked: list[Scored], policy: AnswerPolicy) -> Scored |
     """Return a sentence of another document that scores almost as well as the best but states other facts (the
     question's own words, "fine-tuning", are not facts)."""
     best = ranked[0]
-    facts = _facts(question, best)
+    facts = new_facts(question, best.sentence.text)
     for s in ranked[1:]:
         if s.score < best.score - policy.rival_margin:
             return None
-        if _document(s) != _document(best) and not facts & _facts(question, s):
+        if _document(s) != _document(best) and not facts & new_facts(question, s.sentence.text):
             return s
     return None
-
-
-def _facts(question: str, s: Scored) -> set[str]:
-    """Return what a sentence states beyond the question's words: numbers, identifiers, names."""
-    asked = set(stated(question)) | set(question.lower().split())
-    return {t for t in stated(s.sentence.text) if t not in asked}
 
 
 def _document(s: Scored) -> str:

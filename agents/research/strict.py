@@ -55,6 +55,12 @@ def stated(draft: str) -> list[str]:
     return out
 
 
+def new_facts(question: str, text: str) -> set[str]:
+    """Return what a text states beyond the question's words: its numbers, identifiers and names."""
+    asked = set(stated(question)) | {_norm(w) for w in question.split()}
+    return {t for t in stated(text) if t not in asked}
+
+
 def check(draft: str, sources: list[str]) -> CheckResult:
     """Check that every token the draft states appears in the cited source sentences."""
     source = _norm_text(" ".join(sources))

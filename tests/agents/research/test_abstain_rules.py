@@ -7,6 +7,8 @@ from ragtune.agents.research.answer import AnswerPolicy, abstain_reason, rival
 from ragtune.agents.research.evidence import Hit
 from ragtune.agents.research.scoring import Scored, SentenceScorer, asks_number, holds_value, transliterate
 from ragtune.agents.research.sentences import Sentence
+from ragtune.agents.research.strict import new_facts
+from ragtune.agents.research.writing import restates_best
 
 
 def scored(text: str, score: float, document: str) -> Scored:
@@ -59,3 +61,24 @@ def test_korean_loanwords_match_the_latin_words_of_the_guides():
     assert scorer.unseen(question, ["Linux: `~/.config/Claude/claude_desktop_config.json` 설정 파일"]) == []
     assert "linux" in scorer.question_terms(question)
     assert scorer.unseen("도커로 실행하려면?", ["Docker compose로 실행합니다."]) == []
+
+
+def test_new_facts_leave_out_the_questions_own_words():
+    question = "Which GPU holds full fine-tuning of a 7B model on one card?"
+    assert new_facts(question, "Only a 141 GB H200 holds full fine-tuning of a 7B model on one GPU.") == {"141", "gb"}
+
+
+def test_a_draft_is_shown_only_when_it_states_the_one_fact_the_best_sentence_adds():
+    question = PORT
+    one = [scored("The fine-tuning server listens on port 8702.", 1.1, "guide")]
+    assert restates_best(question, "The fine-tuning server listens on port 8702.", one)
+    assert not restates_best(question, "It listens on 127.0.0.1.", one)  # another sentence's grounded fact
+    many = [
+        scored("About 114 GB for full fine-tuning (only a 141 GB H200 holds that), 16 GB for QLoRA on a T4.", 1.1, "g")
+    ]
+    # several facts in one sentence: a small model may pick the wrong one, so the quote is shown instead
+    assert not restates_best("Which GPU holds full fine-tuning?", "The GPU is the 141 GB H200.", many)
+    factless = [scored("DPO trains on pairs of answers to the same prompt.", 1.1, "guide")]
+    assert not restates_best(
+        "What does DPO train on?", "The answer is: DPO (Direct Preference Optimisation).", factless
+    )
