@@ -31,7 +31,7 @@ def table(evaluation: dict[str, Any] | None) -> str:
     lines = [
         f"Evaluation on {evaluation.get('examples', '?')} held-out examples ({source.get('type', 'held_out')}, "
         "never trained on):",
-        "| metric | base | tuned | change | |",
+        "| metric | base | tuned | change | outcome |",
         "|---|---|---|---|---|",
     ]
     for row in evaluation.get("per_testing_criteria_results") or []:
