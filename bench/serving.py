@@ -67,23 +67,21 @@ def random_adapter(base_dir: Path, out: Path, seed: int) -> Path:
 
 def register(store: Any, base: str, adapter: Path, name: str) -> str:
     """Record a succeeded job whose weights are `adapter`, as the worker would; return its model name."""
-    from ragtune.jobs import Job, JobStatus, new_id
+    from ragtune.jobs import Job, JobStatus, fine_tuned_model_name, new_id
 
-    job_id = new_id("ftjob")
-    model = f"ft:{base}:org-ragtune:{name}:{job_id}"
-    store.create_job(
-        Job(
-            id=job_id,
-            created_at=int(time.time()),
-            model=base,
-            status=JobStatus.succeeded,
-            training_file="file-bench",
-            fine_tuned_model=model,
-            result_files=[str(adapter)],
-            output_dir=str(adapter.parent),
-        )
+    job = Job(
+        id=new_id("ftjob"),
+        created_at=int(time.time()),
+        model=base,
+        status=JobStatus.succeeded,
+        training_file="file-bench",
+        user_provided_suffix=name,
+        result_files=[str(adapter)],
+        output_dir=str(adapter.parent),
     )
-    return model
+    job.fine_tuned_model = fine_tuned_model_name(job)
+    store.create_job(job)
+    return job.fine_tuned_model
 
 
 def start_service(settings: Any) -> tuple[str, Any, Any]:
