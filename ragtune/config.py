@@ -34,6 +34,11 @@ class CommonSettings(BaseSettings):
     api_token: SecretStr | None = Field(
         default=None, description="Bearer token every HTTP surface requires; needed to bind beyond loopback."
     )
+    database_url: SecretStr | None = Field(
+        default=None,
+        description="PostgreSQL (with pgvector) for the index, jobs, A2A tasks and agent checkpoints, e.g. "
+        "postgresql://ragtune:secret@db:5432/ragtune; unset: SQLite files under HOME.",
+    )
     log_level: str = Field(default="INFO", description="Log level for stderr logging (DEBUG, INFO, WARNING).")
     mcp_session_idle_seconds: float = Field(
         default=900.0, gt=0, description="An MCP HTTP session with no request for this long is closed."
@@ -46,6 +51,10 @@ class CommonSettings(BaseSettings):
         """Return a path under `home`, creating the folder so SQLite can open files there."""
         self.home.mkdir(parents=True, exist_ok=True)
         return self.home / name
+
+    def database(self) -> str | None:
+        """Return the PostgreSQL URL as plain text, or None for the SQLite default."""
+        return self.database_url.get_secret_value() if self.database_url else None
 
     def token(self) -> str | None:
         """Return the bearer token as plain text, or None when HTTP is open (loopback only)."""

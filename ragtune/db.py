@@ -76,9 +76,18 @@ def transaction(conn: Connection, *, immediate: bool = True) -> Iterator[Connect
 Migration = str | Callable[[sqlite_utils.Database], None]
 
 
+class SchemaTooNew(RuntimeError):
+    """Raised when a database was written by a newer ragtune than the one opening it (SQLite or PostgreSQL)."""
+
+
 def migrate(conn: Connection, migrations: Sequence[Migration]) -> int:
     """Apply the migrations past `pragma user_version`, each in its own transaction; return the new version."""
     current = conn.execute("pragma user_version").fetchone()[0]
+    if current > len(migrations):
+        raise SchemaTooNew(
+            f"this database's schema is version {current}, newer than this ragtune ({len(migrations)}): "
+            "upgrade ragtune to the version that wrote it, or point RAGTUNE_HOME at another folder"
+        )
     for version, step in enumerate(migrations, start=1):
         if version <= current:
             continue
