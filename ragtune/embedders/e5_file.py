@@ -8,8 +8,10 @@ value = (nibble - 8) * scale.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,6 +47,20 @@ class E5File:
     def word_embeddings(self, ids: np.ndarray) -> np.ndarray:
         """Dequantize only the embedding rows `ids` needs (the full table would be 384 MB in fp32)."""
         return dequantize(self.word_blocks[ids.reshape(-1)]).reshape(*ids.shape, self.hidden)
+
+
+def with_tensors(model: E5File, tensors: Mapping[str, np.ndarray]) -> E5File:
+    """Return `model` with its layer tensors replaced (tuned weights); word embeddings and vocabulary stay shared."""
+    missing = sorted(set(model.tensors) - set(tensors))
+    if missing:
+        raise ModelFileError(f"the tuned weights lack {len(missing)} tensors (e.g. {missing[0]}): re-export them")
+    out: dict[str, np.ndarray] = {}
+    for name, base in model.tensors.items():
+        value = np.ascontiguousarray(tensors[name], dtype=np.float32).reshape(-1)
+        if value.size != base.size:
+            raise ModelFileError(f"tuned tensor {name} has {value.size} values, the e5-small layout needs {base.size}")
+        out[name] = value
+    return dataclasses.replace(model, tensors=out)
 
 
 def packaged_model_path() -> Path:

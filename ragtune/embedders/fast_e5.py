@@ -41,11 +41,15 @@ class TorchE5:
     def _model(self) -> Any:
         with self._lock:
             if self._engine is None:
-                from ragtune.embedders.e5_file import load_e5_file
-                from ragtune.embedders.torch_e5 import TorchE5Engine
-
-                self._engine = TorchE5Engine(load_e5_file(), threads=self.threads, precision=self.precision)
+                self._engine = self._build()
             return self._engine
+
+    def _build(self) -> Any:
+        """Load the packaged weights into the torch engine (a tuned embedder swaps in its own layer tensors)."""
+        from ragtune.embedders.e5_file import load_e5_file
+        from ragtune.embedders.torch_e5 import TorchE5Engine
+
+        return TorchE5Engine(load_e5_file(), threads=self.threads, precision=self.precision)
 
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
         """Embed search queries (with the `query: ` prefix)."""

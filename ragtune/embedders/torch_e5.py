@@ -9,7 +9,7 @@ Requires torch (the `train` extra), so import it lazily.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -18,7 +18,7 @@ from torch import nn
 from torch.nn import functional
 
 from ragtune.embedders.e5_calibration import CALIBRATION_TEXTS
-from ragtune.embedders.e5_file import E5File
+from ragtune.embedders.e5_file import E5File, with_tensors
 from ragtune.embedders.e5_tokenizer import E5Tokenizer
 
 Precision = Literal["fp32", "int8"]
@@ -106,8 +106,17 @@ class E5Encoder(nn.Module):
 class TorchE5Engine:
     """Tokenize, window, run the encoder, average windows: the packaged engine's recipe on torch."""
 
-    def __init__(self, model: E5File, threads: int = 1, precision: Precision = "int8") -> None:
+    def __init__(
+        self,
+        model: E5File,
+        threads: int = 1,
+        precision: Precision = "int8",
+        tensors: Mapping[str, np.ndarray] | None = None,
+    ) -> None:
+        """Build the engine; `tensors` (same names and sizes as the file's) replace the layer weights (tuned e5)."""
         torch.set_num_threads(threads)
+        if tensors is not None:
+            model = with_tensors(model, tensors)
         self.tokenizer = E5Tokenizer(model)
         self.window, self.dim = model.max_positions - 2, model.hidden
         self.encoder: Any = E5Encoder(model).eval()
