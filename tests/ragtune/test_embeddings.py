@@ -8,16 +8,31 @@ import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
 import pytest
 
 from ragtune.config import RetrievalSettings
+from ragtune.embedders.e5_file import load_e5_file
 from ragtune.embedders.fast_e5 import TorchE5
 from ragtune.embedders.packaged_e5 import PackagedE5
 from ragtune.embedders.remote import EmbeddingEndpointError
-from ragtune.embeddings import Embedder, UnknownEmbedder, covers, detect_language, make_embedder
+from ragtune.embedders.tuned import TunedManifest, save_tuned, tuned_dir
+from ragtune.embeddings import (
+    Embedder,
+    EmbedderRegistry,
+    MissingEmbedder,
+    UnknownEmbedder,
+    WorseEmbedder,
+    check_verdict,
+    covers,
+    detect_language,
+    make_embedder,
+    resolve_embedder,
+    spec_for_model,
+)
 
 FAKE_DIM = 8
 
@@ -261,3 +276,69 @@ def test_openai_embedder_without_endpoint_or_key_is_refused() -> None:
 )
 def test_detect_language(text: str, lang: str) -> None:
     assert detect_language(text) == lang
+
+
+# -- the registry: ids, recorded model ids, tuned embedders -----------------------------------------------------
+
+
+def _tuned(home: Path, model_id: str, verdict: str, noise: float = 0.0) -> Path:
+    """Export a tuned embedder the way an embedding job does (the base layers, optionally moved a little)."""
+    tensors = dict(load_e5_file().tensors)
+    if noise:
+        shift = np.random.default_rng(1).normal(scale=noise, size=tensors["l3.fi.w"].shape).astype(np.float32)
+        tensors["l3.fi.w"] = np.asarray(tensors["l3.fi.w"]) + shift
+    manifest = TunedManifest.model_validate(
+        {
+            "model_id": model_id,
+            "verdict": verdict,
+            "metrics": {"base": {"ndcg@10": 0.61, "recall@100": 0.9}, "tuned": {"ndcg@10": 0.52, "recall@100": 0.85}},
+        }
+    )
+    return save_tuned(tuned_dir(home, model_id), tensors, manifest)
+
+
+def test_registry_maps_recorded_model_ids_back_to_loadable_embedders(tmp_path: Path) -> None:
+    settings = _settings(home=tmp_path, embedder="none")
+    registry = EmbedderRegistry(None, settings)
+    e5 = registry.for_model("multilingual-e5-small-q4", 384)
+    assert e5 is make_embedder(_settings(embedder="e5-small")), "one e5 per process"
+    assert registry.resolve("e5-small") is e5 and registry.resolve(None) is None
+    assert spec_for_model("all-MiniLM-L6-v2", 384) == "minilm"
+    assert spec_for_model("openai:text-embedding-3-small", 1536) == "openai:text-embedding-3-small:1536"
+    assert registry.problem("multilingual-e5-small-q4", 384) is None
+    assert "dim 384" in (registry.problem("multilingual-e5-small-q4", 768) or "")
+    with pytest.raises(MissingEmbedder, match="dim 384"):
+        registry.for_model("multilingual-e5-small-q4", 768)
+
+
+def test_registry_prefers_the_embedder_objects_it_was_given(tmp_path: Path) -> None:
+    default = make_embedder(_settings(embedder="e5-small-packaged"))
+    assert default is not None
+    registry = EmbedderRegistry(default, _settings(home=tmp_path))
+    assert registry.for_model(default.model_id, 384) is default, "the configured engine serves its own model id"
+    assert "cannot load" in (registry.problem("some-private-model", 64) or "")
+
+
+def test_a_missing_tuned_embedder_names_the_id_and_what_to_do(tmp_path: Path) -> None:
+    settings = _settings(home=tmp_path)
+    with pytest.raises(MissingEmbedder, match=r"'ft:e5-small:org::ftjob-gone' is not in .*embedding job"):
+        resolve_embedder("ft:e5-small:org::ftjob-gone", settings)
+    problem = EmbedderRegistry(None, settings).problem("ft:e5-small:org::ftjob-gone", 384)
+    assert problem is not None and "ftjob-gone" in problem and "RAGTUNE_HOME" in problem
+
+
+def test_tuned_embedders_load_from_home_once_and_a_worse_one_is_refused(tmp_path: Path) -> None:
+    settings = _settings(home=tmp_path)
+    _tuned(tmp_path, "ft:e5-small:org::ftjob-good", "better", noise=0.02)
+    _tuned(tmp_path, "ft:e5-small:org::ftjob-bad", "worse")
+    good = resolve_embedder("ft:e5-small:org::ftjob-good", settings)
+    assert good is not None and good.model_id == "ft:e5-small:org::ftjob-good" and good.dim == 384
+    assert good is resolve_embedder("ft:e5-small:org::ftjob-good", settings)
+    assert EmbedderRegistry(None, settings).for_model("ft:e5-small:org::ftjob-good", 384) is good
+    vectors = good.embed_passages(KO_PASSAGES)
+    assert vectors.shape == (2, 384) and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert check_verdict("ft:e5-small:org::ftjob-good", settings) is not None
+    assert check_verdict("e5-small", settings) is None
+    with pytest.raises(WorseEmbedder, match=r"scored worse.*0\.52.*force=true"):
+        check_verdict("ft:e5-small:org::ftjob-bad", settings)
+    assert check_verdict("ft:e5-small:org::ftjob-bad", settings, force=True) is not None
