@@ -1,23 +1,35 @@
-"""The fine-tuning job store shared by the job service and the workers (SQLite, OpenAI's job shapes).
+"""The fine-tuning job store shared by the job service and the workers (OpenAI's job shapes).
 
 The service writes files and jobs; workers lease queued jobs atomically, heartbeat, append events,
 metrics and checkpoints, and finish them. A job whose lease expires (its worker died) is re-queued to
 resume from its last checkpoint, or failed with a reason after `max_attempts`: no job stays running.
+
+Two backends behind one interface (`BaseJobStore`): `JobStore`, a SQLite file under RAGTUNE_HOME (the default),
+and `PostgresJobStore` (ragtune/jobs_pg.py) when RAGTUNE_DATABASE_URL is set, for workers on several machines.
+`open_job_store(settings)` picks one. Only metadata lives in the database: uploaded files, checkpoints and job
+outputs stay on disk under RAGTUNE_HOME, which every machine must mount at the same path.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
+import threading
 import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-import sqlite_utils
 from pydantic import BaseModel, ConfigDict, Field
 
 from ragtune import db
+
+if TYPE_CHECKING:
+    from ragtune.config import CommonSettings
 
 
 class JobStatus(StrEnum):
@@ -181,6 +193,10 @@ MIGRATIONS = [
 ]
 # Job fields kept in columns, not in the JSON body: the single source of truth the worker and the API read.
 COLUMN_FIELDS = frozenset({"status", "attempts", "worker_id"})
+PROMOTION_TABLE = (
+    "create table if not exists promotion (slot text primary key, model text not null, job_id text not null, "
+    "promoted_at integer not null, accepted_warnings text not null default '')"
+)
 
 
 def new_id(prefix: str) -> str:
@@ -188,51 +204,98 @@ def new_id(prefix: str) -> str:
     return f"{prefix}-{secrets.token_hex(12)}"
 
 
-class JobStore:
-    """SQLite-backed files, jobs, events and checkpoints; safe for several processes at once."""
+class BaseJobStore(ABC):
+    """Files, jobs, events and checkpoints, written once for both engines (SQLite file or PostgreSQL).
 
-    def __init__(self, path: Path | str, *, max_attempts: int = 3) -> None:
-        self.path = Path(path)
+    Subclasses give the connection: how to run one statement, how to open a transaction that serialises writers,
+    and the few SQL fragments that differ (row locks, the metadata filter). Every rule lives here, so both
+    backends lease, recover and page the same way (tests/ragtune/test_jobstore_contract.py runs both).
+    """
+
+    lock_row: ClassVar[str] = ""  # appended to a select that is about to update the row it reads
+    skip_locked: ClassVar[str] = ""  # appended to a select that leases or recovers: other writers' rows are skipped
+
+    def __init__(self, *, max_attempts: int = 3) -> None:
         self.max_attempts = max_attempts
-        self.conn = db.connect(self.path, vec=False)
-        db.migrate(self.conn, MIGRATIONS)
-        self.tables = db.tables(self.conn)  # files and checkpoints: plain rows, so sqlite-utils does the SQL
+        self._lock = threading.RLock()  # one connection per store: threads take turns, transactions stay whole
 
+    @property
+    @abstractmethod
+    def location(self) -> str:
+        """Say where the store lives (a file path, or a redacted URL) for logs and messages."""
+
+    @abstractmethod
     def close(self) -> None:
         """Close the connection."""
-        self.conn.close()
+
+    @abstractmethod
+    def _execute(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        """Run one statement written with `?` placeholders; return its rows (name-indexable), [] if none."""
+
+    @abstractmethod
+    def _begin(self) -> AbstractContextManager[Any]:
+        """Open a transaction in which reads followed by writes cannot interleave with another writer's."""
+
+    @abstractmethod
+    def _metadata_clause(self) -> str:
+        """Return a condition with two `?` (key, value) true when the job's metadata holds that pair."""
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        with self._lock, self._begin():
+            yield
+
+    def _rows(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        with self._lock:
+            return self._execute(sql, args)
+
+    def _row(self, sql: str, args: Sequence[Any] = ()) -> Any:
+        rows = self._rows(sql, args)
+        return rows[0] if rows else None
 
     # files -----------------------------------------------------------------------------------
     def add_file(self, file: FileObject) -> FileObject:
-        """Record an uploaded, already validated file."""
-        row = file.model_dump(exclude={"object"}) | {"path": file.path, "report": json.dumps(file.report)}
-        self.tables.table("files").insert(row)
+        """Record an uploaded, already validated file (its bytes stay on disk at `file.path`)."""
+        self._rows(
+            "insert into files(id, bytes, created_at, filename, purpose, status, path, format, report)"
+            " values (?,?,?,?,?,?,?,?,?)",
+            (
+                file.id,
+                file.bytes,
+                file.created_at,
+                file.filename,
+                file.purpose,
+                file.status,
+                file.path,
+                file.format,
+                json.dumps(file.report),
+            ),
+        )
         return file
 
     def get_file(self, file_id: str) -> FileObject:
         """Return a file or raise UnknownId."""
-        try:
-            return _file(self.tables.table("files").get(file_id))
-        except sqlite_utils.db.NotFoundError:
-            raise UnknownId(f"no file with id {file_id!r}; list files to see the ids") from None
+        row = self._row("select * from files where id = ?", (file_id,))
+        if row is None:
+            raise UnknownId(f"no file with id {file_id!r}; list files to see the ids")
+        return _file(row)
 
     def list_files(self, purpose: str | None = None) -> list[FileObject]:
         """Return files, newest first."""
-        where, args = ("purpose = ?", [purpose]) if purpose else (None, [])
-        rows = self.tables.table("files").rows_where(where, args, order_by="created_at desc, rowid desc")
-        return [_file(r) for r in rows]
+        where, args = (" where purpose = ?", [purpose]) if purpose else ("", [])
+        return [_file(r) for r in self._rows(f"select * from files{where} order by created_at desc, rowid desc", args)]
 
     def delete_file(self, file_id: str) -> FileObject:
         """Forget a file and remove its bytes from disk."""
         file = self.get_file(file_id)
-        self.tables.table("files").delete(file_id)
+        self._rows("delete from files where id = ?", (file_id,))
         Path(file.path).unlink(missing_ok=True)
         return file
 
     # jobs ------------------------------------------------------------------------------------
     def create_job(self, job: Job) -> Job:
         """Insert a new job (normally in `validating_files` or `queued`)."""
-        self.conn.execute(
+        self._rows(
             "insert into jobs(id, created_at, status, body, worker_id, attempts) values (?,?,?,?,?,?)",
             (job.id, job.created_at, job.status.value, _body(job), job.worker_id, job.attempts),
         )
@@ -240,7 +303,10 @@ class JobStore:
 
     def get_job(self, job_id: str) -> Job:
         """Return a job or raise UnknownId."""
-        row = self.conn.execute("select * from jobs where id = ?", (job_id,)).fetchone()
+        return self._get_job(job_id)
+
+    def _get_job(self, job_id: str, lock: str = "") -> Job:
+        row = self._row(f"select * from jobs where id = ?{lock}", (job_id,))
         if row is None:
             raise UnknownId(f"no fine-tuning job with id {job_id!r}; list jobs to see the ids")
         return _job(row)
@@ -260,32 +326,30 @@ class JobStore:
         clauses: list[str] = []
         args: list[Any] = []
         if after:
-            anchor = self.conn.execute("select created_at, rowid from jobs where id = ?", (after,)).fetchone()
+            anchor = self._row("select created_at, rowid from jobs where id = ?", (after,))
             if anchor is None:
                 raise UnknownId(f"no fine-tuning job with id {after!r} to page after")
             clauses.append("(created_at < ? or (created_at = ? and rowid < ?))")
-            args += [anchor[0], anchor[0], anchor[1]]
+            args += [anchor["created_at"], anchor["created_at"], anchor["rowid"]]
         if status:
             clauses.append("status = ?")
             args.append(status)
         for key, value in (metadata or {}).items():
-            clauses.append("exists (select 1 from json_each(body, '$.metadata') where key = ? and value = ?)")
+            clauses.append(self._metadata_clause())
             args += [key, value]
         where = f" where {' and '.join(clauses)}" if clauses else ""
-        rows = self.conn.execute(
-            f"select * from jobs{where} order by created_at desc, rowid desc limit ?", (*args, limit)
-        )
+        rows = self._rows(f"select * from jobs{where} order by created_at desc, rowid desc limit ?", (*args, limit))
         return [_job(r) for r in rows]
 
     def update_job(self, job_id: str, **fields: Any) -> Job:
         """Change a job's non-state fields (result files, output dir, trained tokens...)."""
-        with db.transaction(self.conn):
-            job = self.get_job(job_id)
-            stray = COLUMN_FIELDS & fields.keys()
-            if stray:
-                raise ValueError(f"update_job cannot change {sorted(stray)}: use transition() or the lease methods")
+        stray = COLUMN_FIELDS & fields.keys()
+        if stray:
+            raise ValueError(f"update_job cannot change {sorted(stray)}: use transition() or the lease methods")
+        with self._transaction():
+            job = self._get_job(job_id, self.lock_row)
             updated = job.model_copy(update=fields)
-            self.conn.execute("update jobs set body = ? where id = ?", (_body(updated), job_id))
+            self._execute("update jobs set body = ? where id = ?", (_body(updated), job_id))
         return self.get_job(job_id)
 
     def transition(
@@ -299,8 +363,8 @@ class JobStore:
     ) -> Job:
         """Move a job to `to` if its current state allows it; else raise IllegalTransition."""
         to = JobStatus(to)
-        with db.transaction(self.conn):
-            job = self.get_job(job_id)
+        with self._transaction():
+            job = self._get_job(job_id, self.lock_row)
             self._check(job, to)
             self._write_state(job, to, error=error, **fields)
             if message:
@@ -323,28 +387,25 @@ class JobStore:
             update["finished_at"] = int(time.time())
         body = job.model_copy(update=update)
         lease = "lease_until = null, worker_id = null," if to is not JobStatus.running else ""
-        self.conn.execute(
-            f"update jobs set {lease} status = ?, body = ? where id = ?",
-            (to.value, _body(body), job.id),
-        )
+        self._execute(f"update jobs set {lease} status = ?, body = ? where id = ?", (to.value, _body(body), job.id))
 
     # worker side -------------------------------------------------------------------------------
     def lease_next(self, worker_id: str, lease_seconds: float, *, job_id: str | None = None) -> Job | None:
         """Atomically take the oldest queued job (or the named one) for `worker_id`, after recovering expired leases."""
-        with db.transaction(self.conn):
+        with self._transaction():
             self._recover_expired()
             if job_id is None:
-                row = self.conn.execute(
-                    "select * from jobs where status = 'queued' order by created_at, rowid limit 1"
-                ).fetchone()
+                row = self._row(
+                    f"select * from jobs where status = 'queued' order by created_at, rowid limit 1{self.skip_locked}"
+                )
             else:
-                row = self.conn.execute("select * from jobs where id = ? and status = 'queued'", (job_id,)).fetchone()
+                row = self._row(f"select * from jobs where id = ? and status = 'queued'{self.lock_row}", (job_id,))
             if row is None:
                 return None
             job = _job(row)
             now = time.time()
             body = job.model_copy(update={"started_at": job.started_at or int(now)})
-            self.conn.execute(
+            self._execute(
                 "update jobs set status = 'running', worker_id = ?, lease_until = ?, attempts = attempts + 1,"
                 " body = ? where id = ?",
                 (worker_id, now + lease_seconds, _body(body), job.id),
@@ -354,26 +415,26 @@ class JobStore:
 
     def heartbeat(self, job_id: str, worker_id: str, lease_seconds: float) -> JobStatus | None:
         """Renew the lease; return the job's state now (cancelled/paused mean stop), None if the lease was lost."""
-        with db.transaction(self.conn):
-            row = self.conn.execute("select status, worker_id from jobs where id = ?", (job_id,)).fetchone()
+        with self._transaction():
+            row = self._row(f"select status, worker_id from jobs where id = ?{self.lock_row}", (job_id,))
             if row is None:
                 raise UnknownId(f"no fine-tuning job with id {job_id!r}")
             status = JobStatus(row["status"])
             if status is JobStatus.running and row["worker_id"] != worker_id:
                 return None
             if status is JobStatus.running:
-                self.conn.execute("update jobs set lease_until = ? where id = ?", (time.time() + lease_seconds, job_id))
+                self._execute("update jobs set lease_until = ? where id = ?", (time.time() + lease_seconds, job_id))
             return status
 
     def recover_expired(self) -> list[str]:
         """Re-queue or fail running jobs whose worker stopped heartbeating; return their ids."""
-        with db.transaction(self.conn):
+        with self._transaction():
             return self._recover_expired()
 
     def _recover_expired(self) -> list[str]:
-        rows = self.conn.execute(
-            "select * from jobs where status = 'running' and lease_until < ?", (time.time(),)
-        ).fetchall()
+        rows = self._execute(
+            f"select * from jobs where status = 'running' and lease_until < ?{self.skip_locked}", (time.time(),)
+        )
         for row in rows:
             job = _job(row)
             lost = f"worker {row['worker_id']} stopped heartbeating during attempt {job.attempts}"
@@ -397,7 +458,8 @@ class JobStore:
         type: EventType = "message",
     ) -> JobEvent:
         """Append an event (use type='metrics' with data={step, train_loss, learning_rate, tokens_per_second})."""
-        return self._event(job_id, message, level=level, data=data, type=type)
+        with self._lock:
+            return self._event(job_id, message, level=level, data=data, type=type)
 
     def _event(
         self,
@@ -409,24 +471,11 @@ class JobStore:
         type: EventType = "message",
     ) -> JobEvent:
         event = JobEvent(
-            id=new_id("ftevent"),
-            created_at=int(time.time()),
-            level=level,
-            message=message,
-            data=data,
-            type=type,
+            id=new_id("ftevent"), created_at=int(time.time()), level=level, message=message, data=data, type=type
         )
-        self.conn.execute(
+        self._execute(
             "insert into events(id, job_id, created_at, level, message, data, type) values (?,?,?,?,?,?,?)",
-            (
-                event.id,
-                job_id,
-                event.created_at,
-                event.level,
-                message,
-                json.dumps(data) if data else None,
-                type,
-            ),
+            (event.id, job_id, event.created_at, event.level, message, json.dumps(data) if data else None, type),
         )
         return event
 
@@ -443,21 +492,22 @@ class JobStore:
         self.get_job(job_id)
         clauses, args = ["job_id = ?"], [job_id]
         if after:
-            seq = self.conn.execute("select seq from events where id = ?", (after,)).fetchone()
-            if seq is None:
+            anchor = self._row("select seq from events where id = ?", (after,))
+            if anchor is None:
                 raise UnknownId(f"no event with id {after!r}")
             clauses.append("seq < ?" if order == "desc" else "seq > ?")
-            args.append(seq[0])
+            args.append(anchor["seq"])
         if type:
             clauses.append("type = ?")
             args.append(type)
-        rows = self.conn.execute(
-            f"select * from events where {' and '.join(clauses)} order by seq {order} limit ?", (*args, limit)
+        direction = "desc" if order == "desc" else "asc"
+        rows = self._rows(
+            f"select * from events where {' and '.join(clauses)} order by seq {direction} limit ?", (*args, limit)
         )
         return [_event(r) for r in rows]
 
     def add_checkpoint(self, job_id: str, step: int, path: str, metrics: dict[str, Any] | None = None) -> Checkpoint:
-        """Record a saved checkpoint of a job."""
+        """Record a saved checkpoint of a job (the weights stay on disk at `path`)."""
         ckpt = Checkpoint(
             id=new_id("ftckpt"),
             created_at=int(time.time()),
@@ -466,8 +516,10 @@ class JobStore:
             metrics=metrics or {},
             step_number=step,
         )
-        row = {"id": ckpt.id, "job_id": job_id, "created_at": ckpt.created_at, "step_number": step, "path": path}
-        self.tables.table("checkpoints").insert(row | {"metrics": json.dumps(ckpt.metrics)})
+        self._rows(
+            "insert into checkpoints(id, job_id, created_at, step_number, path, metrics) values (?,?,?,?,?,?)",
+            (ckpt.id, job_id, ckpt.created_at, step, path, json.dumps(ckpt.metrics)),
+        )
         return ckpt
 
     def list_checkpoints(self, job_id: str, *, limit: int = 10, after: str | None = None) -> list[Checkpoint]:
@@ -475,18 +527,94 @@ class JobStore:
         self.get_job(job_id)
         clauses, args = ["job_id = ?"], [job_id]
         if after:
-            anchor = self.conn.execute(
+            anchor = self._row(
                 "select step_number, rowid from checkpoints where id = ? and job_id = ?", (after, job_id)
-            ).fetchone()
+            )
             if anchor is None:
                 raise UnknownId(f"no checkpoint with id {after!r} in job {job_id}")
             clauses.append("(step_number < ? or (step_number = ? and rowid < ?))")
-            args += [anchor[0], anchor[0], anchor[1]]
-        rows = self.conn.execute(
+            args += [anchor["step_number"], anchor["step_number"], anchor["rowid"]]
+        rows = self._rows(
             f"select * from checkpoints where {' and '.join(clauses)} order by step_number desc, rowid desc limit ?",
             (*args, limit),
         )
         return [_checkpoint(r) for r in rows]
+
+    # promotion (ragtune/promotion.py owns the rules; the store keeps its one row per slot) -----------------------
+    def get_promotion(self, slot: str) -> dict[str, Any] | None:
+        """Return the promotion row of `slot` as a dict, or None."""
+        row = self._row(
+            "select slot, model, job_id, promoted_at, accepted_warnings from promotion where slot = ?", (slot,)
+        )
+        return (
+            None
+            if row is None
+            else {k: row[k] for k in ("slot", "model", "job_id", "promoted_at", "accepted_warnings")}
+        )
+
+    def set_promotion(self, slot: str, model: str, job_id: str, promoted_at: int, accepted_warnings: str) -> None:
+        """Make `model` the one promoted in `slot`, replacing the previous one."""
+        self._rows(
+            "insert into promotion(slot, model, job_id, promoted_at, accepted_warnings) values (?,?,?,?,?)"
+            " on conflict (slot) do update set model = excluded.model, job_id = excluded.job_id,"
+            " promoted_at = excluded.promoted_at, accepted_warnings = excluded.accepted_warnings",
+            (slot, model, job_id, promoted_at, accepted_warnings),
+        )
+
+    def clear_promotion(self, slot: str) -> None:
+        """Forget the promotion of `slot`."""
+        self._rows("delete from promotion where slot = ?", (slot,))
+
+
+class JobStore(BaseJobStore):
+    """The SQLite job store (RAGTUNE_HOME/jobs.db): safe for several processes on one machine."""
+
+    def __init__(self, path: Path | str, *, max_attempts: int = 3) -> None:
+        super().__init__(max_attempts=max_attempts)
+        self.path = Path(path)
+        self.conn = db.connect(self.path, vec=False)
+        db.migrate(self.conn, MIGRATIONS)
+        self.conn.execute(PROMOTION_TABLE)  # kept out of the numbered migrations: older stores gain it on open
+        self.tables = db.tables(self.conn)  # sqlite-utils over the same connection, for ad-hoc reads
+
+    @property
+    def location(self) -> str:
+        """Return the SQLite file's path."""
+        return str(self.path)
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.conn.close()
+
+    def _execute(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        return self.conn.execute(sql, tuple(args)).fetchall()
+
+    def _begin(self) -> AbstractContextManager[Any]:
+        return db.transaction(self.conn)  # BEGIN IMMEDIATE: one writer at a time across processes
+
+    def _metadata_clause(self) -> str:
+        return "exists (select 1 from json_each(body, '$.metadata') where key = ? and value = ?)"
+
+
+def open_job_store(settings: CommonSettings, *, max_attempts: int = 3) -> BaseJobStore:
+    """Open the job store the settings select: PostgreSQL when RAGTUNE_DATABASE_URL is set, else the SQLite file."""
+    url = settings.database()
+    if url:
+        return open_job_store_at(url, max_attempts=max_attempts)
+    db_path = getattr(settings, "db_path", None)
+    path = db_path() if callable(db_path) else settings.data_path("jobs.db")
+    return JobStore(path, max_attempts=max_attempts)
+
+
+def open_job_store_at(target: str | Path, *, max_attempts: int = 3) -> BaseJobStore:
+    """Open a job store by location: a postgresql:// URL or a SQLite file path."""
+    from ragtune.pg import is_postgres_url
+
+    if is_postgres_url(str(target)):
+        from ragtune.jobs_pg import PostgresJobStore
+
+        return PostgresJobStore(str(target), max_attempts=max_attempts)
+    return JobStore(target, max_attempts=max_attempts)
 
 
 def _file(row: Any) -> FileObject:

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import httpx
 from pydantic import BaseModel, Field, SecretStr
 
-from ragtune.jobs import Job, JobStatus, JobStore, UnknownId
+from ragtune.jobs import BaseJobStore as JobStore
+from ragtune.jobs import Job, JobStatus, UnknownId
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
@@ -30,10 +31,6 @@ log = logging.getLogger(__name__)
 SLOT = "agents"  # one global slot today; a per-context slot would be another row
 PROMOTION_PATH = "/v1/ragtune/promotion"
 DIVERGE_RATIO = 1.5  # the worker's rule (docs/dev/CONTRACTS.md, evaluation and warnings)
-_TABLE = (
-    "create table if not exists promotion (slot text primary key, model text not null, job_id text not null, "
-    "promoted_at integer not null, accepted_warnings text not null default '')"
-)
 
 
 class Promotion(BaseModel):
@@ -65,11 +62,7 @@ def promote(store: JobStore, model_id: str, *, accept_warnings: bool = False) ->
             f"not promoting {model_id}: {'; '.join(problems)}. Pass accept_warnings=true to promote it anyway"
         )
     row = Promotion(model=model_id, job_id=job.id, promoted_at=int(time.time()), accepted_warnings=problems)
-    _ensure(store)
-    store.conn.execute(
-        "insert or replace into promotion values (?,?,?,?,?)",
-        (SLOT, row.model, row.job_id, row.promoted_at, "\n".join(problems)),
-    )
+    store.set_promotion(SLOT, row.model, row.job_id, row.promoted_at, "\n".join(problems))
     return row
 
 
@@ -78,14 +71,13 @@ def demote(store: JobStore, model_id: str | None = None) -> Promotion | None:
     current = promoted(store)
     if current is None or (model_id is not None and current.model != model_id):
         return None
-    store.conn.execute("delete from promotion where slot = ?", (SLOT,))
+    store.clear_promotion(SLOT)
     return current
 
 
 def promoted(store: JobStore) -> Promotion | None:
     """Return the promoted model, dropping a promotion whose job no longer exists or no longer succeeded."""
-    _ensure(store)
-    row = store.conn.execute("select * from promotion where slot = ?", (SLOT,)).fetchone()
+    row = store.get_promotion(SLOT)
     if row is None:
         return None
     try:
@@ -94,7 +86,7 @@ def promoted(store: JobStore) -> Promotion | None:
         job = None
     if job is None or job.status != JobStatus.succeeded or job.fine_tuned_model != row["model"]:
         log.warning("promoted model %s is gone; the agents use their base model again", row["model"])
-        store.conn.execute("delete from promotion where slot = ?", (SLOT,))
+        store.clear_promotion(SLOT)
         return None
     accepted = [w for w in row["accepted_warnings"].split("\n") if w]
     return Promotion(
@@ -153,11 +145,6 @@ def _evaluation(job: Job) -> dict[str, Any]:
     if isinstance(value, BaseModel):
         return value.model_dump()
     return dict(value) if isinstance(value, dict) else {}
-
-
-def _ensure(store: JobStore) -> None:
-    """Create the promotion table (idempotent; kept out of the job store's numbered migrations)."""
-    store.conn.execute(_TABLE)
 
 
 # --- agent side: read the state over HTTP, talk to the served model ----------------------------------------

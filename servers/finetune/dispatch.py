@@ -12,7 +12,8 @@ import threading
 from typing import Protocol
 
 from ragtune.config import FinetuneSettings
-from ragtune.jobs import Job, JobStore
+from ragtune.jobs import BaseJobStore as JobStore  # either backend: SQLite file or PostgreSQL
+from ragtune.jobs import Job
 
 from .ray_jobs import DispatchError, RayDispatcher, worker_env
 

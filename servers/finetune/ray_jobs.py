@@ -23,7 +23,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from ragtune.config import FinetuneSettings
-from ragtune.jobs import TERMINAL, IllegalTransition, Job, JobError, JobStatus, JobStore
+from ragtune.jobs import TERMINAL, IllegalTransition, Job, JobError, JobStatus
+from ragtune.jobs import BaseJobStore as JobStore  # either backend: SQLite file or PostgreSQL
+
+from .resources import parallel, parse_resources
+
+__all__ = ["DispatchError", "RayDispatcher", "parse_resources", "resources", "worker_env"]
 
 log = logging.getLogger(__name__)
 
@@ -70,33 +75,23 @@ def worker_env(settings: FinetuneSettings, environ: dict[str, str] | None = None
     }
     env["RAGTUNE_HOME"] = str(settings.home.resolve())
     env["RAGTUNE_JOBS_DB"] = str(settings.db_path().resolve())
+    if settings.database():  # PostgreSQL: the Ray node's worker leases from the same database (a .env may hold it)
+        env["RAGTUNE_DATABASE_URL"] = settings.database() or ""
     env["RAGTUNE_MODELS_DIR"] = str(settings.models_path().resolve())
     env.pop("RAGTUNE_DISPATCH", None)  # the worker never dispatches
     return env
 
 
 def resources(job: Job) -> dict[str, float]:
-    """Return the Ray entrypoint resources a job asks for (x_ragtune.resources: cpus, gpus, memory_gb)."""
+    """Return the Ray entrypoint resources a job asks for (x_ragtune.resources; see resources.py)."""
     want = job.resources or {}
-    out: dict[str, float] = {"entrypoint_num_cpus": float(want.get("cpus", 1))}
+    if parallel(want).layout == "ray_train":  # the entrypoint only drives TorchTrainer: its workers hold the resources
+        return {"entrypoint_num_cpus": 0.0}
+    out: dict[str, float] = {"entrypoint_num_cpus": float(want.get("cpus", parallel(want).world_size))}
     if want.get("gpus"):
         out["entrypoint_num_gpus"] = float(want["gpus"])
     if want.get("memory_gb"):
         out["entrypoint_memory"] = int(float(want["memory_gb"]) * 1024**3)
-    return out
-
-
-def parse_resources(value: Any) -> dict[str, float] | None:
-    """Validate `x_ragtune.resources` ({cpus, gpus, memory_gb}); raise ValueError with the fix."""
-    if value is None:
-        return None
-    if not isinstance(value, dict) or set(value) - {"cpus", "gpus", "memory_gb"}:
-        raise ValueError("resources takes {cpus, gpus, memory_gb} numbers, e.g. {'gpus': 1, 'memory_gb': 24}")
-    out: dict[str, float] = {}
-    for key, raw in value.items():
-        if isinstance(raw, bool) or not isinstance(raw, int | float) or raw < 0 or raw > 4096:
-            raise ValueError(f"resources.{key} must be a number from 0 to 4096, got {raw!r}")
-        out[key] = float(raw)
     return out
 
 

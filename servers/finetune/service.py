@@ -25,6 +25,7 @@ from ragtune.config import FinetuneSettings
 from ragtune.datasets import DatasetError, LoadedDataset, parse_dataset
 from ragtune.jobs import (
     TERMINAL,
+    BaseJobStore,
     Checkpoint,
     FileObject,
     IllegalTransition,
@@ -32,9 +33,9 @@ from ragtune.jobs import (
     JobError,
     JobEvent,
     JobStatus,
-    JobStore,
     UnknownId,
     new_id,
+    open_job_store,
 )
 from ragtune.models import UnknownModel, resolve_base_model
 
@@ -52,17 +53,17 @@ def _quota(what: str, param: str) -> ServiceError:
 
 
 class FinetuneService:
-    """Files and fine-tuning jobs over one JobStore; thread-safe (REST and MCP share one instance)."""
+    """Files and fine-tuning jobs over one job store (SQLite or PostgreSQL); thread-safe (REST and MCP share it)."""
 
     def __init__(
         self,
         settings: FinetuneSettings,
         *,
-        store: JobStore | None = None,
+        store: BaseJobStore | None = None,
         dispatcher: Dispatcher | None = None,
     ) -> None:
         self.settings = settings
-        self.store = store or JobStore(settings.db_path())
+        self.store = store or open_job_store(settings)  # PostgreSQL when RAGTUNE_DATABASE_URL is set
         self.dispatcher = dispatcher or make_dispatcher(settings)
         self.files_dir = settings.data_path("files")
         self.jobs_dir = settings.data_path("jobs")

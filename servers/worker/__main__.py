@@ -16,7 +16,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse the command line."""
     p = argparse.ArgumentParser(
         prog="python -m ragtune.servers.worker",
-        description="Lease queued fine-tuning jobs from the job store (RAGTUNE_JOBS_DB or RAGTUNE_HOME/jobs.db) "
+        description="Lease queued fine-tuning jobs from the job store (RAGTUNE_DATABASE_URL, else RAGTUNE_JOBS_DB or "
+        "RAGTUNE_HOME/jobs.db) "
         "and train each in a child process, with heartbeats, checkpoints, cancel, pause and recovery.",
     )
     p.add_argument("--once", action="store_true", help="run at most one queued job, then exit")
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.log_level)
     worker = Worker(settings)
     signal.signal(signal.SIGTERM, lambda *_: worker.stop.set())
-    logging.getLogger("ragtune.worker").info("worker %s watching %s", worker.worker_id, settings.db_path())
+    logging.getLogger("ragtune.worker").info("worker %s watching %s", worker.worker_id, worker.store.location)
     try:
         done = worker.run(once=args.once, max_jobs=args.max_jobs, job_id=args.job)
     except KeyboardInterrupt:

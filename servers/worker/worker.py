@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from ragtune.config import WorkerSettings
-from ragtune.jobs import IllegalTransition, Job, JobError, JobStatus, JobStore
+from ragtune.jobs import BaseJobStore, IllegalTransition, Job, JobError, JobStatus, JobStore, open_job_store
 from ragtune.models import UnknownModel, resolve_base_model
 
 from .child import EXIT_FAILED, EXIT_OK, EXIT_PAUSED
+from .launch import command as launch_command
 from .recipes import RecipeError, get_recipe
 
 log = logging.getLogger("ragtune.worker")
@@ -35,10 +36,10 @@ class Worker:
     """Lease jobs from a JobStore and supervise their training child processes."""
 
     def __init__(
-        self, settings: WorkerSettings, store: JobStore | None = None, *, progress: bool | None = None
+        self, settings: WorkerSettings, store: BaseJobStore | None = None, *, progress: bool | None = None
     ) -> None:
         self.settings = settings
-        self.store = store or JobStore(settings.db_path())
+        self.store = store or open_job_store(settings)
         self.worker_id = settings.worker_id or f"{socket.gethostname()}-{os.getpid()}"
         self.progress = sys.stdout.isatty() if progress is None else progress
         self.stop = threading.Event()
@@ -93,13 +94,14 @@ class Worker:
         return self._finish(job.id, rc, ended, out_dir)
 
     def _command(self, job: Job, out_dir: Path) -> list[str]:
+        # A SQLite store is named by its path; a PostgreSQL URL (it holds a password) goes by env, never argv.
+        db = ["--db", str(self.store.path)] if isinstance(self.store, JobStore) else []
         return [
             sys.executable,
             "-P",  # the installed ragtune, never a same-named folder in the cwd
             "-m",
             "ragtune.servers.worker.child",
-            "--db",
-            str(self.store.path),
+            *db,
             "--job",
             job.id,
             "--out",
@@ -112,11 +114,19 @@ class Worker:
             str(os.getpid()),
         ]
 
+    def _child_env(self) -> dict[str, str]:
+        """Return the child's environment: ours, plus the PostgreSQL URL when the store is there."""
+        env = dict(os.environ)
+        if not isinstance(self.store, JobStore):
+            env["RAGTUNE_DATABASE_URL"] = getattr(self.store, "url", None) or self.settings.database() or ""
+        return env
+
     def _supervise(self, job: Job, out_dir: Path) -> tuple[int | None, str]:
         """Run the child, heartbeating; return its exit code (None if we stopped it) and why it ended."""
         with (out_dir / "train.log").open("ab") as logf:
             self.child = proc = subprocess.Popen(  # the worker's own environment and cwd: no repository root needed
-                self._command(job, out_dir),
+                launch_command(self._command(job, out_dir), job),  # torchrun / Ray Train for data parallel
+                env=self._child_env(),
                 stdout=logf,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -249,7 +259,7 @@ def _tail(path: Path, lines: int = 8, limit: int = 1500) -> str:
 class _Progress:
     """A tqdm bar fed by the job's metrics events (only when stdout is a terminal)."""
 
-    def __init__(self, store: JobStore, job_id: str) -> None:
+    def __init__(self, store: BaseJobStore, job_id: str) -> None:
         from tqdm import tqdm
 
         self.store, self.job_id = store, job_id
