@@ -1,23 +1,23 @@
-"""The retrieval index: collections, documents and chunks in SQLite, lexical (FTS5) and vector (vec0) search.
+"""The retrieval index: chunking, analysis, hashes, embedder calls and coverage over a RetrievalStore.
 
-One connection guarded by a lock: every document is written in one transaction, and the background
-vector filler (ragtune.servers.retrieval.filler) interleaves with ingest and search without half-written state.
+The store (stores/sqlite.py by default, stores/postgres.py when RAGTUNE_DATABASE_URL names PostgreSQL) writes
+every document in one transaction, so the background vector filler (ragtune.servers.retrieval.filler)
+interleaves with ingest and search without half-written state. The store never calls the embedder.
 The index stores and never calls up: `search.search(index, ...)` and `ingest.ingest_paths(index, ...)` are the
 public API over it (tests/test_conventions.py keeps this module from importing them).
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from ragtune.servers.retrieval import heartbeat
@@ -42,11 +42,19 @@ from ragtune.servers.retrieval.models import (
     DocumentPage,
     Status,
 )
-from ragtune.servers.retrieval.schema import MIGRATIONS, ensure_vec_table, vec_table
+from ragtune.servers.retrieval.stores import open_store
+from ragtune.servers.retrieval.stores.base import (
+    CollectionRow,
+    DocumentRow,
+    NewChunk,
+    PendingChunk,
+    RetrievalStore,
+)
+from ragtune.servers.retrieval.stores.sqlite import SqliteStore
 from ragtune.servers.retrieval.vector_cache import VectorCache
 
 from ragtune.config import RetrievalSettings
-from ragtune.db import Connection, connect, migrate, tables, transaction
+from ragtune.db import Connection
 from ragtune.embeddings import Embedder, detect_language
 
 Progress = Callable[[float, float | None, str], None]
@@ -74,6 +82,7 @@ class IndexConfig:
     embed_batch: int = 16
     vector_cache_mb: float = 256.0
     max_query_chars: int = 2000
+    database_url: str | None = None  # RAGTUNE_DATABASE_URL: PostgreSQL instead of the file at db_path
 
     @classmethod
     def from_settings(cls, settings: RetrievalSettings) -> IndexConfig:
@@ -88,15 +97,17 @@ class IndexConfig:
             embed_batch=settings.embed_batch_size,
             vector_cache_mb=settings.vector_cache_mb,
             max_query_chars=settings.retrieval_max_query_chars,
+            database_url=settings.database(),
         )
 
 
 class Index:
-    """Hybrid Korean/English index over one SQLite file."""
+    """Hybrid Korean/English index: orchestration over a RetrievalStore (SQLite file or PostgreSQL)."""
 
-    def __init__(self, conn: Connection, config: IndexConfig, embedder: Embedder | None) -> None:
-        self.conn = conn
-        self.tables = tables(conn)  # simple counts and rows; FTS5, vec0 and the joins stay hand-written SQL
+    def __init__(self, store: RetrievalStore | Connection, config: IndexConfig, embedder: Embedder | None) -> None:
+        if not isinstance(store, RetrievalStore):  # a bare SQLite connection (tests share one between indexes)
+            store = SqliteStore(store, config.db_path, config.vector_cache_mb)
+        self.store = store
         self.config = config
         self.embedder = embedder
         self.lock = threading.RLock()
@@ -104,59 +115,32 @@ class Index:
         self.embedding = False
         self.closed = False
         self._coverage: dict[tuple[Any, ...], Coverage] = {}
-        self.vectors = VectorCache(config.vector_cache_mb)
-        self._local = threading.local()  # per-thread read connections (see reader())
-        self._readers: list[Connection] = []
-        self._readers_lock = threading.Lock()
-        # What the current write transaction does to vectors, applied to the cache after it commits.
-        self._added: dict[str, list[tuple[int, np.ndarray]]] = {}
-        self._removed: list[int] = []
-        self._dropped: set[str] = set()
 
-    def generation(self) -> tuple[int, int]:
-        """Return a key that changes on every write: this connection's total changes, then data_version.
+    @property
+    def conn(self) -> Connection:
+        """The SQLite write connection (SQLite backend only: tests and bench/ read the file through it)."""
+        conn = getattr(self.store, "conn", None)
+        if conn is None or self.store.backend != "sqlite":
+            raise AttributeError(f"the {self.store.backend} store has no SQLite connection")
+        return conn
 
-        `data_version` changes when another connection (or process) commits; cached counts and vector matrices
-        tagged with an older generation are recomputed.
-        """
-        with self.lock:
-            return self.conn.total_changes, self.conn.execute("pragma data_version").fetchone()[0]
+    @property
+    def vectors(self) -> VectorCache | None:
+        """The in-memory vector matrices of the SQLite backend (None on PostgreSQL, which searches in SQL)."""
+        return getattr(self.store, "vectors", None)
 
-    @contextlib.contextmanager
-    def _write(self) -> Iterator[Connection]:
-        """Run one write transaction, then bring the in-memory vector matrices up to date."""
-        with self.lock:
-            before = self.generation()
-            self._added, self._removed, self._dropped = {}, [], set()
-            with transaction(self.conn) as conn:
-                yield conn
-            self.vectors.after_write(before, self.generation(), self._added, self._removed, self._dropped)
-
-    @contextlib.contextmanager
-    def reader(self) -> Iterator[Connection]:
-        """Yield a read-only connection of this thread's own, used without the index lock.
-
-        WAL lets readers run beside each other and beside the writer, so one long search no longer stalls the
-        others (issue #12: a 360 KB query held the lock for 5.8 s). An in-memory index has one connection only.
-        """
-        if str(self.config.db_path) == ":memory:":
-            with self.lock:
-                yield self.conn
-            return
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = connect(self.config.db_path, vec=False)
-            conn.execute("pragma query_only = on")
-            self._local.conn = conn
-            with self._readers_lock:  # not self.lock: a reader must never wait for the writer
-                self._readers.append(conn)
-        yield conn
+    def generation(self, collection: str | None = None) -> Hashable:
+        """Return a key that changes on every committed write, by this process or another one."""
+        return self.store.generation(collection)
 
     @classmethod
     def open(
         cls, target: RetrievalSettings | IndexConfig | Path | str, embedder: Embedder | None, **overrides: Any
     ) -> Index:
-        """Open (creating and migrating) the index at `target`; `overrides` replace IndexConfig fields."""
+        """Open (creating and migrating) the index at `target`; `overrides` replace IndexConfig fields.
+
+        With `database_url` set (RAGTUNE_DATABASE_URL) the index lives in PostgreSQL, else in the SQLite file.
+        """
         if isinstance(target, RetrievalSettings):
             config = IndexConfig.from_settings(target)
         elif isinstance(target, IndexConfig):
@@ -164,23 +148,18 @@ class Index:
         else:
             config = IndexConfig(db_path=Path(target))
         config = replace(config, **overrides)
-        conn = connect(config.db_path)
-        migrate(conn, MIGRATIONS)
-        index = cls(conn, config, embedder)
+        store = open_store(config.db_path, config.database_url, config.vector_cache_mb)
+        index = cls(store, config, embedder)
         if index.pending_count():
             index.pending.set()
         return index
 
     def close(self) -> None:
-        """Close the connection; later calls fail."""
+        """Close the store; later calls fail."""
         with self.lock:
             if not self.closed:
                 self.closed = True
-                self.vectors.clear()
-                self.conn.close()
-                with self._readers_lock:
-                    for reader in self._readers:
-                        reader.close()
+                self.store.close()
 
     # -- collections ------------------------------------------------------------------------------
 
@@ -188,44 +167,35 @@ class Index:
         """Create a collection recording the current embedder (model id, dimension, languages)."""
         if not COLLECTION_NAME.match(name):
             raise IngestError(f"bad collection name {name!r}: use 1-64 letters, digits, '_', '.', '-'")
+        e = self.embedder
+        row = CollectionRow(
+            name=name,
+            embedder_model=e.model_id if e else None,
+            dim=e.dim if e else None,
+            languages=sorted(e.languages) if e else [],
+            created_at=time.time(),
+        )
         with self.lock:
-            if self._collection_row(name) is not None:
-                if exist_ok:
-                    return self.collection_info(name)
+            if not self.store.create_collection(row) and not exist_ok:
                 raise CollectionExists(f"collection {name!r} already exists: ingest into it, or delete it first")
-            e = self.embedder
-            with self._write():
-                if e is not None:
-                    ensure_vec_table(self.conn, e.dim)
-                self.conn.execute(
-                    "insert into collections(name, embedder_model, dim, languages, created_at) values (?,?,?,?,?)",
-                    (
-                        name,
-                        e.model_id if e else None,
-                        e.dim if e else None,
-                        json.dumps(sorted(e.languages)) if e else "[]",
-                        time.time(),
-                    ),
-                )
             return self.collection_info(name)
 
     def list_collections(self) -> list[CollectionInfo]:
         """Return every collection with its document and chunk counts."""
         with self.lock:
-            names = [r[0] for r in self.conn.execute("select name from collections order by name")]
-            return [self.collection_info(n) for n in names]
+            return [self.collection_info(n) for n in self.store.collection_names()]
 
     def collection_info(self, name: str) -> CollectionInfo:
         """Describe one collection; raise UnknownCollection if it does not exist."""
         with self.lock:
             row = self.require_collection(name)
-            docs = self.conn.execute("select count(*) from documents where collection = ?", (name,)).fetchone()[0]
+            docs = self.store.count_documents(name)
             coverage = self.coverage(name)
             return CollectionInfo(
                 name=name,
-                embedder_model=row["embedder_model"],
-                dim=row["dim"],
-                languages=json.loads(row["languages"]),
+                embedder_model=row.embedder_model,
+                dim=row.dim,
+                languages=list(row.languages),
                 documents=docs,
                 chunks=coverage.total,
                 coverage=coverage,
@@ -234,47 +204,33 @@ class Index:
     def delete_collection(self, name: str) -> int:
         """Delete a collection with all its documents, chunks and vectors; return the documents removed."""
         with self.lock:
-            row = self.require_collection(name)
-            with self._write():
-                if row["dim"] is not None:
-                    self.conn.execute(
-                        f"delete from {vec_table(row['dim'])} where chunk_id in "
-                        "(select id from chunks where collection = ?)",
-                        (name,),
-                    )
-                self._dropped.add(name)
-                self.conn.execute("delete from chunks where collection = ?", (name,))
-                removed = self.conn.execute("delete from documents where collection = ?", (name,)).rowcount
-                self.conn.execute("delete from collections where name = ?", (name,))
-            return removed
+            self.require_collection(name)
+            return self.store.delete_collection(name)
 
     def resolve_collection(self, name: str | None) -> str:
         """Return `name`, or the default collection when None or empty."""
         return name or self.config.default_collection
 
-    def require_collection(self, name: str) -> Any:
+    def require_collection(self, name: str) -> CollectionRow:
         """Return the collection row, or raise UnknownCollection listing the existing ones."""
-        row = self._collection_row(name)
+        row = self.store.get_collection(name)
         if row is None:
-            names = [r[0] for r in self.conn.execute("select name from collections order by name")]
+            names = self.store.collection_names()
             raise UnknownCollection(
                 f"unknown collection {name!r}; existing: {', '.join(names) or 'none'}. "
                 "Ingest documents into it first, or pick an existing collection."
             )
         return row
 
-    def _collection_row(self, name: str) -> Any:
-        return self.conn.execute("select * from collections where name = ?", (name,)).fetchone()
-
-    def embedder_problem(self, row: Any) -> str | None:
+    def embedder_problem(self, row: CollectionRow) -> str | None:
         """Explain why this index's embedder cannot make vectors for the collection `row`, or None."""
         e = self.embedder
-        if row["embedder_model"] is None or e is None:
+        if row.embedder_model is None or e is None:
             return None
-        if row["embedder_model"] != e.model_id or row["dim"] != e.dim:
+        if row.embedder_model != e.model_id or row.dim != e.dim:
             return (
-                f"embedder mismatch: collection {row['name']!r} was built with {row['embedder_model']} "
-                f"(dim {row['dim']}) but this server uses {e.model_id} (dim {e.dim}). Restart with "
+                f"embedder mismatch: collection {row.name!r} was built with {row.embedder_model} "
+                f"(dim {row.dim}) but this server uses {e.model_id} (dim {e.dim}). Restart with "
                 f"RAGTUNE_EMBEDDER set to the recorded embedder, search with mode='lexical', or ingest into a "
                 "new collection."
             )
@@ -300,10 +256,10 @@ class Index:
         """Return the collection to ingest into, creating it; refuse one built with another embedder."""
         name = self.resolve_collection(collection)
         with self.lock:
-            row = self._collection_row(name)
+            row = self.store.get_collection(name)
             if row is None:
-                self.create_collection(name)
-                row = self._collection_row(name)
+                self.create_collection(name, exist_ok=True)
+                row = self.require_collection(name)
             problem = self.embedder_problem(row)
         if problem:
             raise EmbedderMismatch(problem)
@@ -324,101 +280,37 @@ class Index:
             json.dumps([doc.text, meta, self.config.chunk_tokens, self.config.chunk_overlap]).encode()
         ).hexdigest()
         doc_id = hashlib.sha1(f"{name}\0{doc.source}".encode()).hexdigest()[:16]
+        state = self.store.document_state(doc_id)
+        if state is not None and state[0] == content_hash:
+            return DocReport(doc_id=doc_id, source=doc.source, title=doc.title, status="unchanged", chunks=state[1])
+        chunks = self._chunk_rows(doc)
         with self.lock:
-            old = self.conn.execute("select id, content_hash from documents where doc_id = ?", (doc_id,)).fetchone()
-            n = (
-                self.conn.execute("select count(*) from chunks where doc_id = ?", (old["id"],)).fetchone()[0]
-                if old
-                else 0
+            # The store re-reads the hash inside its transaction: another ingest of the source may have landed.
+            status = self.store.write_document(
+                doc_id, name, doc.source, doc.title, content_hash, doc.text, meta, chunks
             )
-        if old is not None and old["content_hash"] == content_hash:
-            return DocReport(doc_id=doc_id, source=doc.source, title=doc.title, status="unchanged", chunks=n)
-        rows = self._chunk_rows(doc)
-        with self.lock, self._write():
-            # Re-read under the write lock: another ingest of the same source may have landed meanwhile.
-            old = self.conn.execute("select id, content_hash from documents where doc_id = ?", (doc_id,)).fetchone()
-            if old is not None and old["content_hash"] == content_hash:
-                return DocReport(
-                    doc_id=doc_id, source=doc.source, title=doc.title, status="unchanged", chunks=len(rows)
-                )
-            row = self._collection_row(name)
-            now = time.time()
-            if old is not None:
-                self._delete_chunks(old["id"], row["dim"])
-                self.conn.execute(
-                    "update documents set title=?, content_hash=?, text=?, metadata=?, updated_at=? where id=?",
-                    (doc.title, content_hash, doc.text, json.dumps(meta, ensure_ascii=False), now, old["id"]),
-                )
-                pk = old["id"]
-            else:
-                pk = self.conn.execute(
-                    "insert into documents(doc_id, collection, source, title, content_hash, text, metadata,"
-                    " created_at, updated_at) values (?,?,?,?,?,?,?,?,?)",
-                    (
-                        doc_id,
-                        name,
-                        doc.source,
-                        doc.title,
-                        content_hash,
-                        doc.text,
-                        json.dumps(meta, ensure_ascii=False),
-                        now,
-                        now,
-                    ),
-                ).lastrowid
-            self.conn.executemany(
-                "insert into chunks(doc_id, collection, ordinal, text, heading_path, char_start, char_end,"
-                " lex_head, lex_body) values (?,?,?,?,?,?,?,?,?)",
-                [(pk, name, *r) for r in rows],
-            )
-        self.pending.set()
-        status: Literal["added", "replaced"] = "replaced" if old is not None else "added"
-        return DocReport(doc_id=doc_id, source=doc.source, title=doc.title, status=status, chunks=len(rows))
+        if status != "unchanged":
+            self.pending.set()
+        return DocReport(doc_id=doc_id, source=doc.source, title=doc.title, status=status, chunks=len(chunks))
 
-    def _chunk_rows(self, doc: LoadedDoc) -> list[tuple[Any, ...]]:
+    def _chunk_rows(self, doc: LoadedDoc) -> list[NewChunk]:
         """Chunk the text and analyse each chunk (Kiwi runs here, outside the write lock)."""
         analyzer = get_analyzer()
         out = []
         for c in chunk_text(doc.text, self.config.chunk_tokens, self.config.chunk_overlap):
             text = doc.text[c.start : c.end]
             head = analyzer.lexical(" ".join((doc.title, *c.headings)))
-            out.append(
-                (
-                    c.ordinal,
-                    text,
-                    json.dumps(list(c.headings), ensure_ascii=False),
-                    c.start,
-                    c.end,
-                    head,
-                    analyzer.lexical(text),
-                )
-            )
+            out.append(NewChunk(c.ordinal, text, list(c.headings), c.start, c.end, head, analyzer.lexical(text)))
         return out
-
-    def _delete_chunks(self, pk: int, dim: int | None) -> None:
-        """Delete a document's chunks from FTS (trigger), vec0 and the chunk table (inside a transaction)."""
-        if dim is not None:
-            self._removed += [
-                r[0] for r in self.conn.execute("select id from chunks where doc_id = ? and embedded = 1", (pk,))
-            ]
-            self.conn.execute(
-                f"delete from {vec_table(dim)} where chunk_id in (select id from chunks where doc_id = ?)",
-                (pk,),
-            )
-        self.conn.execute("delete from chunks where doc_id = ?", (pk,))
 
     # -- vectors ----------------------------------------------------------------------------------
 
     def coverage(self, collection: str | None = None) -> Coverage:
         """Count chunks with vectors against all chunks (of one collection, or all); cached until a write."""
-        sql = "select count(*), coalesce(sum(embedded), 0) from chunks"
-        args: tuple[Any, ...] = ()
-        if collection is not None:
-            sql, args = sql + " where collection = ?", (collection,)
         with self.lock:
-            key = (collection, *self.generation())
+            key = (collection, self.store.generation(collection))
             if key not in self._coverage:
-                total, embedded = self.conn.execute(sql, args).fetchone()
+                total, embedded = self.store.chunk_counts(collection)
                 if len(self._coverage) > 64:
                     self._coverage.clear()
                 self._coverage[key] = Coverage.of(embedded, total)
@@ -428,12 +320,7 @@ class Index:
         """Count chunks this index's embedder still has to embed."""
         if self.embedder is None:
             return 0
-        with self.lock:
-            return self.conn.execute(
-                "select count(*) from chunks c join collections k on k.name = c.collection "
-                "where c.embedded = 0 and k.embedder_model = ? and k.dim = ?",
-                (self.embedder.model_id, self.embedder.dim),
-            ).fetchone()[0]
+        return self.store.pending_count(self.embedder.model_id, self.embedder.dim)
 
     def embed_pending(
         self, limit: int | None = None, progress: Progress | None = None, stop: threading.Event | None = None
@@ -446,16 +333,10 @@ class Index:
         done = 0
         while (limit is None or done < limit) and not (stop and stop.is_set()) and not self.closed:
             size = self.config.embed_batch if limit is None else min(self.config.embed_batch, limit - done)
-            with self.lock:
-                batch = self.conn.execute(
-                    "select c.id, c.text, c.heading_path, c.collection, d.title from chunks c "
-                    "join collections k on k.name = c.collection join documents d on d.id = c.doc_id "
-                    "where c.embedded = 0 and k.embedder_model = ? and k.dim = ? order by c.id limit ?",
-                    (e.model_id, e.dim, size),
-                ).fetchall()
+            batch = self.store.claim_pending(e.model_id, e.dim, size)
             if not batch:
                 break
-            texts = [passage_text(r["text"], r["title"], json.loads(r["heading_path"])) for r in batch]
+            texts = [passage_text(c.text, c.title, c.heading_path) for c in batch]
             vectors = np.asarray(e.embed_passages(texts), dtype=np.float32)
             self._store_vectors(batch, vectors)
             done += len(batch)
@@ -463,7 +344,7 @@ class Index:
                 progress(done, max(total, done), f"embedded {done}/{max(total, done)} chunks")
         return done
 
-    def _store_vectors(self, batch: Sequence[Any], vectors: np.ndarray) -> None:
+    def _store_vectors(self, batch: Sequence[PendingChunk], vectors: np.ndarray) -> None:
         """Write vectors for chunks that still exist and still lack one (ingest may have replaced them)."""
         e = self.embedder
         assert e is not None
@@ -472,18 +353,7 @@ class Index:
         with self.lock:
             if self.closed:
                 return
-            with self._write():
-                table = ensure_vec_table(self.conn, e.dim)
-                for row, vec in zip(batch, vectors, strict=True):
-                    current = self.conn.execute("select embedded from chunks where id = ?", (row["id"],)).fetchone()
-                    if current is None or current[0]:
-                        continue
-                    self.conn.execute(
-                        f"insert into {table}(chunk_id, embedding, collection) values (?,?,?)",
-                        (row["id"], vec.tobytes(), row["collection"]),
-                    )
-                    self._added.setdefault(row["collection"], []).append((row["id"], vec))
-                    self.conn.execute("update chunks set embedded = 1 where id = ?", (row["id"],))
+            self.store.store_vectors(e.dim, list(zip(batch, vectors, strict=True)))
 
     # -- search and read --------------------------------------------------------------------------
 
@@ -494,10 +364,8 @@ class Index:
         name = self.resolve_collection(collection)
         with self.lock:
             self.require_collection(name)
-            total = self.tables["documents"].count_where("collection = ?", [name])
-            rows = self.conn.execute(
-                f"{_DOC_SELECT} where d.collection = ? order by d.id limit ? offset ?", (name, limit, offset)
-            ).fetchall()
+            total = self.store.count_documents(name)
+            rows = self.store.list_documents(name, offset, limit)
         nxt = offset + len(rows) if offset + len(rows) < total else None
         return DocumentPage(
             collection=name,
@@ -510,37 +378,29 @@ class Index:
     def get_document(self, doc_id: str) -> DocumentDetail:
         """Return a document with its text and chunk spans; raise UnknownDocument if absent."""
         with self.lock:
-            row = self.conn.execute(f"{_DOC_SELECT} where d.doc_id = ?", (doc_id,)).fetchone()
+            row = self.store.get_document(doc_id)
             if row is None:
                 raise UnknownDocument(f"unknown document {doc_id!r}: list documents to find its id")
-            chunks = self.conn.execute(
-                "select ordinal, heading_path, char_start, char_end, embedded from chunks where doc_id = ? "
-                "order by ordinal",
-                (row["id"],),
-            ).fetchall()
+            chunks = self.store.document_spans(row.pk)
         spans = [
             ChunkInfo(
-                chunk_id=f"{doc_id}:{c['ordinal']}",
-                ordinal=c["ordinal"],
-                heading_path=json.loads(c["heading_path"]),
-                char_start=c["char_start"],
-                char_end=c["char_end"],
-                has_vector=bool(c["embedded"]),
+                chunk_id=f"{doc_id}:{c.ordinal}",
+                ordinal=c.ordinal,
+                heading_path=c.heading_path,
+                char_start=c.char_start,
+                char_end=c.char_end,
+                has_vector=c.embedded,
             )
             for c in chunks
         ]
-        return DocumentDetail(**_doc_info(row).model_dump(), text=row["text"], chunk_spans=spans)
+        return DocumentDetail(**_doc_info(row).model_dump(), text=row.text, chunk_spans=spans)
 
     def delete_document(self, doc_id: str) -> DocumentInfo:
-        """Delete a document from the tables, FTS and vec0 in one transaction; return what was deleted."""
+        """Delete a document from the tables, lexical index and vectors in one transaction; return it."""
         with self.lock:
-            row = self.conn.execute(f"{_DOC_SELECT} where d.doc_id = ?", (doc_id,)).fetchone()
-            if row is None:
-                raise UnknownDocument(f"unknown document {doc_id!r}: list documents to find its id")
-            dim = self._collection_row(row["collection"])["dim"]
-            with self._write():
-                self._delete_chunks(row["id"], dim)
-                self.conn.execute("delete from documents where id = ?", (row["id"],))
+            row = self.store.delete_document(doc_id)
+        if row is None:
+            raise UnknownDocument(f"unknown document {doc_id!r}: list documents to find its id")
         return _doc_info(row)
 
     def status(self) -> Status:
@@ -548,7 +408,7 @@ class Index:
         e = self.embedder
         beat = heartbeat.read(self.config.db_path)
         return Status(
-            db_path=str(self.config.db_path),
+            db_path=self.store.location,
             embedder_model=e.model_id if e else None,
             embedder_dim=e.dim if e else None,
             default_collection=self.config.default_collection,
@@ -560,21 +420,18 @@ class Index:
         )
 
 
-_DOC_SELECT = "select d.*, (select count(*) from chunks c where c.doc_id = d.id) as n_chunks from documents d"
-
-
-def _doc_info(row: Any) -> DocumentInfo:
+def _doc_info(row: DocumentRow) -> DocumentInfo:
     return DocumentInfo(
-        doc_id=row["doc_id"],
-        collection=row["collection"],
-        source=row["source"],
-        title=row["title"],
-        chunks=row["n_chunks"],
-        chars=len(row["text"]),
-        content_hash=row["content_hash"],
-        metadata=json.loads(row["metadata"]),
-        updated_at=row["updated_at"],
-        uri=document_uri(row["doc_id"]),
+        doc_id=row.doc_id,
+        collection=row.collection,
+        source=row.source,
+        title=row.title,
+        chunks=row.n_chunks,
+        chars=len(row.text),
+        content_hash=row.content_hash,
+        metadata=row.metadata,
+        updated_at=row.updated_at,
+        uri=document_uri(row.doc_id),
     )
 
 

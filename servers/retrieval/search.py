@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from ragtune.servers.retrieval.errors import BadQuery, EmbedderMismatch
-from ragtune.servers.retrieval.filters import compile_filters
 from ragtune.servers.retrieval.fusion import rrf
-from ragtune.servers.retrieval.korean import get_analyzer, or_query
-from ragtune.servers.retrieval.lexical import exact_top, split_terms
+from ragtune.servers.retrieval.korean import get_analyzer
 from ragtune.servers.retrieval.models import Coverage, Hit, SearchMode, SearchResult
-from ragtune.servers.retrieval.schema import vec_table
+from ragtune.servers.retrieval.stores.base import HEAD_WEIGHT, CollectionRow  # noqa: F401 - HEAD_WEIGHT re-exported
 
 from ragtune.embeddings import covers, detect_language
 
@@ -23,7 +19,6 @@ if TYPE_CHECKING:
 FUSION_DEPTH = 100  # candidates per signal before fusion (notes: depth 100 for the measured +3 nDCG)
 MAX_K = 100
 MODES = ("hybrid", "lexical", "vector")
-HEAD_WEIGHT = 1.0  # bm25 weight of the title/heading column relative to the body
 
 
 def search(
@@ -53,7 +48,7 @@ def search(
     name = index.resolve_collection(collection)
     with index.lock:
         row = index.require_collection(name)
-    where, params = compile_filters(filters)
+    where, params = index.store.compile_filters(filters)
     lang = detect_language(query)
     coverage = index.coverage(name)
     terms = list(dict.fromkeys(get_analyzer().terms(query)))
@@ -81,7 +76,7 @@ def search(
 
 
 def plan(
-    index: Index, row: Any, mode: str, lang: str, coverage: Coverage, has_terms: bool
+    index: Index, row: CollectionRow, mode: str, lang: str, coverage: Coverage, has_terms: bool
 ) -> tuple[list[Any], dict[str, str]]:
     """Decide which signals rank this query, and say why any is left out."""
     signals: list[Any] = []
@@ -105,15 +100,15 @@ def plan(
     reason = None
     if e is None:
         reason = "no embedder is configured (RAGTUNE_EMBEDDER=none)"
-    elif row["embedder_model"] is None:
-        reason = f"collection {row['name']!r} was created without an embedder"
+    elif row.embedder_model is None:
+        reason = f"collection {row.name!r} was created without an embedder"
     elif mode == "hybrid" and not covers(e, lang):
         reason = f"embedder {e.model_id} does not cover the query language ({lang})"
     elif coverage.embedded == 0:
         reason = f"no vectors yet (0/{coverage.total} chunks embedded); they are filled in the background"
     if reason is None:
         signals.append("vector")
-    elif mode == "vector" and (e is None or row["embedder_model"] is None):
+    elif mode == "vector" and (e is None or row.embedder_model is None):
         raise BadQuery(f"vector search is unavailable: {reason}; use mode='lexical'")
     else:
         skipped["vector"] = reason
@@ -123,86 +118,40 @@ def plan(
 def lexical_ranking(
     index: Index, terms: list[str], collection: str, where: str, params: list[Any], depth: int
 ) -> list[tuple[int, float]]:
-    """Return (chunk rowid, bm25) best first; filters apply before the limit (approximate at scale, see lexical.py)."""
-    # Hand-written SQL, not sqlite-utils: the hot path (two-stage FTS5 bm25, see lexical.py) needs exact query plans.
-    # CROSS JOIN pins the FTS match as the outer loop; otherwise SQLite walks the collection's chunks first.
-    docs = "" if where == "1" else " cross join documents d on d.id = c.doc_id"
-    sql = (
-        f"select c.id, bm25(chunks_fts, {HEAD_WEIGHT}, 1.0) as s from chunks_fts "
-        f"cross join chunks c on c.id = chunks_fts.rowid{docs} "
-        f"where chunks_fts match ? and c.collection = ? and {where} order by s, c.id limit ?"
-    )
-
-    with index.reader() as conn:  # a thread's own connection: a long query does not stall other searches
-
-        def rank(words: Sequence[str], limit: int) -> list[tuple[int, float]]:
-            return [(r[0], r[1]) for r in conn.execute(sql, (or_query(words), collection, *params, limit))]
-
-        split = split_terms(conn, terms)
-        if split is not None:
-            top = exact_top(conn, split, rank, depth, (HEAD_WEIGHT, 1.0))
-            if top is not None:
-                return top
-        return rank(terms, depth)
+    """Return (chunk id, bm25) best first (lower is better); `where, params` come from store.compile_filters."""
+    return index.store.lexical_ranking(terms, collection, (where, params), depth)
 
 
 def vector_ranking(
-    index: Index, query: str, row: Any, where: str, params: list[Any], depth: int
+    index: Index, query: str, row: CollectionRow, where: str, params: list[Any], depth: int
 ) -> list[tuple[int, float]]:
-    """Return (chunk rowid, cosine distance) best first; filters restrict the candidates before the top-k."""
-    assert index.embedder is not None
+    """Return (chunk id, cosine distance) best first; filters restrict the candidates before the top-k."""
+    assert index.embedder is not None and row.dim is not None
     vec = np.asarray(index.embedder.embed_queries([query]), dtype=np.float32).reshape(-1)
-    # Documents first: the filter is evaluated once per document, not once per chunk.
-    allowed_sql = (
-        f"select c.id from documents d cross join chunks c on c.doc_id = d.id where d.collection = ? and {where}"
-    )
-    with index.lock:
-        allowed = None
-        if where != "1":
-            allowed = [r[0] for r in index.conn.execute(allowed_sql, (row["name"], *params))]
-        cached = index.vectors.knn(index.conn, index.generation(), row["name"], row["dim"], vec, depth, allowed)
-        if cached is not None:
-            return cached
-        sql = (
-            f"select chunk_id, distance from {vec_table(row['dim'])} "
-            "where embedding match ? and k = ? and collection = ?"
-        )
-        args: list[Any] = [vec.tobytes(), depth, row["name"]]
-        if where != "1":
-            sql += f" and chunk_id in ({allowed_sql})"
-            args += [row["name"], *params]
-        return [(r[0], r[1]) for r in index.conn.execute(sql + " order by distance", args)]
+    return index.store.vector_ranking(vec, row.name, row.dim, (where, params), depth)
 
 
 def load_hits(
     index: Index, ranked: list[tuple[int, float]], lex_ranks: dict[int, int], vec_ranks: dict[int, int]
 ) -> list[Hit]:
-    """Fetch the chunks and documents behind ranked rowids, keeping the order."""
+    """Fetch the chunks and documents behind ranked chunk ids, keeping the order."""
     if not ranked:
         return []
-    ids = [c for c, _ in ranked]
-    with index.lock:
-        rows = index.conn.execute(
-            "select c.id, c.ordinal, c.text, c.heading_path, c.char_start, c.char_end, d.doc_id, d.title, "
-            f"d.source, d.metadata from chunks c join documents d on d.id = c.doc_id "
-            f"where c.id in ({', '.join('?' * len(ids))})",
-            ids,
-        ).fetchall()
-    by_id = {r["id"]: r for r in rows}
+    by_id = index.store.load_hits([c for c, _ in ranked])
     return [
         Hit(
-            chunk_id=f"{r['doc_id']}:{r['ordinal']}",
-            doc_id=r["doc_id"],
-            title=r["title"],
-            source=r["source"],
-            heading_path=json.loads(r["heading_path"]),
-            text=r["text"],
-            char_start=r["char_start"],
-            char_end=r["char_end"],
+            chunk_id=f"{r.doc_id}:{r.ordinal}",
+            doc_id=r.doc_id,
+            title=r.title,
+            source=r.source,
+            heading_path=r.heading_path,
+            text=r.text,
+            char_start=r.char_start,
+            char_end=r.char_end,
             score=float(score),
             lexical_rank=lex_ranks.get(cid),
             vector_rank=vec_ranks.get(cid),
-            metadata=json.loads(r["metadata"]),
+            metadata=r.metadata,
         )
         for cid, score in ranked
         if (r := by_id.get(cid)) is not None
