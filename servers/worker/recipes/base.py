@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -87,7 +88,7 @@ def _coerce(name: str, value: Any, annotation: Any) -> Any:
 
 def write_json(path: Path, data: Any) -> None:
     """Write JSON atomically so a reader never sees half a file."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp = path.with_suffix(f"{path.suffix}.{os.getpid()}.tmp")  # data-parallel ranks may write the same file
     tmp.write_text(json.dumps(data, indent=2, default=str))
     tmp.replace(path)
 
@@ -134,12 +135,18 @@ class TrainingOptions:
     @property
     def per_device_batch_size(self) -> int:
         """Return the micro-batch size (at most 8 per step; the rest is gradient accumulation)."""
-        return max(1, min(int(self.batch_size), 8))
+        return self.split_batch(1)[0]
 
     @property
     def gradient_accumulation_steps(self) -> int:
         """Return how many micro-batches make one optimizer step of `batch_size` examples."""
-        return max(1, -(-int(self.batch_size) // self.per_device_batch_size))
+        return self.split_batch(1)[1]
+
+    def split_batch(self, world_size: int) -> tuple[int, int]:
+        """Return (micro-batch, accumulation) so micro x accumulation x world_size ~ batch_size (micro <= 8)."""
+        world = max(1, int(world_size))
+        micro = max(1, min(-(-int(self.batch_size) // world), 8))
+        return micro, max(1, -(-int(self.batch_size) // (micro * world)))
 
 
 def resolve_learning_rate(options: dict[str, Any], base: float) -> dict[str, Any]:

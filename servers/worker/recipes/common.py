@@ -168,6 +168,7 @@ def job_callback(callbacks: RunCallbacks, out_dir: Path) -> Any:
             self.last_tokens = 0.0
             self.last_loss: float | None = None
             self.pause_requested = False
+            self.steps_run = 0  # optimizer steps this process ran (each rank counts its own)
 
         def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             self.last_time = time.monotonic()
@@ -175,7 +176,7 @@ def job_callback(callbacks: RunCallbacks, out_dir: Path) -> Any:
 
         def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
             logs = logs or {}
-            if "loss" not in logs:
+            if "loss" not in logs or not state.is_world_process_zero:  # one metrics stream, from rank 0
                 return
             now, tokens = time.monotonic(), float(logs.get("num_tokens") or state.num_input_tokens_seen or 0)
             rate = (tokens - self.last_tokens) / max(now - self.last_time, 1e-6) if tokens else None
@@ -196,18 +197,40 @@ def job_callback(callbacks: RunCallbacks, out_dir: Path) -> Any:
             callbacks.metrics(row)
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            if callbacks.should_pause():
+            self.steps_run += 1
+            if any_rank(callbacks.should_pause(), args):
                 self.pause_requested = True
                 control.should_save = True
                 control.should_training_stop = True
 
         def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            if not state.is_world_process_zero:
+                return
             path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             callbacks.checkpoint(
                 state.global_step, str(path), {"step": state.global_step, "train_loss": self.last_loss}
             )
 
     return JobCallback()
+
+
+def any_rank(flag: bool, args: Any) -> bool:
+    """Return True on every rank when any rank's flag is set, so all ranks stop at the same step (else DDP hangs)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return flag
+    import torch
+
+    device = args.device if dist.get_backend() == "nccl" else "cpu"
+    t = torch.tensor([1 if flag else 0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def world_size() -> int:
+    """Return how many data-parallel processes train together (torchrun and Ray Train set WORLD_SIZE)."""
+    return int(os.environ.get("WORLD_SIZE", "1") or 1)
 
 
 def training_args(cls: type, out_dir: Path, device: dict[str, Any], cfg: Any, *, peft: bool, **extra: Any) -> Any:
@@ -218,8 +241,9 @@ def training_args(cls: type, out_dir: Path, device: dict[str, Any], cfg: Any, *,
         output_dir=str(out_dir / "checkpoints"),
         max_steps=int(cfg.max_steps or -1),
         num_train_epochs=float(cfg.n_epochs),
-        per_device_train_batch_size=cfg.per_device_batch_size,
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        # OpenAI's batch_size is the global batch: split over the data-parallel processes
+        per_device_train_batch_size=cfg.split_batch(world_size())[0],
+        gradient_accumulation_steps=cfg.split_batch(world_size())[1],
         learning_rate=float(cfg.learning_rate),
         lr_scheduler_type=cfg.lr_scheduler,
         warmup_steps=int(cfg.warmup_steps),
@@ -261,14 +285,15 @@ def train_resuming(trainer: Any, out_dir: Path, callbacks: RunCallbacks) -> None
 def finish(trainer: Any, tok: Any, cb: Any, cfg: TrainingOptions, out_dir: Path, *, peft: bool) -> RunResult:
     """Save the trained weights (unless paused) and summarise the run."""
     state = trainer.state
-    tokens = int(state.num_input_tokens_seen or 0)
-    if cb.pause_requested:
+    tokens = int(state.num_input_tokens_seen or 0)  # summed over the data-parallel processes
+    if cb.pause_requested or not trainer.is_world_process_zero():  # only rank 0 saves the weights
         return RunResult(
             model_path="",
             trained_tokens=tokens,
             steps=state.global_step,
             final_loss=cb.last_loss,
-            paused=True,
+            paused=cb.pause_requested,
+            extra={"steps_run": cb.steps_run},
         )
     model_path, merged = save_outputs(trainer, tok, out_dir, merge=cfg.merge, peft=peft)
     return RunResult(
@@ -277,6 +302,7 @@ def finish(trainer: Any, tok: Any, cb: Any, cfg: TrainingOptions, out_dir: Path,
         trained_tokens=tokens,
         steps=state.global_step,
         final_loss=cb.last_loss,
+        extra={"steps_run": cb.steps_run},
     )
 
 
