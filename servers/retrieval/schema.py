@@ -8,6 +8,29 @@ from __future__ import annotations
 
 from ragtune.db import Connection
 
+REEMBED_MIGRATION = """
+create table reembeds (
+  collection text primary key,
+  embedder text not null,
+  from_model text,
+  from_dim integer,
+  target_model text not null,
+  target_dim integer not null,
+  target_languages text not null default '[]',
+  state text not null,
+  error text,
+  started_at real not null,
+  updated_at real not null,
+  finished_at real
+);
+create table reembed_vectors (
+  chunk_id integer primary key,
+  collection text not null,
+  embedding blob not null
+);
+create index reembed_vectors_collection on reembed_vectors(collection);
+"""
+
 MIGRATIONS = [
     """
     create table collections (
@@ -58,6 +81,8 @@ MIGRATIONS = [
     """,
     # Per-term document frequencies, read by search to leave very common terms out of large-index queries.
     "create virtual table chunks_vocab using fts5vocab(chunks_fts, 'row');",
+    # Reembed (reembed.py): the latest run per collection and its staged vectors, outside the live vec0 tables.
+    REEMBED_MIGRATION,
 ]
 
 

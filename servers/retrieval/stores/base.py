@@ -110,6 +110,27 @@ class ExportedChunk:
     vector: np.ndarray | None
 
 
+@dataclass(frozen=True)
+class ReembedRow:
+    """A collection's latest re-embedding (servers/retrieval/reembed.py): the target embedder and the run's state.
+
+    One row per collection (a new run replaces a finished one). `state`: running | done | cancelled | failed.
+    """
+
+    collection: str
+    embedder: str  # the embedder id asked for (loads the target)
+    from_model: str | None
+    from_dim: int | None
+    target_model: str
+    target_dim: int
+    target_languages: list[str]
+    state: str = "running"
+    error: str | None = None
+    started_at: float = 0.0
+    updated_at: float = 0.0
+    finished_at: float | None = None
+
+
 @runtime_checkable
 class RetrievalStore(Protocol):
     """Persistence of collections, documents, chunks, vectors and the lexical side of one index."""
@@ -198,3 +219,41 @@ class RetrievalStore(Protocol):
     # copy
     def export_documents(self, collection: str) -> Any:
         """Yield (DocumentRow, list[ExportedChunk]) of a collection, for copy_index."""
+
+    # reembed: new vectors are staged beside the live ones (keyed by chunk id, outside the live vector table, since
+    # the target may have the same dimension) until reembed_switch swaps them in with the new embedder, atomically.
+    # PostgreSQL: tables reembeds (collection pk, the ReembedRow fields) and reembed_vectors (chunk_id pk,
+    # collection, embedding vector without a fixed dimension or a bytea); no HNSW index on the staging table.
+    def reembed_begin(self, row: ReembedRow) -> ReembedRow:
+        """Record a running reembed of `row.collection` and return the stored row. A running one with the same
+        (target_model, target_dim) is kept as it is (resume, staged vectors kept); otherwise the row is replaced
+        (state running, error and finished_at cleared) and staged vectors of another target are deleted."""
+
+    def reembed_get(self, collection: str) -> ReembedRow | None:
+        """Return the collection's latest reembed row, or None."""
+
+    def reembed_running(self) -> list[ReembedRow]:
+        """Return every row in state running, oldest first (the runner resumes them after a restart)."""
+
+    def reembed_claim(self, collection: str, limit: int) -> list[PendingChunk]:
+        """Return up to `limit` chunks of the collection without a staged vector, by chunk id (PostgreSQL with many
+        replicas: claim with FOR UPDATE SKIP LOCKED, as claim_pending, so two processes do not embed one chunk)."""
+
+    def reembed_store(self, collection: str, items: Sequence[tuple[PendingChunk, np.ndarray]]) -> int:
+        """Upsert staged vectors for chunks that still exist (skip deleted ones), bump the row's updated_at, in one
+        transaction; return how many were written. The live vectors and `embedded` flags are not touched."""
+
+    def reembed_counts(self, collection: str) -> tuple[int, int]:
+        """Return (chunks of the collection, of those the ones with a staged vector); staged rows of deleted chunks
+        do not count."""
+
+    def reembed_switch(self, collection: str) -> bool:
+        """In one transaction, when the row is running and every chunk has a staged vector: delete the collection's
+        live vectors (old dim), insert the staged ones into the live vectors of target_dim, set embedded = 1 on its
+        chunks, set the collection's embedder_model/dim/languages to the target, delete the staged rows and mark the
+        row done (updated_at = finished_at = now); invalidate caches of the collection. Else change nothing and
+        return False."""
+
+    def reembed_end(self, collection: str, state: str, error: str | None = None) -> None:
+        """Mark a running row `state` (cancelled or failed) with `error` and finished_at, and delete its staged
+        vectors; the live vectors and the collection's embedder stay as they are."""

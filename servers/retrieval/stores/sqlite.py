@@ -32,6 +32,7 @@ from ragtune.servers.retrieval.stores.base import (
     Ranking,
     WriteOutcome,
 )
+from ragtune.servers.retrieval.stores.sqlite_reembed import SqliteReembed
 from ragtune.servers.retrieval.vector_cache import VectorCache
 
 from ragtune.db import Connection, connect, migrate, transaction
@@ -39,7 +40,7 @@ from ragtune.db import Connection, connect, migrate, transaction
 _DOC_SELECT = "select d.*, (select count(*) from chunks c where c.doc_id = d.id) as n_chunks from documents d"
 
 
-class SqliteStore:
+class SqliteStore(SqliteReembed):
     """RetrievalStore over one SQLite file (or ':memory:')."""
 
     backend = "sqlite"
@@ -160,6 +161,7 @@ class SqliteStore:
                 self.conn.execute("delete from chunks where collection = ?", (name,))
                 removed = self.conn.execute("delete from documents where collection = ?", (name,)).rowcount
                 self.conn.execute("delete from collections where name = ?", (name,))
+                self.reembed_forget(name)
             return removed
 
     # -- documents --------------------------------------------------------------------------------
