@@ -29,3 +29,11 @@ class BadQuery(RetrievalError):
 
 class IngestError(RetrievalError):
     """Raised when a path or document cannot be ingested: outside the roots, too big, empty, unsupported."""
+
+
+class ReembedError(RetrievalError):
+    """Raised when a collection cannot be re-embedded as asked (unknown or worse embedder, another run going)."""
+
+
+class UnusableEmbedder(RetrievalError):
+    """Raised when an embedder id is unknown, cannot be loaded here, or is a tuned one that scored worse."""

@@ -1,4 +1,7 @@
-"""Fill missing vectors in a background thread, so ingest returns as soon as text is searchable lexically."""
+"""Fill missing vectors in a background thread, so ingest returns as soon as text is searchable lexically.
+
+Each collection is filled with its own embedder (Index.embed_pending); one this process cannot load waits.
+"""
 
 from __future__ import annotations
 
@@ -24,9 +27,8 @@ class VectorFiller:
         self._last_beat = 0.0
 
     def start(self) -> VectorFiller:
-        """Start the thread (a no-op without an embedder)."""
-        if self.index.embedder is not None:
-            self._thread.start()
+        """Start the thread: it fills every collection whose own embedder this process loads (even with no default)."""
+        self._thread.start()
         return self
 
     def stop(self, timeout: float = 5.0) -> None:

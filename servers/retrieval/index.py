@@ -29,6 +29,7 @@ from ragtune.servers.retrieval.errors import (
     IngestError,
     UnknownCollection,
     UnknownDocument,
+    UnusableEmbedder,
 )
 from ragtune.servers.retrieval.korean import get_analyzer
 from ragtune.servers.retrieval.loaders import LoadedDoc
@@ -42,6 +43,7 @@ from ragtune.servers.retrieval.models import (
     DocumentPage,
     Status,
 )
+from ragtune.servers.retrieval.reembed import describe_run
 from ragtune.servers.retrieval.stores import open_store
 from ragtune.servers.retrieval.stores.base import (
     CollectionRow,
@@ -55,7 +57,13 @@ from ragtune.servers.retrieval.vector_cache import VectorCache
 
 from ragtune.config import RetrievalSettings
 from ragtune.db import Connection
-from ragtune.embeddings import Embedder, detect_language
+from ragtune.embeddings import (
+    Embedder,
+    EmbedderRegistry,
+    UnknownEmbedder,
+    check_verdict,
+    detect_language,
+)
 
 Progress = Callable[[float, float | None, str], None]
 COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -104,13 +112,21 @@ class IndexConfig:
 class Index:
     """Hybrid Korean/English index: orchestration over a RetrievalStore (SQLite file or PostgreSQL)."""
 
-    def __init__(self, store: RetrievalStore | Connection, config: IndexConfig, embedder: Embedder | None) -> None:
+    def __init__(
+        self,
+        store: RetrievalStore | Connection,
+        config: IndexConfig,
+        embedder: Embedder | None,
+        embedders: EmbedderRegistry | None = None,
+    ) -> None:
         if not isinstance(store, RetrievalStore):  # a bare SQLite connection (tests share one between indexes)
             store = SqliteStore(store, config.db_path, config.vector_cache_mb)
         self.store = store
         self.config = config
-        self.embedder = embedder
+        self.embedder = embedder  # the default for new collections; each collection uses its own (embedders)
+        self.embedders = embedders or EmbedderRegistry(embedder)
         self.lock = threading.RLock()
+        self.reembed_wake = threading.Event()  # set when a reembed starts; reembed.ReembedRunner waits on it
         self.pending = threading.Event()  # set when chunks wait for vectors; the filler waits on it
         self.embedding = False
         self.closed = False
@@ -149,7 +165,8 @@ class Index:
             config = IndexConfig(db_path=Path(target))
         config = replace(config, **overrides)
         store = open_store(config.db_path, config.database_url, config.vector_cache_mb)
-        index = cls(store, config, embedder)
+        settings = target if isinstance(target, RetrievalSettings) else None
+        index = cls(store, config, embedder, EmbedderRegistry(embedder, settings))
         if index.pending_count():
             index.pending.set()
         return index
@@ -163,11 +180,16 @@ class Index:
 
     # -- collections ------------------------------------------------------------------------------
 
-    def create_collection(self, name: str, *, exist_ok: bool = False) -> CollectionInfo:
-        """Create a collection recording the current embedder (model id, dimension, languages)."""
+    def create_collection(
+        self, name: str, *, embedder: str | None = None, force: bool = False, exist_ok: bool = False
+    ) -> CollectionInfo:
+        """Create a collection recording its embedder (model id, dimension, languages): `embedder`, else the default.
+
+        A tuned embedder whose evaluation verdict is `worse` is refused unless `force`.
+        """
         if not COLLECTION_NAME.match(name):
             raise IngestError(f"bad collection name {name!r}: use 1-64 letters, digits, '_', '.', '-'")
-        e = self.embedder
+        e = self.embedder if embedder is None else self.load_embedder(embedder, force=force)
         row = CollectionRow(
             name=name,
             embedder_model=e.model_id if e else None,
@@ -176,9 +198,24 @@ class Index:
             created_at=time.time(),
         )
         with self.lock:
-            if not self.store.create_collection(row) and not exist_ok:
-                raise CollectionExists(f"collection {name!r} already exists: ingest into it, or delete it first")
+            if not self.store.create_collection(row):
+                if not exist_ok:
+                    raise CollectionExists(f"collection {name!r} already exists: ingest into it, or delete it first")
+                old = self.require_collection(name)
+                if embedder is not None and (old.embedder_model, old.dim) != (row.embedder_model, row.dim):
+                    raise CollectionExists(
+                        f"collection {name!r} already exists with embedder {old.embedder_model}: re-embed it "
+                        f"(retrieval_reembed) to switch to {row.embedder_model}"
+                    )
             return self.collection_info(name)
+
+    def load_embedder(self, spec: str, *, force: bool = False) -> Embedder | None:
+        """Load the embedder an id names (None for `none`); unknown ids and tuned ones that scored worse are refused."""
+        try:
+            check_verdict(spec, self.embedders.settings, force=force)
+            return self.embedders.resolve(spec)
+        except (UnknownEmbedder, RuntimeError) as e:
+            raise UnusableEmbedder(str(e)) from e
 
     def list_collections(self) -> list[CollectionInfo]:
         """Return every collection with its document and chunk counts."""
@@ -191,6 +228,7 @@ class Index:
             row = self.require_collection(name)
             docs = self.store.count_documents(name)
             coverage = self.coverage(name)
+            run = self.store.reembed_get(name)
             return CollectionInfo(
                 name=name,
                 embedder_model=row.embedder_model,
@@ -199,6 +237,8 @@ class Index:
                 documents=docs,
                 chunks=coverage.total,
                 coverage=coverage,
+                embedder_problem=self.embedder_problem(row),
+                reembed=describe_run(self, run) if run is not None else None,
             )
 
     def delete_collection(self, name: str) -> int:
@@ -223,18 +263,30 @@ class Index:
         return row
 
     def embedder_problem(self, row: CollectionRow) -> str | None:
-        """Explain why this index's embedder cannot make vectors for the collection `row`, or None."""
-        e = self.embedder
-        if row.embedder_model is None or e is None:
+        """Explain why this process cannot make vectors with the collection's own embedder, or None."""
+        problem = self.embedders.problem(row.embedder_model, row.dim)
+        if problem is None:
             return None
-        if row.embedder_model != e.model_id or row.dim != e.dim:
-            return (
-                f"embedder mismatch: collection {row.name!r} was built with {row.embedder_model} "
-                f"(dim {row.dim}) but this server uses {e.model_id} (dim {e.dim}). Restart with "
-                f"RAGTUNE_EMBEDDER set to the recorded embedder, search with mode='lexical', or ingest into a "
-                "new collection."
-            )
-        return None
+        e = self.embedder
+        default = f"{e.model_id} (dim {e.dim})" if e else "none"
+        return (
+            f"embedder mismatch: collection {row.name!r} was built with {row.embedder_model} (dim {row.dim}) but "
+            f"{problem}; this server's default embedder is {default}. Search with mode='lexical', re-embed the "
+            "collection with an embedder this server loads (retrieval_reembed), or serve it where RAGTUNE_EMBEDDER "
+            "loads the recorded one."
+        )
+
+    def collection_embedder(self, row: CollectionRow) -> Embedder | None:
+        """Return the embedder of the collection's vectors (None: lexical only); EmbedderMismatch if unloadable."""
+        if row.embedder_model is None:
+            return None
+        problem = self.embedder_problem(row)
+        if problem is None:
+            try:
+                return self.embedders.for_model(row.embedder_model, row.dim)
+            except (UnknownEmbedder, RuntimeError) as e:
+                problem = f"embedder mismatch: collection {row.name!r} needs {row.embedder_model}: {e}"
+        raise EmbedderMismatch(problem)
 
     # -- ingest -----------------------------------------------------------------------------------
 
@@ -253,16 +305,15 @@ class Index:
         return self.ingest_document(doc, collection=collection)
 
     def prepare_collection(self, collection: str | None) -> str:
-        """Return the collection to ingest into, creating it; refuse one built with another embedder."""
+        """Return the collection to ingest into, creating it with the default embedder when it does not exist.
+
+        A collection whose embedder this process cannot load still takes documents: they are searchable
+        lexically at once, and a process that loads the embedder fills their vectors (embedder_problem says why).
+        """
         name = self.resolve_collection(collection)
         with self.lock:
-            row = self.store.get_collection(name)
-            if row is None:
+            if self.store.get_collection(name) is None:
                 self.create_collection(name, exist_ok=True)
-                row = self.require_collection(name)
-            problem = self.embedder_problem(row)
-        if problem:
-            raise EmbedderMismatch(problem)
         return name
 
     def ingest_document(self, doc: LoadedDoc, *, collection: str | None = None) -> DocReport:
@@ -317,37 +368,44 @@ class Index:
             return self._coverage[key]
 
     def pending_count(self) -> int:
-        """Count chunks this index's embedder still has to embed."""
-        if self.embedder is None:
-            return 0
-        return self.store.pending_count(self.embedder.model_id, self.embedder.dim)
+        """Count chunks still waiting for vectors that this process can make (each collection's own embedder)."""
+        return sum(self.store.pending_count(model, dim) for model, dim in self.fillable())
+
+    def fillable(self) -> list[tuple[str, int]]:
+        """Return the (model id, dim) of every collection's embedder this process can load, without loading it."""
+        pairs = set()
+        for name in self.store.collection_names():
+            row = self.store.get_collection(name)
+            if row is not None and row.embedder_model is not None and row.dim is not None:
+                if self.embedders.problem(row.embedder_model, row.dim) is None:
+                    pairs.add((row.embedder_model, row.dim))
+        return sorted(pairs)
 
     def embed_pending(
         self, limit: int | None = None, progress: Progress | None = None, stop: threading.Event | None = None
     ) -> int:
-        """Embed chunks that have no vector yet, in batches; return how many were embedded."""
-        e = self.embedder
-        if e is None:
-            return 0
-        total = self.pending_count() if limit is None else min(limit, self.pending_count())
+        """Embed chunks that have no vector yet with their collection's embedder, in batches; return how many."""
+        pairs = self.fillable()
+        pending = sum(self.store.pending_count(model, dim) for model, dim in pairs)
+        total = pending if limit is None else min(limit, pending)
         done = 0
-        while (limit is None or done < limit) and not (stop and stop.is_set()) and not self.closed:
-            size = self.config.embed_batch if limit is None else min(self.config.embed_batch, limit - done)
-            batch = self.store.claim_pending(e.model_id, e.dim, size)
-            if not batch:
-                break
-            texts = [passage_text(c.text, c.title, c.heading_path) for c in batch]
-            vectors = np.asarray(e.embed_passages(texts), dtype=np.float32)
-            self._store_vectors(batch, vectors)
-            done += len(batch)
-            if progress:
-                progress(done, max(total, done), f"embedded {done}/{max(total, done)} chunks")
+        for model, dim in pairs:
+            e = self.embedders.for_model(model, dim)
+            while (limit is None or done < limit) and not (stop and stop.is_set()) and not self.closed:
+                size = self.config.embed_batch if limit is None else min(self.config.embed_batch, limit - done)
+                batch = self.store.claim_pending(model, dim, size)
+                if not batch:
+                    break
+                texts = [passage_text(c.text, c.title, c.heading_path) for c in batch]
+                vectors = np.asarray(e.embed_passages(texts), dtype=np.float32)
+                self._store_vectors(batch, vectors, e)
+                done += len(batch)
+                if progress:
+                    progress(done, max(total, done), f"embedded {done}/{max(total, done)} chunks")
         return done
 
-    def _store_vectors(self, batch: Sequence[PendingChunk], vectors: np.ndarray) -> None:
+    def _store_vectors(self, batch: Sequence[PendingChunk], vectors: np.ndarray, e: Embedder) -> None:
         """Write vectors for chunks that still exist and still lack one (ingest may have replaced them)."""
-        e = self.embedder
-        assert e is not None
         if vectors.shape != (len(batch), e.dim):
             raise EmbedderMismatch(f"embedder returned shape {vectors.shape}, expected ({len(batch)}, {e.dim})")
         with self.lock:
@@ -416,7 +474,7 @@ class Index:
             coverage=self.coverage(),
             pending_vectors=self.pending_count(),
             embedding=self.embedding or bool(beat and beat.get("embedding")),
-            vector_filler=heartbeat.describe(beat, self.embedder is not None),
+            vector_filler=heartbeat.describe(beat, self.embedder is not None or bool(self.fillable())),
         )
 
 

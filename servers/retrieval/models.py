@@ -22,16 +22,41 @@ class Coverage(BaseModel):
         return cls(embedded=embedded, total=total, ratio=round(embedded / total, 4) if total else 1.0)
 
 
+ReembedState = Literal["running", "done", "cancelled", "failed"]
+
+
+class ReembedInfo(BaseModel):
+    """A collection's re-embedding with another embedder: the old vectors answer searches until the switch."""
+
+    collection: str
+    embedder: str = Field(description="The embedder id asked for (e5-small, minilm, openai:<model>, ft:e5-small:...).")
+    from_model: str | None = Field(description="Model id of the vectors being replaced (None: there were none).")
+    from_dim: int | None
+    target_model: str = Field(description="Model id the collection records after the switch.")
+    target_dim: int
+    state: ReembedState = Field(description="running, done (switched), cancelled or failed (see error).")
+    coverage: Coverage = Field(description="Chunks that already have a vector from the new embedder.")
+    error: str | None = None
+    started_at: float
+    updated_at: float
+    finished_at: float | None = None
+    message: str = Field(description="What is happening, in one sentence.")
+
+
 class CollectionInfo(BaseModel):
     """A collection and the embedder its vectors were made with."""
 
     name: str
-    embedder_model: str | None = Field(description="Embedder model id recorded at creation (None: lexical only).")
-    dim: int | None = Field(description="Vector dimension recorded at creation.")
+    embedder_model: str | None = Field(description="Embedder model id its vectors are made with (None: lexical only).")
+    dim: int | None = Field(description="Vector dimension of that embedder.")
     languages: list[str] = Field(description="Languages the recorded embedder covers ('*' = multilingual).")
     documents: int
     chunks: int
     coverage: Coverage
+    embedder_problem: str | None = Field(
+        default=None, description="Why this process cannot make vectors for the collection (None: it can)."
+    )
+    reembed: ReembedInfo | None = Field(default=None, description="The latest re-embedding with another embedder.")
 
 
 class DocumentInfo(BaseModel):

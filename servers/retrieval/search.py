@@ -93,22 +93,24 @@ def plan(
     if mode == "lexical":
         skipped["vector"] = "mode=lexical"
         return signals, skipped
+    # The collection's own embedder, not the server's: one it cannot load is an error in mode=vector, a reason here.
     problem = index.embedder_problem(row)
-    if problem:
+    if problem and mode == "vector":
         raise EmbedderMismatch(problem)
-    e = index.embedder
-    reason = None
-    if e is None:
-        reason = "no embedder is configured (RAGTUNE_EMBEDDER=none)"
-    elif row.embedder_model is None:
-        reason = f"collection {row.name!r} was created without an embedder"
-    elif mode == "hybrid" and not covers(e, lang):
-        reason = f"embedder {e.model_id} does not cover the query language ({lang})"
-    elif coverage.embedded == 0:
+    e = index.collection_embedder(row) if not problem else None
+    reason = problem
+    if row.embedder_model is None:
+        reason = (
+            f"no embedder: collection {row.name!r} was created without one (RAGTUNE_EMBEDDER=none or embedder "
+            "'none'); re-embed it (retrieval_reembed) to add vectors"
+        )
+    elif reason is None and mode == "hybrid" and not covers(e, lang):
+        reason = f"embedder {row.embedder_model} does not cover the query language ({lang})"
+    elif reason is None and coverage.embedded == 0:
         reason = f"no vectors yet (0/{coverage.total} chunks embedded); they are filled in the background"
     if reason is None:
         signals.append("vector")
-    elif mode == "vector" and (e is None or row.embedder_model is None):
+    elif mode == "vector" and row.embedder_model is None:
         raise BadQuery(f"vector search is unavailable: {reason}; use mode='lexical'")
     else:
         skipped["vector"] = reason
@@ -125,10 +127,18 @@ def lexical_ranking(
 def vector_ranking(
     index: Index, query: str, row: CollectionRow, where: str, params: list[Any], depth: int
 ) -> list[tuple[int, float]]:
-    """Return (chunk id, cosine distance) best first; filters restrict the candidates before the top-k."""
-    assert index.embedder is not None and row.dim is not None
-    vec = np.asarray(index.embedder.embed_queries([query]), dtype=np.float32).reshape(-1)
-    return index.store.vector_ranking(vec, row.name, row.dim, (where, params), depth)
+    """Return (chunk id, cosine distance) best first with the collection's own embedder; filters restrict the
+    candidates before the top-k. A reembed that switched the collection meanwhile is retried with the new one."""
+    for _ in range(2):
+        e = index.collection_embedder(row)
+        assert e is not None and row.dim is not None
+        vec = np.asarray(e.embed_queries([query]), dtype=np.float32).reshape(-1)
+        ranking = index.store.vector_ranking(vec, row.name, row.dim, (where, params), depth)
+        now = index.require_collection(row.name)
+        if (now.embedder_model, now.dim) == (row.embedder_model, row.dim):
+            break
+        row = now  # the query vector and the stored vectors must come from the same model
+    return ranking
 
 
 def load_hits(

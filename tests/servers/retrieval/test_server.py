@@ -144,8 +144,10 @@ async def test_a_server_with_another_embedder_refuses_the_collection(
     async with Client(build_server(retrieval_settings, embedder=FakeEmbedder())) as client:
         await call(client, "retrieval_ingest_text", text="made with the first model", source="a")
     async with Client(build_server(retrieval_settings, embedder=FakeEmbedder("other", 32))) as client:
-        message = await error_text(client, "retrieval_search", query="first model")
+        message = await error_text(client, "retrieval_search", query="first model", mode="vector")
         assert "embedder mismatch" in message and "RAGTUNE_EMBEDDER" in message
+        hybrid = await call(client, "retrieval_search", query="first model")
+        assert hybrid["signals"] == ["lexical"] and "embedder mismatch" in hybrid["skipped"]["vector"]
         lexical = await call(client, "retrieval_search", query="first model", mode="lexical")
         assert lexical["hits"]
 
