@@ -1,4 +1,4 @@
-"""Compile metadata filters into SQL over `documents.metadata`, so searches filter before they rank.
+"""Validate metadata filters and compile them to SQLite SQL over `documents.metadata` (filter before ranking).
 
 Shape: `{"source": "a.md", "year": {"gte": 2020}, "lang": {"in": ["ko", "en"]}}`; fields are ANDed. Dates
 compare as ISO strings ("2024-01-31"), numbers as numbers.
@@ -25,25 +25,35 @@ class FilterError(RetrievalError):
     """Raised for a malformed filter; the message shows the accepted shape."""
 
 
-def compile_filters(filters: dict[str, Any] | None, alias: str = "d") -> tuple[str, list[Any]]:
-    """Return (`sql`, `params`) for a WHERE clause ('1' when there is no filter)."""
+def normalise(filters: dict[str, Any] | None) -> list[tuple[str, str, Any]]:
+    """Validate filters into (field, operator, value) triples, the shape every store compiles to its SQL."""
     if not filters:
-        return "1", []
+        return []
     if not isinstance(filters, dict):
         raise FilterError(f"filters must be an object, got {type(filters).__name__}: {HELP}")
-    clauses: list[str] = []
-    params: list[Any] = []
+    out: list[tuple[str, str, Any]] = []
     for name, condition in filters.items():
         if not isinstance(name, str) or not FIELD.match(name):
             raise FilterError(f"bad filter field {name!r}: use letters, digits, _ . : - (64 at most)")
+        out += [(name, op, value) for op, value in _conditions(name, condition)]
+    return out
+
+
+def compile_filters(filters: dict[str, Any] | None, alias: str = "d") -> tuple[str, list[Any]]:
+    """Return SQLite (`sql`, `params`) for a WHERE clause ('1' when there is no filter)."""
+    conditions = normalise(filters)
+    if not conditions:
+        return "1", []
+    clauses: list[str] = []
+    params: list[Any] = []
+    for name, op, value in conditions:
         column = f"{alias}.doc_id" if name == "doc_id" else f"json_extract({alias}.metadata, '$.\"{name}\"')"
-        for op, value in _conditions(name, condition):
-            if op in LIST_OPERATORS:
-                clauses.append(f"{column} {LIST_OPERATORS[op]} ({', '.join('?' * len(value))})")
-                params.extend(value)
-            else:
-                clauses.append(f"{column} {OPERATORS[op]} ?")
-                params.append(value)
+        if op in LIST_OPERATORS:
+            clauses.append(f"{column} {LIST_OPERATORS[op]} ({', '.join('?' * len(value))})")
+            params.extend(value)
+        else:
+            clauses.append(f"{column} {OPERATORS[op]} ?")
+            params.append(value)
     return " and ".join(f"({c})" for c in clauses), params
 
 

@@ -119,7 +119,7 @@ class Index:
         embedder: Embedder | None,
         embedders: EmbedderRegistry | None = None,
     ) -> None:
-        if not isinstance(store, RetrievalStore):  # a bare SQLite connection (tests share one between indexes)
+        if not hasattr(store, "backend"):  # a bare SQLite connection (tests share one between indexes)
             store = SqliteStore(store, config.db_path, config.vector_cache_mb)
         self.store = store
         self.config = config
