@@ -157,6 +157,13 @@ class FinetuneSettings(CommonSettings):
         default=None,
         description="Python with ragtune installed on the Ray nodes; default this service's own interpreter.",
     )
+    ray_gpu_memory_gb: float | None = Field(
+        default=None,
+        gt=0,
+        description="Memory of one GPU of the Ray cluster, in GB: a job without a GPU count gets gpus=1 when the "
+        "memory estimate fits it, and a job that cannot fit is refused at creation. Unset: no GPU is requested "
+        "automatically.",
+    )
     reaper_seconds: float = Field(
         default=5.0,
         gt=0,

@@ -145,11 +145,12 @@ def plan_resources(
         return Plan(resources, f"{head}; RAGTUNE_RAY_GPU_MEMORY_GB is not set, so no GPU is requested automatically")
     usable = round(gpu_memory_gb * USABLE, 2)
     if est.total_gb > usable:
+        fixes = ("" if peft else "LoRA (peft), ") + "a smaller max_length or batch_size, "
+        fixes += "more GPUs (each then takes a smaller micro-batch) " if micro > 1 else ""
         raise ValueError(
             f"{model} needs about {est.total_gb:g} GB per GPU ({kind}) but the cluster's GPUs have "
             f"{gpu_memory_gb:g} GB ({usable:g} GB usable, RAGTUNE_RAY_GPU_MEMORY_GB); data parallel keeps a full "
-            "copy on every GPU, so more GPUs do not help: use LoRA (peft), a smaller max_length or batch_size, "
-            "or a smaller model"
+            f"copy of the model on every GPU: try {fixes}or a smaller model"
         )
     picked = "gpus" not in want
     if picked:

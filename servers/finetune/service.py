@@ -18,6 +18,7 @@ from typing import Any, Literal
 from ragtune.servers.finetune import hyper
 from ragtune.servers.finetune.dispatch import Dispatcher, DispatchError, make_dispatcher
 from ragtune.servers.finetune.ray_jobs import parse_resources
+from ragtune.servers.finetune.resources import parallel, plan_resources
 from ragtune.servers.finetune.schemas import JobRequest, Page, ServiceError
 
 from ragtune import promotion
@@ -256,6 +257,7 @@ class FinetuneService:
         """Validate a job request, record it, check its files, and queue it (or fail it with the reason)."""
         req = request if isinstance(request, JobRequest) else JobRequest.model_validate(request)
         job = self._plan(req)
+        job, sizing = self._size_resources(job)
         with self._guard():
             self._check_job_quota()
             self.store.create_job(job)
@@ -264,6 +266,8 @@ class FinetuneService:
                 f"created fine-tuning job: {job.method['type']} of {job.model}"
                 f" ({'LoRA r=' + str(job.peft['r']) if job.peft else 'full fine-tuning'})",
             )
+            if sizing:
+                self.store.add_event(job.id, sizing, data={"kind": "resources", "resources": job.resources})
             try:
                 return self._check_files_and_queue(job)
             except Exception as e:  # never leave a job in validating_files: fail it with the reason
@@ -274,6 +278,30 @@ class FinetuneService:
                     message=reason,
                     error=JobError(code="internal_error", message=reason),
                 )
+
+    def _size_resources(self, job: Job) -> tuple[Job, str | None]:
+        """Under Ray, size the job's request from the memory estimate (resources.py); refuse what cannot fit (400)."""
+        if self.settings.dispatch != "ray":
+            if parallel(job.resources).layout == "ray_train":
+                raise ServiceError(
+                    400,
+                    "resources.num_workers runs Ray Train workers: set RAGTUNE_DISPATCH=ray, or use "
+                    "resources.processes (or gpus) for data parallel on one machine",
+                    param="x_ragtune.resources",
+                )
+            return job, None
+        try:
+            plan = plan_resources(
+                job.resources,
+                model=job.model,
+                peft=job.peft,
+                hyper=job.hyperparameters,
+                method=job.method["type"],
+                gpu_memory_gb=self.settings.ray_gpu_memory_gb,
+            )
+        except ValueError as e:
+            raise ServiceError(400, str(e), param="x_ragtune.resources", code="insufficient_gpu_memory") from e
+        return job.model_copy(update={"resources": plan.resources}), plan.note
 
     def _check_job_quota(self) -> None:
         """Refuse a job past the total or waiting job quota (409 quota_exceeded); call under the lock."""
