@@ -1,8 +1,9 @@
-"""Serve a LangGraph graph as an A2A 1.0 agent (0.3 compat on): card, JSON-RPC + REST, SQLite task store, bearer token.
+"""Serve a LangGraph graph as an A2A 1.0 agent (0.3 compat on): card, JSON-RPC + REST, task store, bearer token.
 
 Named a2a_app (not a2a) so `python agents/run.py`, which puts agents/ on sys.path, cannot shadow the a2a-sdk.
 The graph contract: input `{"request": text}`; nodes report progress with `get_stream_writer()({"status": str})`;
 `interrupt({"question": str})` becomes input-required; the final state's `answer` becomes the "answer" artifact.
+Tasks and checkpoints live in SQLite files under HOME, or in PostgreSQL with RAGTUNE_DATABASE_URL (agents/stores.py).
 """
 
 from __future__ import annotations
@@ -39,13 +40,13 @@ from a2a.types import (
 from a2a.utils.errors import InvalidParamsError
 from fastapi import FastAPI
 from langchain_core.runnables import RunnableConfig
-from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command
 from ragtune.agents.a2a_card import card_routes
 from ragtune.agents.a2a_media import WireMediaTypes, check_media_types
+from ragtune.agents.stores import open_checkpointer, prepare_schema, prepare_tasks, task_engine
 from ragtune.agents.tck_script import run_tck_script
-from sqlalchemy.ext.asyncio import create_async_engine
 from starlette.authentication import (
     AuthCredentials,
     AuthenticationBackend,
@@ -64,7 +65,7 @@ log = logging.getLogger(__name__)
 
 OPEN_PATHS = ("/.well-known/", "/health")
 INPUT_MODES = ["text/plain"]
-GraphFactory = Callable[[AsyncSqliteSaver], Awaitable[CompiledStateGraph]]
+GraphFactory = Callable[[BaseCheckpointSaver], Awaitable[CompiledStateGraph]]
 CancelHook = Callable[[dict[str, Any]], Awaitable[None]]
 TaskCancelHook = Callable[[str, dict[str, Any]], Awaitable[None]]
 PeerCheck = Callable[[], Awaitable[dict[str, bool]]]
@@ -225,23 +226,24 @@ def _msg(updater: TaskUpdater, text: str) -> Any:
 
 
 def build_app(spec: AgentSpec, settings: AgentSettings, base_url: str) -> FastAPI:
-    """Return the agent's FastAPI app; its lifespan opens the SQLite checkpointer and compiles the graph."""
+    """Return the agent's FastAPI app; its lifespan opens the checkpointer (SQLite or PostgreSQL), builds the graph."""
     home = settings.data_path("agents")
     home.mkdir(parents=True, exist_ok=True)
     slug = spec.name.removeprefix("ragtune-")
-    engine = create_async_engine(f"sqlite+aiosqlite:///{home / f'{slug}-tasks.db'}")
+    engine = task_engine(settings, slug, home)
+    task_store = DatabaseTaskStore(engine)
     token = settings.token()
     card = build_card(spec, base_url, token)
     executor = GraphExecutor(spec)
     executor.script = run_tck_script if settings.a2a_tck_mode else None
-    handler = DefaultRequestHandler(agent_executor=executor, task_store=DatabaseTaskStore(engine), agent_card=card)
+    handler = DefaultRequestHandler(agent_executor=executor, task_store=task_store, agent_card=card)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            saver = await stack.enter_async_context(
-                AsyncSqliteSaver.from_conn_string(str(home / f"{slug}-checkpoints.db"))
-            )
+            prepare_schema(settings, slug)
+            await prepare_tasks(engine, task_store)
+            saver = await stack.enter_async_context(open_checkpointer(settings, slug, home))
             executor.graph = await spec.build_graph(saver)
             yield
             for close in spec.cleanup:
