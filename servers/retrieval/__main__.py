@@ -1,4 +1,4 @@
-"""Command line of the retrieval server: serve (stdio|http), ingest, search, status, claude-config."""
+"""Command line of the retrieval server: serve (stdio|http), ingest, search, reembed, status, claude-config."""
 
 from __future__ import annotations
 
@@ -24,6 +24,11 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--collection", help="collection (default RAGTUNE_RETRIEVAL_DEFAULT_COLLECTION)")
     ingest.add_argument("--text-field", default="text", help="text field of .json/.jsonl records")
     ingest.add_argument(
+        "--embedder",
+        help="embedder of a collection this ingest creates (default RAGTUNE_EMBEDDER); use `reembed` to change one",
+    )
+    ingest.add_argument("--force", action="store_true", help="accept a tuned --embedder whose verdict was 'worse'")
+    ingest.add_argument(
         "--no-wait",
         action="store_true",
         help="return once text is searchable lexically; vectors then fill only while a server runs (`serve`)",
@@ -36,6 +41,20 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--filters", type=json.loads, help='JSON, e.g. \'{"year": {"gte": 2020}}\'')
     search.add_argument("--weight", type=float, default=0.5, help="vector share in hybrid fusion")
     search.add_argument("--json", action="store_true", help="print the result as JSON")
+    reembed = sub.add_parser(
+        "reembed",
+        help="re-embed a collection with another embedder",
+        description="Re-embed a collection with another embedder, with a progress bar; the old vectors answer "
+        "searches until the new ones are complete, then the collection switches over in one transaction. "
+        "Run it again to resume after an interruption.",
+    )
+    reembed.add_argument("--collection", help="collection (default RAGTUNE_RETRIEVAL_DEFAULT_COLLECTION)")
+    reembed.add_argument("--embedder", help="e5-small, minilm, openai:<model>[:<dim>] or a tuned ft:e5-small:... id")
+    reembed.add_argument("--force", action="store_true", help="use a tuned embedder even if its verdict was 'worse'")
+    reembed.add_argument("--cancel", action="store_true", help="cancel the running reembed (new vectors dropped)")
+    reembed.add_argument(
+        "--no-wait", action="store_true", help="only start it; a running server (`serve`) carries it out"
+    )
     sub.add_parser("status", help="print index status as JSON", description="Print index status as JSON.")
     sub.add_parser(
         "claude-config",

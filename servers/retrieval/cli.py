@@ -8,6 +8,7 @@ from ragtune.servers.retrieval import heartbeat
 from ragtune.servers.retrieval.errors import RetrievalError
 from ragtune.servers.retrieval.index import Index
 from ragtune.servers.retrieval.ingest import ingest_paths
+from ragtune.servers.retrieval.reembed import cancel_reembed, run_reembed, start_reembed
 from ragtune.servers.retrieval.search import search as search_index
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -28,6 +29,8 @@ def run(settings: RetrievalSettings, args: argparse.Namespace) -> int:
             return ingest(index, args)
         if args.command == "search":
             return search(index, args)
+        if args.command == "reembed":
+            return reembed(index, args)
         out.print_json(index.status().model_dump_json())
         return 0
     except RetrievalError as e:
@@ -50,6 +53,10 @@ def _bar() -> Progress:
 
 def ingest(index: Index, args: argparse.Namespace) -> int:
     """Ingest with a bar per file, then (unless --no-wait) fill vectors with a second bar."""
+    embedder = getattr(args, "embedder", None)
+    if embedder:  # the collection's own embedder, recorded when this ingest creates it
+        name = index.resolve_collection(args.collection)
+        index.create_collection(name, embedder=embedder, force=getattr(args, "force", False), exist_ok=True)
     with _bar() as bar:
         task = bar.add_task("ingest", total=None)
         report = ingest_paths(
@@ -62,15 +69,15 @@ def ingest(index: Index, args: argparse.Namespace) -> int:
     out.print(report.message)
     for problem in report.errors:
         err.print(f"[yellow]skipped[/yellow] {problem.path}: {problem.error}")
-    if args.no_wait and index.embedder is not None and index.pending_count():
-        beat = heartbeat.read(index.config.db_path)
+    if args.no_wait and index.pending_count():
+        beat = heartbeat.read(index.beat_target)
         out.print(
             f"vectors: {heartbeat.describe(beat, True)}"
             if beat
             else "vectors are not filled yet: no server is running to fill them. Start one (`serve`), or run "
             "`ingest` again without --no-wait; lexical search works meanwhile"
         )
-    elif index.embedder is not None and index.pending_count():
+    elif index.pending_count():
         with _bar() as bar:
             task = bar.add_task("vectors", total=index.pending_count())
             index.embed_pending(progress=lambda done, total, msg: bar.update(task, completed=done, total=total))
@@ -112,3 +119,24 @@ def search(index: Index, args: argparse.Namespace) -> int:
     cov = result.coverage
     err.print(f"[dim]vector coverage {cov.embedded}/{cov.total}[/dim]")
     return 0
+
+
+def reembed(index: Index, args: argparse.Namespace) -> int:
+    """Start (or resume) a reembed and run it here with a progress bar; --cancel stops one, --no-wait only starts."""
+    if args.cancel:
+        out.print(cancel_reembed(index, args.collection).message)
+        return 0
+    if not args.embedder:
+        err.print("[red]error:[/red] name the new embedder: --embedder e5-small|minilm|openai:<model>|ft:e5-small:...")
+        return 2
+    info = start_reembed(index, args.collection, args.embedder, force=args.force)
+    if args.no_wait:
+        out.print(f"{info.message}. A running server (`serve`) carries it on; or run this again without --no-wait")
+        return 0
+    with _bar() as bar:
+        task = bar.add_task(f"reembed {info.collection}", total=info.coverage.total, completed=info.coverage.embedded)
+        info = run_reembed(
+            index, info.collection, progress=lambda done, total, msg: bar.update(task, completed=done, total=total)
+        )
+    out.print(info.message)
+    return 0 if info.state == "done" else 1

@@ -140,11 +140,15 @@ def summarize(index: Index, collection: str, reports: list[DocReport], problems:
     if problems:
         message += f"; {len(problems)} file(s) skipped, see errors"
     coverage = index.coverage(collection)
-    if index.embedder is None:
-        message += ". No embedder is configured: search is lexical only"
+    row = index.require_collection(collection)  # its own embedder, not necessarily the server's
+    problem = index.embedder_problem(row)
+    if row.embedder_model is None:
+        message += ". No embedder is configured for this collection: search is lexical only"
+    elif problem is not None:
+        message += f". Lexical search works now; its vectors cannot be made here: {problem}"
     elif coverage.embedded < coverage.total:
         message += f". Lexical search works now; vectors: {coverage.embedded}/{coverage.total} chunks"
-        beat = heartbeat.read(index.config.db_path)
+        beat = heartbeat.read(index.beat_target)
         if beat is not None:  # say "in the background" only when a server really fills them (issue #12)
             message += f" ({heartbeat.describe(beat, True)})"
     return IngestReport(

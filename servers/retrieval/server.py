@@ -26,10 +26,12 @@ from ragtune.servers.retrieval.models import (
     DocumentDetail,
     DocumentPage,
     IngestReport,
+    ReembedInfo,
     SearchMode,
     SearchResult,
     Status,
 )
+from ragtune.servers.retrieval.reembed import ReembedRunner, cancel_reembed, reembed_info, start_reembed
 from ragtune.servers.retrieval.search import search
 from starlette.applications import Starlette
 
@@ -97,9 +99,11 @@ def build_server(settings: RetrievalSettings, *, embedder: Embedder | None = _US
         chosen = make_embedder(settings) if embedder is _USE_SETTINGS else embedder
         index = await anyio.to_thread.run_sync(lambda: Index.open(settings, chosen))
         filler = VectorFiller(index).start()
+        reembeds = ReembedRunner(index).start()  # resumes any reembed a restart interrupted
         try:
             yield State(index=index)
         finally:
+            await anyio.to_thread.run_sync(reembeds.stop)
             await anyio.to_thread.run_sync(filler.stop)
             index.close()
 
@@ -131,6 +135,19 @@ def _index(ctx: Context[State]) -> Index:
 
 Collection = Annotated[str | None, Field(description="Collection name; omit for the default collection.")]
 DocId = Annotated[str, Field(description="Document id, as in search hits and retrieval_list_documents.")]
+EMBEDDER_IDS = (
+    "Embedder id: e5-small (multilingual), minilm (English), openai:<model>[:<dim>], a tuned ft:e5-small:... "
+    "(the fine_tuned_model of an embedding job), or none (lexical only)."
+)
+EmbedderId = Annotated[str | None, Field(description=EMBEDDER_IDS + " Omit for this server's default.")]
+Force = Annotated[bool, Field(description="Use a tuned embedder even though its evaluation verdict was 'worse'.")]
+
+
+def _reembed_now(index: Index, collection: str) -> ReembedInfo:
+    """Return the collection's reembed as it is now."""
+    info = reembed_info(index, collection)
+    assert info is not None
+    return info
 
 
 def _add_search_tools(mcp: MCPServer) -> None:
@@ -215,10 +232,40 @@ def _add_manage_tools(mcp: MCPServer) -> None:
 
     @mcp.tool(title="Create a collection", annotations=WRITE)
     async def retrieval_create_collection(
-        name: Annotated[str, Field(description="1-64 letters, digits, '_', '.', '-'.")], ctx: Context[State]
+        name: Annotated[str, Field(description="1-64 letters, digits, '_', '.', '-'.")],
+        ctx: Context[State],
+        embedder: EmbedderId = None,
+        force: Force = False,
     ) -> CollectionInfo:
-        """Create an empty collection that records this server's embedder (model, dimension, languages)."""
-        return await _run(_index(ctx).create_collection, name)
+        """Create an empty collection with its own embedder (default: this server's); search and ingest use it."""
+        return await _run(_index(ctx).create_collection, name, embedder=embedder, force=force)
+
+    @mcp.tool(title="Re-embed a collection", annotations=WRITE)
+    async def retrieval_reembed(
+        embedder: Annotated[str, Field(description=EMBEDDER_IDS)],
+        ctx: Context[State],
+        collection: Collection = None,
+        force: Force = False,
+        wait: Annotated[
+            bool, Field(description="Wait for the switch-over, sending progress; false returns at once.")
+        ] = False,
+    ) -> ReembedInfo:
+        """Re-embed a collection with another embedder in the background; old vectors answer until the switch.
+
+        Call again with the same embedder to see its progress (coverage of the new vectors).
+        """
+        index = _index(ctx)
+        info = await _run(start_reembed, index, collection, embedder, force=force)
+        while wait and info.state == "running":
+            await ctx.report_progress(info.coverage.embedded, info.coverage.total, info.message)
+            await anyio.sleep(0.5)
+            info = await _run(_reembed_now, index, info.collection)
+        return info
+
+    @mcp.tool(title="Cancel a re-embed", annotations=DELETE)
+    async def retrieval_reembed_cancel(ctx: Context[State], collection: Collection = None) -> ReembedInfo:
+        """Cancel a running re-embed: its new vectors are dropped, the collection keeps its embedder."""
+        return await _run(cancel_reembed, _index(ctx), collection)
 
     @mcp.tool(title="Delete a collection", annotations=DELETE)
     async def retrieval_delete_collection(

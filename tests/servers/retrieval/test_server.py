@@ -24,6 +24,8 @@ CONTRACT_TOOLS = {
     "retrieval_get_document",
     "retrieval_delete_document",
     "retrieval_status",
+    "retrieval_reembed",
+    "retrieval_reembed_cancel",
 }
 
 
