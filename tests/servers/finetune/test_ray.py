@@ -5,6 +5,7 @@ pause ends the run after a checkpoint and resume resubmits from it."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import secrets
 import shutil
@@ -208,6 +209,33 @@ def test_pause_ends_the_ray_run_after_a_checkpoint_and_resume_resubmits_from_it(
     messages = [e.message for e in sdk.fine_tuning.jobs.list_events(job.id, limit=100)]
     assert f"resuming from checkpoint-{ckpt.step_number}" in messages
     assert any(f"as {job.id}-2" in m for m in messages)  # the resubmission's note
+
+
+def test_ray_train_runs_one_job_on_two_workers_and_only_rank_0_writes(sdk: OpenAI, ray_head: RayHead) -> None:
+    file = sdk.files.create(file=("c.jsonl", io.BytesIO(CHAT.encode())), purpose="fine-tune")
+    job = sdk.fine_tuning.jobs.create(
+        model="smollm2-135m-instruct",
+        training_file=file.id,
+        method={"type": "supervised", "supervised": {"hyperparameters": {**HYPER, "max_steps": 2}}},  # type: ignore[typeddict-item]
+        extra_body={"peft": LORA, "x_ragtune": {"resources": {"num_workers": 2, "gpus": 0, "cpus": 2}}},
+    )
+    done = _until(lambda: _finished(sdk, job.id), 400, "the Ray Train job to finish")
+    assert done.status == "succeeded", done.error
+    assert str(ray_head.client.get_job_status(job.id)) in ("RUNNING", "SUCCEEDED")
+    out = Path(done.result_files[0]).parent
+    result = json.loads((out / "result.json").read_text())
+    assert result["world_size"] == 2
+    assert [r["rank"] for r in result["ranks"]] == [0, 1] and all(r["steps_run"] == 2 for r in result["ranks"])
+    events = list(sdk.fine_tuning.jobs.list_events(job.id, limit=100))
+    assert [e.data["step"] for e in events if e.type == "metrics"] == [2, 1]  # one stream (newest first)
+    parallel = [e for e in events if (e.data or {}).get("kind") == "parallel"]
+    assert len(parallel) == 1 and parallel[0].data == {"kind": "parallel", "world_size": 2, "launcher": "Ray Train"}
+    assert sum(e.message.startswith("loading base model") for e in events) == 1
+    # the entrypoint only drives TorchTrainer (no CPU of its own on a 2-CPU head); the two workers hold one each
+    assert any(e.message.endswith(f"as {job.id} (num_cpus=0)") for e in events), [e.message for e in events]
+    assert (Path(done.result_files[0]) / "adapter_model.safetensors").is_file()
+    # Ray Train kept the final report (rank 0's exit code) with its checkpoint, as Train V2 needs
+    assert list((out / "ray-train").glob("*/checkpoint_*/rc.txt"))
 
 
 def _worker_processes(job_id: str) -> list[psutil.Process]:
