@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test test-fast typecheck install lint conformance bench bench-retrieval bench-finetune bench-agents bench-serving serve clean help
+.PHONY: demo test test-fast typecheck install lint conformance bench bench-retrieval bench-pg bench-finetune bench-agents bench-serving serve clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/ —/'
@@ -80,10 +80,13 @@ $(TOOLS_STAMP): $(STAMP) conformance/package.json conformance/package-lock.json
 conformance: $(TOOLS_STAMP)  ## MCP conformance suite + Inspector CLI on both servers; A2A TCK too if A2A_TCK_DIR is set
 	$(BIN)/python conformance/run.py
 
-bench: bench-retrieval bench-finetune bench-agents bench-serving  ## every benchmark (long)
+bench: bench-retrieval bench-pg bench-finetune bench-agents bench-serving  ## every benchmark (long)
 
 bench-retrieval: $(STAMP)
 	$(BIN)/python bench/retrieval.py
+
+bench-pg: $(STAMP)  ## PostgreSQL vs SQLite retrieval: quality, scale at 100k (BENCH_PG_ARGS="--sizes 100000,1000000")
+	OMP_NUM_THREADS=1 $(BIN)/python bench/retrieval_pg.py --quality --scale $(BENCH_PG_ARGS)
 
 bench-finetune: $(STAMP)
 	$(BIN)/python bench/finetune.py
