@@ -37,13 +37,13 @@ class VectorFiller:
         self.index.pending.set()
         if self._thread.is_alive():
             self._thread.join(timeout)
-        heartbeat.clear(self.index.config.db_path)
+        heartbeat.clear(self.index.beat_target)
 
     def _beat(self, embedding: bool, pending: int | None = None) -> None:
         """Tell other processes (`status` in another shell) that this server fills vectors; never fails the loop."""
         try:
             count = self.index.pending_count() if pending is None else pending
-            heartbeat.beat(self.index.config.db_path, embedding=embedding, pending=count)
+            heartbeat.beat(self.index.beat_target, embedding=embedding, pending=count)
             self._last_beat = time.monotonic()
         except Exception:  # a read-only folder must not stop the filling itself
             log.debug("vector filler heartbeat failed", exc_info=True)

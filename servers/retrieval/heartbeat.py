@@ -1,6 +1,8 @@
-"""A sidecar file where the server that fills vectors says it is alive, so `status` from any shell tells the truth.
+"""Where the server that fills vectors says it is alive, so `status` from any shell tells the truth.
 
-A file beside the index, not a row in it: a write to the database would invalidate the in-memory vector caches.
+SQLite: a sidecar file beside the index, not a row in it (a write to the file would invalidate the in-memory
+vector caches). PostgreSQL: a row of the `fillers` table (replicas run on several machines; the row is outside
+the generation counters, so no cache is invalidated). `target` is the index file, or the store (Index.beat_target).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+Target = Path | Any  # the SQLite index file, or a store with beat / clear_beat / read_beat (PostgreSQL)
+
 STALE_SECONDS = 90.0  # three idle periods of the filler without a beat: it is gone
 
 
@@ -20,8 +24,11 @@ def beat_path(db_path: Path) -> Path:
     return db_path.with_name(db_path.name + ".filler.json")
 
 
-def beat(db_path: Path, *, embedding: bool, pending: int) -> None:
+def beat(db_path: Target, *, embedding: bool, pending: int) -> None:
     """Record that this process is filling vectors (or idle, waiting for work); replaced atomically."""
+    if not isinstance(db_path, Path):
+        db_path.beat(socket.gethostname(), os.getpid(), embedding=embedding, pending=pending)
+        return
     state = {"pid": os.getpid(), "host": socket.gethostname(), "at": time.time(), "embedding": embedding}
     state["pending"] = pending
     tmp = beat_path(db_path).with_suffix(f".{os.getpid()}.tmp")
@@ -29,17 +36,23 @@ def beat(db_path: Path, *, embedding: bool, pending: int) -> None:
     os.replace(tmp, beat_path(db_path))
 
 
-def clear(db_path: Path) -> None:
+def clear(db_path: Target) -> None:
     """Remove this process's heartbeat (another process's stays)."""
+    if not isinstance(db_path, Path):
+        db_path.clear_beat(socket.gethostname(), os.getpid())
+        return
     state = read(db_path)
     if state is not None and state.get("pid") == os.getpid():
         beat_path(db_path).unlink(missing_ok=True)
 
 
-def read(db_path: Path) -> dict[str, Any] | None:
+def read(db_path: Target) -> dict[str, Any] | None:
     """Return a live filler's last beat, or None when none is fresh (or its process is gone)."""
     try:
-        state = json.loads(beat_path(db_path).read_text(encoding="utf-8"))
+        if isinstance(db_path, Path):
+            state = json.loads(beat_path(db_path).read_text(encoding="utf-8"))
+        else:
+            state = db_path.read_beat(STALE_SECONDS)
     except (OSError, ValueError):
         return None
     if not isinstance(state, dict) or time.time() - float(state.get("at", 0)) > STALE_SECONDS:

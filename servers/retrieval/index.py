@@ -145,6 +145,11 @@ class Index:
         """The in-memory vector matrices of the SQLite backend (None on PostgreSQL, which searches in SQL)."""
         return getattr(self.store, "vectors", None)
 
+    @property
+    def beat_target(self) -> Any:
+        """Where the vector filler's heartbeat lives: a row of the store (PostgreSQL) or a file beside the index."""
+        return self.store if hasattr(self.store, "read_beat") else self.config.db_path
+
     def generation(self, collection: str | None = None) -> Hashable:
         """Return a key that changes on every committed write, by this process or another one."""
         return self.store.generation(collection)
@@ -464,7 +469,7 @@ class Index:
     def status(self) -> Status:
         """Describe the embedder, collections and vector backlog."""
         e = self.embedder
-        beat = heartbeat.read(self.config.db_path)
+        beat = heartbeat.read(self.beat_target)
         return Status(
             db_path=self.store.location,
             embedder_model=e.model_id if e else None,

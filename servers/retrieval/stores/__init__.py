@@ -2,6 +2,7 @@
 
 `open_store(db_path, database_url, vector_cache_mb)` picks the backend: a PostgreSQL URL
 (RAGTUNE_DATABASE_URL) opens stores/postgres.py, anything else the SQLite file at `db_path`.
+`copy_index(src, dst, progress)` (stores/copy.py) copies one store into another without re-embedding.
 """
 
 from __future__ import annotations
@@ -9,6 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from ragtune.servers.retrieval.stores.base import RetrievalStore
+from ragtune.servers.retrieval.stores.copy import CopyConflict, copy_index
+
+__all__ = ["CopyConflict", "RetrievalStore", "copy_index", "open_store"]
 
 from ragtune.pg import is_postgres_url
 

@@ -175,8 +175,15 @@ class RetrievalStore(Protocol):
         metadata: dict[str, Any],
         chunks: Sequence[NewChunk],
         vectors: Sequence[np.ndarray | None] | None = None,
+        *,
+        now: float | None = None,
+        created_at: float | None = None,
     ) -> WriteOutcome:
-        """Add or atomically replace a document with its chunks ("unchanged" when the hash already matches)."""
+        """Add or atomically replace a document with its chunks ("unchanged" when the hash already matches).
+
+        `vectors` (copy_index) are stored with the chunks when the collection has a dimension; `now` and
+        `created_at` default to the current time (copy_index keeps the source's).
+        """
 
     def get_document(self, doc_id: str) -> DocumentRow | None:
         """Return a document with its chunk count, or None."""

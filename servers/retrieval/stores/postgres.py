@@ -671,6 +671,9 @@ class PostgresStore(PostgresReembed):
         if not exact:
             with conn.transaction():
                 conn.execute("set local hnsw.iterative_scan = relaxed_order")
+                # The store chose the index: walk HNSW and look chunks/documents up by key (no scan-and-sort).
+                conn.execute("set local enable_seqscan = off")
+                conn.execute("set local enable_sort = off")
                 conn.execute(f"set local hnsw.ef_search = {min(1000, max(40, 2 * depth))}")
                 rows = conn.execute(
                     f"select v.chunk_id, v.embedding <=> %s as dist from {table} v{join} "
