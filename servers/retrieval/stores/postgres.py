@@ -21,17 +21,20 @@ chunks tables as SQLite, plus
 - many replicas: every write is one transaction that first locks its collection row (writers of one collection
   take turns; statistics stay exact), and bumps the row's `generation` from a global sequence, which is the cache
   key for coverage (no in-process vector cache here: pgvector answers KNN). The vector filler claims batches with
-  `SELECT ... FOR UPDATE SKIP LOCKED` and a lease (`claimed_until`), so no chunk is embedded twice while a claim
-  lasts, and a crashed filler's claims expire.
+  `SELECT ... FOR UPDATE SKIP LOCKED` and a lease (`claimed_until`, `claimed_by`), so no chunk is embedded twice
+  while a claim lasts; a crashed filler's claims expire, and a process takes its own back at once (a failed batch).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import socket
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Hashable, Iterator, Sequence
 from typing import Any
@@ -124,6 +127,8 @@ MIGRATIONS: list[pg.Migration] = [
     """,
     # Reembed (stores/postgres_reembed.py): the latest run per collection and its staged vectors.
     REEMBED_MIGRATION,
+    # Who holds a filler claim: a process takes its own unexpired claims back (a failed batch is retried at once).
+    "alter table chunks add column claimed_by text;",
 ]
 
 TOKEN = re.compile(r"[^\W_]+")  # what FTS5's unicode61 tokenizer keeps: runs of letters and digits
@@ -172,6 +177,7 @@ class PostgresStore(PostgresReembed):
         self._conns: list[Any] = []
         self._conns_lock = threading.Lock()
         self._tables: set[int] = set()
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"  # this store's filler claims
 
     @classmethod
     def open(cls, url: str) -> PostgresStore:
@@ -519,11 +525,11 @@ class PostgresStore(PostgresReembed):
             rows = conn.execute(
                 "with picked as (select c.id from chunks c join collections k on k.name = c.collection "
                 "where not c.embedded and k.embedder_model = %s and k.dim = %s "
-                "and (c.claimed_until is null or c.claimed_until < extract(epoch from clock_timestamp())) "
-                "order by c.id limit %s for update of c skip locked) "
-                "update chunks c set claimed_until = extract(epoch from clock_timestamp()) + %s from picked "
-                "where c.id = picked.id returning c.id, c.collection, c.text, c.heading_path, c.doc_id",
-                (model, dim, limit, CLAIM_SECONDS),
+                "and (c.claimed_until is null or c.claimed_until < extract(epoch from clock_timestamp()) "
+                "or c.claimed_by = %s) order by c.id limit %s for update of c skip locked) "
+                "update chunks c set claimed_until = extract(epoch from clock_timestamp()) + %s, claimed_by = %s "
+                "from picked where c.id = picked.id returning c.id, c.collection, c.text, c.heading_path, c.doc_id",
+                (model, dim, self.owner, limit, CLAIM_SECONDS, self.owner),
             ).fetchall()
             titles = dict(
                 conn.execute(
@@ -557,7 +563,7 @@ class PostgresStore(PostgresReembed):
                 with conn.cursor() as cur:
                     cur.executemany(f"insert into {table}(chunk_id, collection, embedding) values (%s, %s, %s)", rows)
                 conn.execute(
-                    "update chunks set embedded = true, claimed_until = null where id = any(%s)",
+                    "update chunks set embedded = true, claimed_until = null, claimed_by = null where id = any(%s)",
                     ([r[0] for r in rows],),
                 )
                 written.update(r[1] for r in rows)
