@@ -6,8 +6,8 @@ resume from its last checkpoint, or failed with a reason after `max_attempts`: n
 
 Two backends behind one interface (`BaseJobStore`): `JobStore`, a SQLite file under RAGTUNE_HOME (the default),
 and `PostgresJobStore` (ragtune/jobs_pg.py) when RAGTUNE_DATABASE_URL is set, for workers on several machines.
-`open_job_store(settings)` picks one. Only metadata lives in the database: uploaded files, checkpoints and job
-outputs stay on disk under RAGTUNE_HOME, which every machine must mount at the same path.
+`ragtune.job_stores.open_job_store(settings)` picks one. Only metadata lives in the database: uploaded files,
+checkpoints and job outputs stay on disk under RAGTUNE_HOME, which every machine must mount at the same path.
 """
 
 from __future__ import annotations
@@ -22,14 +22,11 @@ from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ragtune import db
-
-if TYPE_CHECKING:
-    from ragtune.config import CommonSettings
 
 
 class JobStatus(StrEnum):
@@ -594,27 +591,6 @@ class JobStore(BaseJobStore):
 
     def _metadata_clause(self) -> str:
         return "exists (select 1 from json_each(body, '$.metadata') where key = ? and value = ?)"
-
-
-def open_job_store(settings: CommonSettings, *, max_attempts: int = 3) -> BaseJobStore:
-    """Open the job store the settings select: PostgreSQL when RAGTUNE_DATABASE_URL is set, else the SQLite file."""
-    url = settings.database()
-    if url:
-        return open_job_store_at(url, max_attempts=max_attempts)
-    db_path = getattr(settings, "db_path", None)
-    path = db_path() if callable(db_path) else settings.data_path("jobs.db")
-    return JobStore(path, max_attempts=max_attempts)
-
-
-def open_job_store_at(target: str | Path, *, max_attempts: int = 3) -> BaseJobStore:
-    """Open a job store by location: a postgresql:// URL or a SQLite file path."""
-    from ragtune.pg import is_postgres_url
-
-    if is_postgres_url(str(target)):
-        from ragtune.jobs_pg import PostgresJobStore
-
-        return PostgresJobStore(str(target), max_attempts=max_attempts)
-    return JobStore(target, max_attempts=max_attempts)
 
 
 def _file(row: Any) -> FileObject:

@@ -24,6 +24,8 @@ from ragtune.servers.finetune.schemas import JobRequest, Page, ServiceError
 from ragtune import promotion
 from ragtune.config import FinetuneSettings
 from ragtune.datasets import DatasetError, LoadedDataset, parse_dataset
+from ragtune.embedders.tuned import TunedEmbedderError, resolve_embedding_base
+from ragtune.job_stores import open_job_store
 from ragtune.jobs import (
     TERMINAL,
     BaseJobStore,
@@ -36,7 +38,6 @@ from ragtune.jobs import (
     JobStatus,
     UnknownId,
     new_id,
-    open_job_store,
 )
 from ragtune.models import UnknownModel, resolve_base_model
 
@@ -327,11 +328,17 @@ class FinetuneService:
             resources = parse_resources((req.x_ragtune or {}).get("resources"))
         except ValueError as e:
             raise ServiceError(400, str(e), param="x_ragtune.resources") from e
-        model = (req.model or self.settings.default_base_model).strip()
-        try:
-            resolve_base_model(model)
-        except UnknownModel as e:
-            raise ServiceError(400, str(e), param="model", code="model_not_found") from e
+        if kind == "embedding":  # the retriever: e5-small or an earlier tuned embedder, not a chat model
+            try:
+                model = resolve_embedding_base(req.model, self.settings.home)
+            except TunedEmbedderError as e:
+                raise ServiceError(400, str(e), param="model", code="model_not_found") from e
+        else:
+            model = (req.model or self.settings.default_base_model).strip()
+            try:
+                resolve_base_model(model)
+            except UnknownModel as e:
+                raise ServiceError(400, str(e), param="model", code="model_not_found") from e
         train = self._job_file(req.training_file, "training_file", kind)
         if req.validation_file:
             valid = self._job_file(req.validation_file, "validation_file", kind)
@@ -411,7 +418,7 @@ class FinetuneService:
                 400,
                 f"{param} {file_id} holds {file.format} records but method {kind!r} needs "
                 f"{' or '.join(accepts)} records; upload a matching file or pick another method "
-                "(chat -> supervised/rejection_sampling, preference -> dpo, text -> cpt)",
+                "(chat -> supervised/rejection_sampling, preference -> dpo, text -> cpt, pairs -> embedding)",
                 param=param,
                 code="invalid_file_format",
             )

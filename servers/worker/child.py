@@ -22,7 +22,8 @@ from ragtune.servers.finetune.serving.handoff import write_job_handoff
 
 from ragtune.config import configure_logging
 from ragtune.datasets import DatasetError, load_dataset
-from ragtune.jobs import BaseJobStore, EventLevel, Job, fine_tuned_model_name, open_job_store_at
+from ragtune.job_stores import open_job_store_at
+from ragtune.jobs import BaseJobStore, EventLevel, Job, fine_tuned_model_name
 
 from .launch import rank, world_size
 from .recipes import RecipeError, RunResult, TrainJob, get_recipe
@@ -103,12 +104,16 @@ def train(
     if rank() != 0:  # every rank trains on the same split; only rank 0 scores tuned vs base
         valid = []
     callbacks.event(f"loading base model {job.model}")
-    ref, model_path = resolve_model_path(job.model, models_dir)
-    callbacks.event(f"training {recipe.name} on {len(records)} records with {ref.name}")
+    if recipe.resolve_model is not None:  # not a causal LM (embedding: e5-small or a tuned embedder)
+        model_name, model_path = recipe.resolve_model(job.model, models_dir)
+    else:
+        ref, model_path = resolve_model_path(job.model, models_dir)
+        model_name = ref.name
+    callbacks.event(f"training {recipe.name} on {len(records)} records with {model_name}")
     train_job = TrainJob(
         job=job.model_dump(mode="json"),
         records=records,
-        model_name=ref.name,
+        model_name=model_name,
         model_path=model_path,
         threads=threads,
         validation_records=valid,
@@ -228,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
         str(out_dir / "config.json"),
         *([str(png)] if png else []),
     ]
-    write_job_handoff(job, result.model_path, out_dir, Path(args.models_dir))  # SERVING.md
+    if get_recipe(ids["method"]).resolve_model is None:  # an embedder is served by retrieval, not vLLM
+        write_job_handoff(job, result.model_path, out_dir, Path(args.models_dir))  # SERVING.md
     write_json(
         out_dir / "result.json",
         {

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from ragtune.config import WorkerSettings
-from ragtune.jobs import BaseJobStore, IllegalTransition, Job, JobError, JobStatus, JobStore, open_job_store
+from ragtune.job_stores import open_job_store
+from ragtune.jobs import BaseJobStore, IllegalTransition, Job, JobError, JobStatus, JobStore
 from ragtune.models import UnknownModel, resolve_base_model
 
 from .child import EXIT_FAILED, EXIT_OK, EXIT_PAUSED
@@ -80,8 +81,11 @@ class Worker:
         if job.output_dir != str(out_dir):
             job = self.store.update_job(job.id, output_dir=str(out_dir))
         try:
-            get_recipe(job.method.get("type", "supervised"))
-            resolve_base_model(job.model)
+            recipe = get_recipe(job.method.get("type", "supervised"))
+            if recipe.resolve_model is None:
+                resolve_base_model(job.model)
+            else:
+                recipe.resolve_model(job.model, self.settings.models_path())
         except RecipeError as e:
             return self._fail(job.id, "invalid_method", str(e))
         except UnknownModel as e:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from ragtune.config import FinetuneSettings
+from ragtune.job_stores import open_job_store, open_job_store_at
 from ragtune.jobs import (
     BaseJobStore,
     FileObject,
@@ -21,8 +22,6 @@ from ragtune.jobs import (
     UnknownId,
     fine_tuned_model_name,
     new_id,
-    open_job_store,
-    open_job_store_at,
 )
 from ragtune.jobs_pg import PostgresJobStore
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 from ragtune.servers.finetune.service import FinetuneService
+from ragtune.servers.migrate import main
 from ragtune.servers.retrieval.stores import open_store
 
 from ragtune.config import FinetuneSettings
 from ragtune.jobs import JobStatus, JobStore
-from ragtune.migrate import main
 
 CHAT = "".join(
     json.dumps(
@@ -126,5 +126,5 @@ def test_clear_errors_when_there_is_nothing_to_copy_or_nowhere_to_copy_it(
 
 
 def test_help_runs_as_a_module() -> None:
-    shown = cli("-m", "ragtune.migrate", "--help")
+    shown = cli("-m", "ragtune.servers.migrate", "--help")
     assert shown.returncode == 0 and "ragtune-migrate" in shown.stdout and "--database-url" in shown.stdout
