@@ -6,6 +6,7 @@ Accepted per line (JSONL, or one JSON array as a convenience):
 - continued pretraining `{"text": ...}` -> `text`
 - OpenAI DPO `{"input": {"messages"}, "preferred_output", "non_preferred_output"}` and
   `{"prompt", "chosen", "rejected"}` (strings or message lists) -> `preference`
+- retrieval pairs `{"query", "positive", "negative"?}` (strings) -> `pairs` (the `embedding` method)
 Canonical records are documented in docs/dev/CONTRACTS.md. Pure Python: no tokenizer is needed; token
 counts are a cheap estimate unless the caller passes `count_tokens`.
 """
@@ -21,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-Format = Literal["chat", "text", "preference"]
-FORMATS: tuple[str, ...] = ("chat", "text", "preference")
+Format = Literal["chat", "text", "preference", "pairs"]
+FORMATS: tuple[str, ...] = ("chat", "text", "preference", "pairs")
 # Source kinds a record can be written in, and the canonical format each converts to.
 KINDS: dict[str, Format] = {
     "openai_chat": "chat",
@@ -31,6 +32,7 @@ KINDS: dict[str, Format] = {
     "text": "text",
     "openai_dpo": "preference",
     "prompt_chosen_rejected": "preference",
+    "query_positive": "pairs",
 }
 ROLES = frozenset({"system", "user", "assistant", "tool"})
 MESSAGE_OVERHEAD = 4  # tokens a chat template adds around each turn (role markers, separators)
@@ -203,11 +205,13 @@ def detect_kind(obj: dict[str, Any]) -> str:
         return "qa"
     if {"instruction", "output"} & keys:
         return "alpaca"
+    if {"query", "positive"} & keys:
+        return "query_positive"
     shown = ", ".join(sorted(keys)[:8]) or "none"
     raise _Problem(
         f"unrecognised record (fields: {shown}); a record needs one of: messages | text | "
         "input+preferred_output+non_preferred_output | prompt+chosen+rejected | question+answer | "
-        "instruction+output"
+        "instruction+output | query+positive"
     )
 
 
@@ -433,6 +437,21 @@ def _from_prompt_chosen_rejected(obj: dict[str, Any], _: bool) -> dict[str, Any]
     return _preference(_messages(prompt, "prompt"), obj["chosen"], obj["rejected"], ("chosen", "rejected"))
 
 
+def _from_query_positive(obj: dict[str, Any], _: bool) -> dict[str, Any]:
+    unknown = sorted(set(obj) - {"query", "positive", "negative"})
+    if unknown:
+        raise _Problem(f"unknown fields {unknown} in a pairs record; use query, positive and optional negative")
+    for key in ("query", "positive"):
+        if key not in obj:
+            raise _Problem(f"missing field {key!r} (pairs records need query and positive, negative is optional)")
+    record = {"query": _string(obj, "query"), "positive": _string(obj, "positive")}
+    if obj.get("negative") is not None:
+        record["negative"] = _string(obj, "negative")
+        if " ".join(record["negative"].split()) == " ".join(record["positive"].split()):
+            raise _Problem("'negative' is the same text as 'positive', so the pair teaches nothing; fix or drop it")
+    return record
+
+
 _CONVERT: dict[str, Callable[[dict[str, Any], bool], dict[str, Any]]] = {
     "openai_chat": _from_chat,
     "qa": _from_qa,
@@ -440,11 +459,13 @@ _CONVERT: dict[str, Callable[[dict[str, Any], bool], dict[str, Any]]] = {
     "text": _from_text,
     "openai_dpo": _from_openai_dpo,
     "prompt_chosen_rejected": _from_prompt_chosen_rejected,
+    "query_positive": _from_query_positive,
 }
 _EXPECT = {
     "chat": "records with messages (or question/answer, instruction/output)",
     "text": "records with text",
     "preference": "records with input/preferred_output/non_preferred_output or prompt/chosen/rejected",
+    "pairs": "records with query, positive and optional negative",
 }
 
 
@@ -457,6 +478,9 @@ def _stats(fmt: str, record: dict[str, Any], count: Callable[[str], int]) -> dic
     if fmt == "text":
         n = count(record["text"])
         return {"tokens": n, "assistant_tokens": 0, "turns": 0}
+    if fmt == "pairs":  # each text is encoded on its own: the longest one sets max_length
+        texts = [record["query"], record["positive"], record.get("negative") or ""]
+        return {"tokens": max(count(t) for t in texts), "negatives": int("negative" in record)}
     if fmt == "chat":
         msgs = record["messages"]
         per = _turn_tokens(msgs, count)
@@ -501,7 +525,9 @@ def _report(fmt: Format, kinds: Counter[str], stats: list[dict[str, int]], *, es
         "token_count": TOKEN_ESTIMATE if estimated else "tokenizer",
         "warnings": [],
     }
-    if fmt != "text":
+    if fmt == "pairs":
+        report["negatives"] = sum(s["negatives"] for s in stats)
+    elif fmt != "text":
         report["assistant_tokens"] = _summary([s["assistant_tokens"] for s in stats])
         report["turns"] = _summary([s["turns"] for s in stats])
     if fmt == "chat":

@@ -26,6 +26,10 @@ WEIGHTS = "model.safetensors"
 FORMAT = "ragtune-embedder/1"
 TUNED_PREFIX = "ft:"
 BASE_EMBEDDER = "e5-small"  # the embedder name (RAGTUNE_EMBEDDER) every tuned embedder starts from
+# Names an `embedding` job accepts for the default embedder (its model_id in the index is multilingual-e5-small-q4).
+BASE_ALIASES = frozenset(
+    {"e5-small", "multilingual-e5-small", "intfloat/multilingual-e5-small", "multilingual-e5-small-q4"}
+)
 Verdict = Literal["better", "worse", "inconclusive"]
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -129,6 +133,23 @@ def load_tensors(path: Path) -> dict[str, np.ndarray]:
     if not file.is_file():
         raise TunedEmbedderError(f"{file} is missing: re-run the embedding job {manifest.job_id or ''}".rstrip())
     return load_file(str(file))
+
+
+def resolve_embedding_base(name: str | None, home: Path) -> str:
+    """Return the canonical base of an `embedding` job: `e5-small`, or an existing tuned id to tune further."""
+    name = (name or BASE_EMBEDDER).strip()
+    if name.lower() in BASE_ALIASES:
+        return BASE_EMBEDDER
+    if is_tuned_id(name):
+        manifest = read_manifest(tuned_dir(home, name))
+        if manifest.model_id != name:
+            raise TunedEmbedderError(f"{tuned_dir(home, name)} holds {manifest.model_id}, not {name}")
+        return name
+    raise TunedEmbedderError(
+        f"unknown base embedder {name!r}: an embedding job tunes {BASE_EMBEDDER!r} (also accepted: "
+        f"{', '.join(sorted(BASE_ALIASES - {BASE_EMBEDDER}))}) or a tuned embedder id ft:e5-small:... from an "
+        "earlier embedding job"
+    )
 
 
 def list_tuned(home: Path) -> list[TunedManifest]:

@@ -12,6 +12,10 @@ Rules (documented in docs/guide; mirror of OpenAI's where OpenAI has one):
   "length_penalty" is accepted as "length").
 - peft: LoRA (r 16, alpha 32, dropout 0.05, all linear projections) unless `{"type": "full"}`; cpt defaults to
   full fine-tuning (it teaches new text to every weight), the other methods to LoRA.
+- embedding (tunes the e5-small retriever on pairs; always full fine-tuning of its layers): batch_size "auto" 32
+  (at most half the pairs, at least 2: in-batch negatives need a full batch), max_length "auto" the longest
+  text + 25% as a power of two, 64..256 (e5 reads at most 512), learning rate 2e-5; options `collection`
+  (mine bm25 hard negatives there), `hard_negatives` (default true), `scale` (InfoNCE, default 20).
 """
 
 from __future__ import annotations
@@ -21,12 +25,13 @@ from typing import Any
 
 import regex
 
-METHODS = ("supervised", "dpo", "cpt", "rejection_sampling")
+METHODS = ("supervised", "dpo", "cpt", "rejection_sampling", "embedding")
 ACCEPTS: dict[str, tuple[str, ...]] = {
     "supervised": ("chat",),
     "rejection_sampling": ("chat",),
     "dpo": ("preference",),
     "cpt": ("text", "chat"),
+    "embedding": ("pairs",),
 }
 # The same base rates as the worker's recipes (LORA_LR / FULL_LR there; a test keeps them equal).
 BASE_LR: dict[tuple[str, str], float] = {
@@ -38,7 +43,9 @@ BASE_LR: dict[tuple[str, str], float] = {
     ("dpo", "full"): 5e-5,
     ("cpt", "lora"): 2e-4,
     ("cpt", "full"): 5e-5,
+    ("embedding", "full"): 2e-5,
 }
+EMBEDDING_MAX_LENGTH = 512  # e5-small's positions
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 DEFAULT_LORA: dict[str, Any] = {
     "type": "lora",
@@ -69,7 +76,10 @@ _HYPER_KEYS = {
     "merge",
     "packing",
 }
+# Hyperparameters only one method reads (the embedding recipe's EmbeddingJobConfig).
+_METHOD_HYPER = {"embedding": {"collection", "hard_negatives", "scale", "eval_chunks"}}
 _OPTIONS = {
+    "embedding": {"collection", "hard_negatives", "scale"},
     "dpo": {"beta", "loss_type"},
     "rejection_sampling": {"n_samples", "reward", "temperature", "top_p", "max_new_tokens", "threshold"},
 }
@@ -101,10 +111,11 @@ def parse_method(method: dict[str, Any] | str | None, legacy: dict[str, Any] | N
         raise RequestError(f"unknown method type {kind!r}; use one of {', '.join(METHODS)}", param="method.type")
     options = dict(method.get(kind) or {})
     hyper = {**(legacy or {}), **(options.pop("hyperparameters", None) or {})}
-    unknown = set(hyper) - _HYPER_KEYS
+    known = _HYPER_KEYS | _METHOD_HYPER.get(kind, set())
+    unknown = set(hyper) - known
     if unknown:
         raise RequestError(
-            f"unknown hyperparameters {sorted(unknown)}; known: {sorted(_HYPER_KEYS)}",
+            f"unknown hyperparameters {sorted(unknown)}; known for {kind}: {sorted(known)}",
             param=f"method.{kind}.hyperparameters",
         )
     extra = set(options) - _OPTIONS.get(kind, set())
@@ -115,6 +126,8 @@ def parse_method(method: dict[str, Any] | str | None, legacy: dict[str, Any] | N
         )
     if "beta" in options:
         hyper["beta"] = options.pop("beta")
+    for key in _METHOD_HYPER.get(kind, set()) & set(options):  # embedding options may sit beside hyperparameters
+        hyper.setdefault(key, options.pop(key))
     for key in ("beta", "loss_type"):
         if key in hyper and kind != "dpo":
             raise RequestError(f"{key} only applies to method dpo, not {kind}", param=f"method.{kind}.hyperparameters")
@@ -123,6 +136,13 @@ def parse_method(method: dict[str, Any] | str | None, legacy: dict[str, Any] | N
 
 def parse_peft(peft: dict[str, Any] | str | None, kind: str) -> dict[str, Any] | None:
     """Return the job's LoRA settings, or None for full fine-tuning."""
+    if kind == "embedding":
+        if peft not in (None, "full") and (not isinstance(peft, dict) or peft.get("type", "lora") != "full"):
+            raise RequestError(
+                "embedding jobs train every layer of e5-small (it is small); LoRA is not supported: leave peft out",
+                param="peft",
+            )
+        return None
     if peft is None:
         return None if kind == "cpt" else dict(DEFAULT_LORA)
     if isinstance(peft, str):
@@ -157,14 +177,26 @@ def resolve(kind: str, options: dict[str, Any], peft: dict[str, Any] | None, rep
     n = int(report.get("examples", 0))
     out: dict[str, Any] = {}
     out["n_epochs"] = _value(given, "n_epochs", lambda: _auto_epochs(n), integer=True, low=1, high=50)
-    out["batch_size"] = _value(given, "batch_size", lambda: _auto_batch(n), integer=True, low=1, high=256)
+    auto_batch = (lambda: _auto_embedding_batch(n)) if kind == "embedding" else (lambda: _auto_batch(n))
+    out["batch_size"] = _value(given, "batch_size", auto_batch, integer=True, low=1, high=256)
     out["learning_rate_multiplier"] = _value(given, "learning_rate_multiplier", lambda: 1.0, low=0, high=10)
     base = BASE_LR[(kind, "lora" if peft else "full")]
     out["learning_rate"] = _value(given, "learning_rate", lambda: base * out["learning_rate_multiplier"], low=0, high=1)
     longest = int(report.get("tokens", {}).get("max", 0))
-    out["max_length"] = _value(
-        given, "max_length", lambda: _auto_length(longest), integer=True, low=16, high=MAX_LENGTH
-    )
+    if kind == "embedding":
+        out["max_length"] = _value(
+            given,
+            "max_length",
+            lambda: _auto_embedding_length(longest),
+            integer=True,
+            low=16,
+            high=EMBEDDING_MAX_LENGTH,
+        )
+        _embedding_options(given, out)
+    else:
+        out["max_length"] = _value(
+            given, "max_length", lambda: _auto_length(longest), integer=True, low=16, high=MAX_LENGTH
+        )
     for key in _HYPER_KEYS - set(out) - {"beta"}:
         if key in given and given[key] != "auto":
             out[key] = given[key]
@@ -182,6 +214,22 @@ def resolve(kind: str, options: dict[str, Any], peft: dict[str, Any] | None, rep
             if key in options:
                 out[key] = _value(options, key, lambda: None, low=0)
     return out
+
+
+def _embedding_options(given: dict[str, Any], out: dict[str, Any]) -> None:
+    """Check the embedding recipe's own options: collection (a name), hard_negatives (bool), scale, eval_chunks."""
+    if given.get("collection") not in (None, "auto"):
+        if not isinstance(given["collection"], str) or not given["collection"].strip():
+            raise RequestError("collection must be the name of a retrieval collection", param="collection")
+        out["collection"] = given["collection"].strip()
+    if "hard_negatives" in given:
+        if not isinstance(given["hard_negatives"], bool):
+            raise RequestError("hard_negatives must be true or false", param="hard_negatives")
+        out["hard_negatives"] = given["hard_negatives"]
+    if given.get("scale") not in (None, "auto"):
+        out["scale"] = _value(given, "scale", lambda: 20.0, low=1, high=100)
+    if given.get("eval_chunks") not in (None, "auto"):
+        out["eval_chunks"] = _value(given, "eval_chunks", lambda: 2000, integer=True, low=0, high=100_000)
 
 
 def _reward(reward: Any) -> str:
@@ -240,6 +288,14 @@ def _auto_epochs(n: int) -> int:
 
 def _auto_batch(n: int) -> int:
     return max(1, min(32, 2 ** int(math.log2(max(1, n // 50)))))
+
+
+def _auto_embedding_batch(n: int) -> int:
+    return max(2, min(32, 2 ** int(math.log2(max(2, n // 2)))))
+
+
+def _auto_embedding_length(longest: int) -> int:
+    return max(64, min(256, 2 ** math.ceil(math.log2(max(1, longest * 1.25)))))
 
 
 def _auto_length(longest: int) -> int:

@@ -219,3 +219,44 @@ def test_token_estimate_is_reasonable() -> None:
     assert approx_tokens("internationalisation") == 4
     assert approx_tokens("안녕하세요") == 5
     assert 200 <= approx_tokens("The quick brown fox jumps. " * 40) <= 400
+
+
+PAIR = {"query": "애 키우는데 돈 나오는 거 있어요?", "positive": "아동수당 지급 대상은 만 8세 미만 아동입니다."}
+
+
+def test_pairs_for_the_embedding_method(tmp_path: Path) -> None:
+    path = tmp_path / "pairs.jsonl"
+    path.write_text(jsonl(PAIR, {**PAIR, "negative": "노령연금은 만 65세 이상에게 지급됩니다."}), encoding="utf-8")
+    loaded = load_dataset(path, format="pairs")
+    assert loaded.format == "pairs"
+    assert loaded.records == [PAIR, {**PAIR, "negative": "노령연금은 만 65세 이상에게 지급됩니다."}]
+    assert loaded.report["source_formats"] == {"query_positive": 2}
+    assert loaded.report["negatives"] == 1 and loaded.report["examples"] == 2
+    assert "assistant_tokens" not in loaded.report
+    assert dict(format_report(loaded.report))["examples"] == "2"
+
+
+def test_pairs_problems_name_their_lines() -> None:
+    bad = jsonl(
+        PAIR,
+        {"query": "only a query"},
+        {"positive": "only a passage"},
+        {**PAIR, "negative": PAIR["positive"]},
+        {**PAIR, "query": ""},
+        {**PAIR, "score": 1},
+        {**PAIR, "positive": 3},
+    )
+    found = {p["line"]: p["message"] for p in problems(bad)}
+    assert sorted(found) == [2, 3, 4, 5, 6, 7]
+    assert "missing field 'positive'" in found[2]
+    assert "missing field 'query'" in found[3]
+    assert "same text as 'positive'" in found[4]
+    assert "'query' is empty" in found[5]
+    assert "unknown fields ['score']" in found[6]
+    assert "'positive' must be a string" in found[7]
+
+
+def test_pairs_do_not_mix_with_chat_and_a_forced_format_says_what_it_needs() -> None:
+    assert "mixed formats" in problems(jsonl(PAIR, CHAT))[0]["message"]
+    message = problems(jsonl(CHAT), format="pairs")[0]["message"]
+    assert "dataset format is pairs" in message and "query, positive" in message

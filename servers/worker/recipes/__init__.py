@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import cpt, dpo, rejection, sft
+from . import cpt, dpo, embedding, rejection, sft
 from .base import RecipeError, RunCallbacks, RunResult, TrainJob
 
 
@@ -19,10 +19,12 @@ class Recipe:
     """A registered recipe: what data it trains on and the function that trains it."""
 
     name: str
-    data_format: str  # canonical record format from ragtune.datasets: chat | text | preference
+    data_format: str  # canonical record format from ragtune.datasets: chat | text | preference | pairs
     config: type
     run: Callable[[TrainJob, Path, RunCallbacks], RunResult]
     description: str
+    # (base name, models dir) -> (canonical name, path) when the base is not a causal LM (embedding: e5-small)
+    resolve_model: Callable[[str | None, Path], tuple[str, str]] | None = None
 
 
 RECIPES: dict[str, Recipe] = {
@@ -53,6 +55,14 @@ RECIPES: dict[str, Recipe] = {
         rejection.RejectionJobConfig,
         rejection.run,
         "sample N answers per prompt, keep the best by a reward, then SFT on them",
+    ),
+    "embedding": Recipe(
+        "embedding",
+        "pairs",
+        embedding.EmbeddingJobConfig,
+        embedding.run,
+        "tune the e5-small retriever on query/positive(/negative) pairs; exports an embedder ft:e5-small:...",
+        embedding.resolve_model,
     ),
 }
 

@@ -56,6 +56,8 @@ def summary_line(ev: dict[str, Any]) -> str:
 
 def _kind(ev: dict[str, Any]) -> str:
     names = {r["testing_criteria"] for r in ev.get("per_testing_criteria_results", [])}
+    if "ndcg@10" in names:
+        return "retrieval"
     return "preference" if "preference_accuracy" in names else "chat" if "token_f1" in names else "text"
 
 
@@ -86,6 +88,12 @@ def markdown(ev: dict[str, Any], warnings: list[dict[str, str]]) -> str:
         if src.get("type") == "held_out":
             data = f"{src['count']} of {src['of']} training records held out (seed {src['seed']}), never trained on"
         lines += [f"Data: {data}; trained on {ev.get('train_examples')} examples.", ""]
+        if "corpus" in src:  # retrieval (embedding jobs): what the held-out queries were ranked against
+            lines[-1:] = [
+                f"Ranked against {src['corpus']} passages ({src.get('collection_chunks', 0)} from the "
+                "collection); the samples below show each embedder's first-ranked passage.",
+                "",
+            ]
         lines += ["| metric | base | tuned | delta | outcome |", "| --- | --- | --- | --- | --- |"]
         for r in ev["per_testing_criteria_results"]:
             cells = [r["testing_criteria"], _fmt(r["base"]), _fmt(r["tuned"]), _fmt(r["delta"]), r["outcome"]]

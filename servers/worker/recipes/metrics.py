@@ -18,7 +18,12 @@ HOLDOUT_MIN_RECORDS = 10
 LOSS_TOLERANCE = 0.02  # relative: a held-out loss must move more than 2% of the base value to count
 RATE_TOLERANCE = 0.05  # absolute: EM, contains, F1, preference accuracy and margin
 DIVERGE_RATIO = 1.5
-PRIMARY = {"chat": ("loss", "token_f1"), "preference": ("preference_accuracy",), "text": ("loss",)}
+PRIMARY = {
+    "chat": ("loss", "token_f1"),
+    "preference": ("preference_accuracy",),
+    "text": ("loss",),
+    "retrieval": ("ndcg@10", "recall@100"),  # the embedding recipe (embedding_eval.py)
+}
 LOWER_IS_BETTER = frozenset({"loss", "perplexity"})
 _WORD = re.compile(r"\w+", re.UNICODE)
 
