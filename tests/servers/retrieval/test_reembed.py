@@ -10,6 +10,7 @@ from pathlib import Path
 import anyio
 import pytest
 from mcp import Client
+from pydantic import SecretStr
 from ragtune.servers.retrieval import cli
 from ragtune.servers.retrieval.errors import ReembedError, UnusableEmbedder
 from ragtune.servers.retrieval.index import Index
@@ -50,15 +51,23 @@ def settings(tmp_path: Path) -> RetrievalSettings:
     return RetrievalSettings(home=tmp_path / "home", retrieval_roots=[tmp_path], embed_batch_size=2)
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend_settings(request: pytest.FixtureRequest, settings: RetrievalSettings) -> RetrievalSettings:
+    """The same settings on each store: the SQLite file, or a fresh PostgreSQL database (RAGTUNE_DATABASE_URL)."""
+    if request.param == "sqlite":
+        return settings
+    return settings.model_copy(update={"database_url": SecretStr(request.getfixturevalue("pg_url"))})
+
+
 def open_index(settings: RetrievalSettings) -> Index:
     """Open the index the way the server does."""
     return Index.open(settings, resolve_embedder(settings.embedder, settings))
 
 
 @pytest.fixture
-def index(settings: RetrievalSettings) -> Iterator[Index]:
-    """An index with DOCS in the default collection, every chunk embedded with e5-small."""
-    ix = open_index(settings)
+def index(backend_settings: RetrievalSettings) -> Iterator[Index]:
+    """An index with DOCS in the default collection, every chunk embedded with e5-small, on each store."""
+    ix = open_index(backend_settings)
     for source, text in DOCS.items():
         ix.ingest_text(text, source=source)
     ix.embed_pending()
@@ -102,16 +111,17 @@ def test_reembed_keeps_old_vectors_until_the_switch_then_answers_from_the_new(in
     assert info.coverage.embedded == 6 and info.reembed and info.reembed.state == "done"
     assert_close(scores(index), cosines(index, "default", "minilm", QUERY))  # the new vectors, the new embedder
     assert scores(index)["pasta.md"] == pytest.approx(new["pasta.md"], abs=2e-3)
-    assert index.conn.execute("select count(*) from vec_384").fetchone()[0] == 6, "the old vectors are gone"
-    assert index.conn.execute("select count(*) from reembed_vectors").fetchone()[0] == 0
+    assert index.store.reembed_counts("default") == (6, 0), "the staged vectors moved to the live ones"
+    if index.store.backend == "sqlite":
+        assert index.conn.execute("select count(*) from vec_384").fetchone()[0] == 6, "the old vectors are gone"
 
 
-def test_a_restart_mid_reembed_resumes_where_it_left(settings: RetrievalSettings, index: Index) -> None:
+def test_a_restart_mid_reembed_resumes_where_it_left(backend_settings: RetrievalSettings, index: Index) -> None:
     start_reembed(index, None, "minilm")
     reembed_step(index, "default")
     index.close()
 
-    again = open_index(settings)
+    again = open_index(backend_settings)
     try:
         info = reembed_info(again, None)
         assert info is not None and info.state == "running" and info.coverage.embedded == 2
@@ -141,7 +151,7 @@ def test_cancel_keeps_the_collection_as_it_was(index: Index) -> None:
     cancelled = cancel_reembed(index, None)
     assert cancelled.state == "cancelled" and "keeps multilingual-e5-small-q4" in cancelled.message
     assert index.collection_info("default").embedder_model == E5
-    assert index.conn.execute("select count(*) from reembed_vectors").fetchone()[0] == 0
+    assert index.store.reembed_counts("default") == (5, 0), "the staged vectors are dropped"
     assert_close(scores(index), before)
     with pytest.raises(ReembedError, match="no running reembed"):
         cancel_reembed(index, None)
@@ -195,16 +205,16 @@ async def test_the_tool_reports_progress_and_refuses_a_worse_tuned_embedder(sett
 
 
 def test_the_cli_runs_a_reembed_with_a_progress_bar(
-    settings: RetrievalSettings, index: Index, capsys: pytest.CaptureFixture[str]
+    backend_settings: RetrievalSettings, index: Index, capsys: pytest.CaptureFixture[str]
 ) -> None:
     index.close()
     args = argparse.Namespace(
         command="reembed", collection=None, embedder="minilm", force=False, cancel=False, no_wait=False
     )
-    assert cli.run(settings, args) == 0
+    assert cli.run(backend_settings, args) == 0
     captured = capsys.readouterr()
     assert "now uses all-MiniLM-L6-v2" in captured.out and "reembed default" in captured.err
     missing = argparse.Namespace(**{**vars(args), "embedder": None})
-    assert cli.run(settings, missing) == 2
+    assert cli.run(backend_settings, missing) == 2
     unknown = argparse.Namespace(**{**vars(args), "embedder": "bge-m3"})
-    assert cli.run(settings, unknown) == 1 and "unknown embedder" in capsys.readouterr().err
+    assert cli.run(backend_settings, unknown) == 1 and "unknown embedder" in capsys.readouterr().err
