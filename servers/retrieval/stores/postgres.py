@@ -159,12 +159,12 @@ def tokens(text: str) -> list[str]:
 def lexical_stats(head: str, body: str) -> tuple[dict[str, float], int]:
     """Return a chunk's head-weighted term frequencies and its token count (FTS5: all columns)."""
     h, b = tokens(head), tokens(body)
-    tf: Counter[str] = Counter()
+    tf: dict[str, float] = {}
     for t in h:
-        tf[t] += HEAD_WEIGHT
+        tf[t] = tf.get(t, 0.0) + HEAD_WEIGHT
     for t in b:
-        tf[t] += 1.0
-    return dict(tf), len(h) + len(b)
+        tf[t] = tf.get(t, 0.0) + 1.0
+    return tf, len(h) + len(b)
 
 
 class PostgresStore(PostgresReembed):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
-from collections.abc import Hashable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +79,7 @@ class SqliteStore(SqliteReembed):
                 for reader in self._readers:
                     reader.close()
 
-    def generation(self, collection: str | None = None) -> Hashable:
+    def generation(self, collection: str | None = None) -> tuple[int, int]:
         """This connection's total changes, then data_version (which moves when another connection commits)."""
         with self.lock:
             return self.conn.total_changes, self.conn.execute("pragma data_version").fetchone()[0]

@@ -329,3 +329,65 @@ def test_postgres_hnsw_and_the_split_lexical_path_match_exact_answers(
     assert len(filtered) == 10, "iterative HNSW scans keep going until k rows pass the filter"
     for query, hits in exact_lex.items():
         assert _hits(ix, query, mode="lexical", k=10) == hits, "rare-term matching, all terms scored"
+
+
+def _pg_stats_drift(store: Any) -> list[Any]:
+    """Rows where the statistics kept by writes differ from a recount of the tables (empty: consistent)."""
+    conn = store._conn()
+    drift = conn.execute(
+        "select k.name from collections k left join (select collection, count(*) n, count(*) filter (where embedded) e,"
+        " sum(n_tokens) t from chunks group by collection) c on c.collection = k.name "
+        "where k.n_chunks <> coalesce(c.n, 0) or k.n_embedded <> coalesce(c.e, 0) or k.n_tokens <> coalesce(c.t, 0)"
+    ).fetchall()
+    drift += conn.execute(
+        "select coalesce(l.term, x.term) from (select collection, term, df from lex_df where df > 0) l full join "
+        "(select collection, t as term, count(*) as df from chunks, unnest(lex_terms) t group by 1, 2) x "
+        "on x.collection = l.collection and x.term = l.term where l.df is distinct from x.df"
+    ).fetchall()
+    return drift
+
+
+def test_postgres_concurrent_writers_keep_statistics_exact(open_index: Opener) -> None:
+    a = open_index("postgres", FakeEmbedder())
+    b = Index(type(a.store).open(a.store.url), a.config, FakeEmbedder())
+    errors: list[BaseException] = []
+
+    def work(ix: Index, offset: int) -> None:
+        try:
+            for n in range(12):
+                source = f"shared{n % 4}.md"  # both writers replace the same documents
+                ix.ingest_text(f"Version {offset + n} of river notes {n} lake sea", source=source)
+                if n % 5 == 4:
+                    ix.embed_pending(limit=3)
+            ix.delete_document(ix.ingest_text("temporary note to delete", source=f"tmp{offset}.md").doc_id)
+        except BaseException as exc:  # reported below: a thread's failure must fail the test
+            errors.append(exc)
+
+    try:
+        threads = [threading.Thread(target=work, args=(ix, i * 100)) for i, ix in enumerate((a, b))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        assert not errors, errors
+        assert a.list_documents(limit=50).total == 4
+        assert _pg_stats_drift(a.store) == [], "collection totals and document frequencies match a recount"
+        a.embed_pending()
+        assert a.coverage().embedded == a.coverage().total == b.coverage().total
+        assert _pg_stats_drift(a.store) == []
+    finally:
+        b.close()
+
+
+def test_postgres_errors_say_what_to_do(open_index: Opener, pg_url: str, tmp_path: Path) -> None:
+    from ragtune.db import SchemaTooNew
+    from ragtune.pg import DatabaseUnavailable
+
+    unreachable = IndexConfig(db_path=tmp_path / "x.db", database_url="postgresql://u:secret@127.0.0.1:9/none")
+    with pytest.raises(DatabaseUnavailable, match="cannot reach PostgreSQL") as caught:
+        Index.open(unreachable, None)
+    assert "secret" not in str(caught.value)
+    ix = open_index("postgres", None)
+    ix.store._conn().execute("update ragtune_schema set version = 99 where component = 'index'")
+    with pytest.raises(SchemaTooNew, match="upgrade ragtune"):
+        Index.open(IndexConfig(db_path=tmp_path / "y.db", database_url=pg_url), None)
