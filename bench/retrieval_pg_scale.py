@@ -219,11 +219,12 @@ def _exact_top(synth: Synth, qvecs: np.ndarray, console: Console, k: int = 10) -
 def _recall(index: Index, qvecs: np.ndarray, exact: np.ndarray) -> dict[str, float]:
     """recall@10 of the store's vector ranking vs exact: at depth 10 (mode=vector, k=10) and 100 (hybrid's)."""
     out: dict[str, float] = {}
+    nofilter = index.store.compile_filters(None)  # each store's own "no filter" ("1" on SQLite, "true" on PostgreSQL)
     for depth in (10, 100):
         hits, ms = [], []
         for q, truth in zip(qvecs, exact, strict=True):
             start = time.perf_counter()
-            got = index.store.vector_ranking(q, COLLECTION, len(q), ("true", []), depth)
+            got = index.store.vector_ranking(q, COLLECTION, len(q), nofilter, depth)
             ms.append((time.perf_counter() - start) * 1000)
             hits.append(len({c for c, _ in got[:10]} & set(truth.tolist())) / 10)
         out[f"recall@10 depth {depth}"] = statistics.fmean(hits)
