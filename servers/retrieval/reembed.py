@@ -147,10 +147,14 @@ def run_reembed(
     """Run a started reembed batch by batch until it switches over, fails, is cancelled or `stop` is set."""
     name = index.resolve_collection(collection)
     info = _current(index, name)
-    while info.state == "running" and not (stop and stop.is_set()) and not index.closed:
+    idle = stop or threading.Event()
+    while info.state == "running" and not idle.is_set() and not index.closed:
+        before = info.coverage.embedded
         info = reembed_step(index, name)
         if progress:
             progress(info.coverage.embedded, info.coverage.total, info.message)
+        if info.state == "running" and info.coverage.embedded == before:
+            idle.wait(0.5)  # another process holds the last chunks (PostgreSQL claims): do not spin
     return info
 
 
