@@ -37,6 +37,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Hashable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -129,6 +130,12 @@ MIGRATIONS: list[pg.Migration] = [
     REEMBED_MIGRATION,
     # Who holds a filler claim: a process takes its own unexpired claims back (a failed batch is retried at once).
     "alter table chunks add column claimed_by text;",
+    # Keep rows inline and uncompressed up to a page (bm25 reads each query term's frequency from lex_tf for every
+    # candidate: decompressing it was 3/4 of the time), and compress the texts before the lexical columns beyond.
+    """
+    alter table chunks set (toast_tuple_target = 8160);
+    alter table chunks alter column lex_tf set storage main, alter column lex_terms set storage main;
+    """,
 ]
 
 TOKEN = re.compile(r"[^\W_]+")  # what FTS5's unicode61 tokenizer keeps: runs of letters and digits
@@ -139,6 +146,7 @@ EF_SEARCH = 100  # hnsw.ef_search floor (2 x depth above it): +0.2 recall@10 ove
 SELECTIVE = 0.1  # a filter keeping under this share of a collection's documents is answered exactly
 MIN_ROWS = 20_000  # as lexical.py: from this many chunks, very common query terms only re-score candidates
 COMMON_RATIO = 0.05
+CANDIDATES = 300  # chunks the rare terms pick before the common terms score them (lexical.py's CANDIDATES)
 CLAIM_SECONDS = 600.0  # how long a filler's claim on a batch lasts (a crashed filler's batch is retried after)
 RANGE = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 MAX_HNSW_DIM = 2000  # pgvector's HNSW limit for vector(D); wider collections are searched exactly
@@ -618,47 +626,46 @@ class PostgresStore(PostgresReembed):
         if not words:
             return []
         conn = self._conn()
-        stats = conn.execute("select n_chunks, n_tokens from collections where name = %s", (collection,)).fetchone()
-        if stats is None or not stats[0]:
+        row = conn.execute(
+            "select k.n_chunks, k.n_tokens, (select coalesce(jsonb_object_agg(term, df), '{}') from lex_df "
+            "where collection = k.name and term = any(%s) and df > 0) from collections k where k.name = %s",
+            (words, collection),
+        ).fetchone()
+        if row is None or not row[0]:
             return []
-        n_rows, n_tokens = int(stats[0]), int(stats[1])
-        df = dict(
-            conn.execute(
-                "select term, df from lex_df where collection = %s and term = any(%s) and df > 0", (collection, words)
-            ).fetchall()
-        )
+        n_rows, n_tokens, df = int(row[0]), int(row[1]), {k: int(v) for k, v in row[2].items()}
         words = [w for w in words if df.get(w)]
         if not words:
             return []
         idf = {w: max(math.log((n_rows - df[w] + 0.5) / (df[w] + 0.5)), 1e-6) for w in words}
-        avgdl = n_tokens / n_rows if n_tokens else 1.0
-        # bm25 per term: idf * f (k1 + 1) / (f + k1 (1 - b + b |D| / avgdl)), f the head-weighted frequency.
-        parts, score_params = [], []
-        for w in words:
-            parts.append(
-                "%s * coalesce((c.lex_tf ->> %s)::float8, 0) / (coalesce((c.lex_tf ->> %s)::float8, 0) + n.norm)"
-            )
-            score_params += [idf[w] * (K1 + 1), w, w]
+        norm = (K1 * (1 - B), K1 * B / (n_tokens / n_rows if n_tokens else 1.0))
         clause, params = where
         docs = "" if clause == "true" else " join documents d on d.id = c.doc_id"
-
-        def rank(match: list[str]) -> Ranking:
-            sql = (
-                f"select c.id, -({' + '.join(parts)}) as s from chunks c{docs} "
-                "cross join lateral (select %s + %s * c.n_tokens as norm) n "
-                f"where c.collection = %s and c.lex_terms && %s::text[] and {clause} order by s, c.id limit %s"
-            )
-            args = [*score_params, K1 * (1 - B), K1 * B / avgdl, collection, match, *params, depth]
-            return [(r[0], float(r[1])) for r in conn.execute(sql, args)]
-
-        # Large collections: match on the rarer terms only (all terms still score), as lexical.py does for FTS5.
+        match = f"where c.collection = %s and c.lex_terms && %s::text[] and {clause}"
+        full = _bm25(words, idf, norm)
+        # Large collections: the rarer terms pick CANDIDATES chunks, then every term scores them (lexical.py's
+        # two stages on FTS5); fewer than `depth` candidates, or no rare or no common term: one full query.
         if n_rows >= MIN_ROWS and len(words) > 1:
             rare = [w for w in words if df[w] <= COMMON_RATIO * n_rows]
             if rare and len(rare) < len(words):
-                top = rank(rare)
+                first = _bm25(rare, idf, norm)
+                inner = (
+                    f"select c.id, c.lex_tf, c.n_tokens, {first.expr} as s from chunks c{docs} {first.lateral} "
+                    f"{match} order by s, c.id limit %s"
+                )
+                sql = f"select c.id, {full.expr} as s from ({inner}) c {full.lateral} order by s, c.id limit %s"
+                args = [*full.weights, *first.weights, *first.args, collection, rare, *params, max(CANDIDATES, depth)]
+                top = self._ranked(conn, sql, [*args, *full.args, depth])
                 if len(top) >= depth:
                     return top
-        return rank(words)
+        sql = f"select c.id, {full.expr} as s from chunks c{docs} {full.lateral} {match} order by s, c.id limit %s"
+        return self._ranked(conn, sql, [*full.weights, *full.args, collection, words, *params, depth])
+
+    def _ranked(self, conn: Any, sql: str, args: Sequence[Any]) -> Ranking:
+        """Run a lexical ranking with the term index forced: the planner underrates the per-row array overlap."""
+        with conn.transaction():
+            conn.execute("set local enable_seqscan = off")
+            return [(r[0], float(r[1])) for r in conn.execute(sql, args)]
 
     def vector_ranking(self, query: np.ndarray, collection: str, dim: int, where: Compiled, depth: int) -> Ranking:
         """Return (chunk id, cosine distance) best first: exact when small or selective, else HNSW."""
@@ -771,6 +778,28 @@ class PostgresStore(PostgresReembed):
         if row is None:
             return None
         return {"host": row[0], "pid": row[1], "at": row[2], "embedding": row[3], "pending": row[4]}
+
+
+@dataclass(frozen=True)
+class _Bm25:
+    """SQL scoring chunks `c` by bm25 over some terms: a lateral reading each term frequency once, the sum."""
+
+    lateral: str
+    args: list[Any]
+    expr: str
+    weights: list[float]
+
+
+def _bm25(words: Sequence[str], idf: dict[str, float], norm: tuple[float, float]) -> _Bm25:
+    """bm25 per term: idf * f (k1 + 1) / (f + k1 (1 - b + b |D| / avgdl)), f the head-weighted frequency."""
+    # OFFSET 0 keeps the lateral from being flattened, which would read each frequency from the jsonb twice.
+    cols = ", ".join(f"coalesce((c.lex_tf -> %s)::float8, 0) as t{i}" for i in range(len(words)))
+    return _Bm25(
+        lateral=f"cross join lateral (select {cols}, %s + %s * c.n_tokens as norm offset 0) f",
+        args=[*words, *norm],
+        expr="-(" + " + ".join(f"%s * f.t{i} / (f.t{i} + f.norm)" for i in range(len(words))) + ")",
+        weights=[idf[w] * (K1 + 1) for w in words],
+    )
 
 
 def _doc_row(row: Any) -> DocumentRow:
