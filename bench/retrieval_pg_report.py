@@ -55,14 +55,14 @@ def scale_md(scale: dict[str, Any]) -> str:
         )
     out += [
         "",
-        "| chunks | backend | what | clients | n | p50 ms | p95 ms | searches/s |",
-        "|---|---|---|---|---|---|---|---|",
+        "| chunks | backend | what | clients | n | p50 ms | p95 ms | searches/s | CPU ms/search |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for e in scale.get("sizes", []):
         for s in e.get("search", []):
             out.append(
                 f"| {e['size']:,} | {e['backend']} | {s['what']} | {s['clients']} | {s['searches']} | "
-                f"{s['p50_ms']:.1f} | {s['p95_ms']:.1f} | {s['qps']:.1f} |"
+                f"{s['p50_ms']:.1f} | {s['p95_ms']:.1f} | {s['qps']:.1f} | {_f(s.get('cpu_ms_per_search'), 1)} |"
             )
     return "\n".join(out)
 

@@ -5,7 +5,8 @@
 2. Per size: a fresh PostgreSQL database loaded by COPY with HNSW/GIN built afterwards (bench/retrieval_pg_load.py),
    and, for the SQLite sizes, a fresh SQLite file written through its store. Then, on each: HNSW recall@10 against
    exact search (numpy over the same vectors), `search()` p50/p95 per mode with 1 and 8 concurrent clients (query
-   vectors precomputed; the e5-small query embedding is timed apart), and incremental `write_document` with
+   vectors precomputed; the e5-small query embedding is timed apart; CPU per search = client process + PostgreSQL
+   server processes, so it stays comparable when the box is shared), and incremental `write_document` with
    vectors at that size (chunks/s).
 """
 
@@ -263,18 +264,50 @@ def _time_search(
                 ms.append((time.perf_counter() - start) * 1000)
                 returned.append(len(hits))
 
-    start = time.perf_counter()
+    server = _server_process(index)
+    start, cpu = time.perf_counter(), time.process_time() + _tree_cpu(server)
     with ThreadPoolExecutor(clients) as pool:
         for f in [pool.submit(client) for _ in range(clients)]:
             f.result()
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, time.process_time() + _tree_cpu(server) - cpu
     return {
+        "cpu_ms_per_search": cpu * 1000 / max(1, len(ms)),
         "searches": len(ms),
         "p50_ms": percentile(ms, 50),
         "p95_ms": percentile(ms, 95),
         "qps": len(ms) / wall,
         "mean_hits": statistics.fmean(returned) if returned else 0.0,
     }
+
+
+def _server_process(index: Index) -> Any:
+    """The PostgreSQL postmaster serving this index (None on SQLite), to count the server's CPU time too."""
+    if index.store.backend != "postgres":
+        return None
+    import psutil
+
+    backend = index.store._conn().execute("select pg_backend_pid()").fetchone()[0]  # noqa: SLF001
+    try:
+        return psutil.Process(psutil.Process(backend).ppid())
+    except psutil.Error:
+        return None  # a server on another machine: client CPU only
+
+
+def _tree_cpu(proc: Any) -> float:
+    """CPU seconds of the postmaster, its reaped children and its live children (backends, parallel workers)."""
+    if proc is None:
+        return 0.0
+    import psutil
+
+    t = proc.cpu_times()
+    total = t.user + t.system + t.children_user + t.children_system
+    for child in proc.children(recursive=True):
+        try:
+            c = child.cpu_times()
+            total += c.user + c.system
+        except psutil.Error:
+            continue
+    return total
 
 
 def _time_writes(index: Index, synth: Synth, size: int, console: Console, docs: int = 100) -> dict[str, float]:
@@ -312,7 +345,7 @@ def _print(out: dict[str, Any], console: Console) -> None:
                 "recall@10 (depth 100)", "write_document chunks/s"):  # fmt: skip
         load.add_column(col, justify="right")
     lat = Table(title="search() latency, k=10 (query vectors precomputed: add the embedding line above end to end)")
-    for col in ("chunks", "backend", "what", "clients", "n", "p50 ms", "p95 ms", "qps", "p95<100"):
+    for col in ("chunks", "backend", "what", "clients", "n", "p50 ms", "p95 ms", "qps", "CPU ms/search", "p95<100"):
         lat.add_column(col, justify="right")
     for e in out["sizes"]:
         ld, rc, wr = e.get("load", {}), e.get("recall", {}), e.get("write", {})
@@ -337,6 +370,7 @@ def _print(out: dict[str, Any], console: Console) -> None:
                 f"{s['p50_ms']:.1f}",
                 f"{s['p95_ms']:.1f}",
                 f"{s['qps']:.1f}",
+                f"{s['cpu_ms_per_search']:.1f}" if "cpu_ms_per_search" in s else "-",
                 "yes" if s["p95_ms"] < TARGET_P95_MS else "NO",
             )
     console.print(load)
