@@ -14,7 +14,7 @@ from ragtune.servers.retrieval.stores.copy import CopyConflict, copy_index
 
 __all__ = ["CopyConflict", "RetrievalStore", "copy_index", "open_store"]
 
-from ragtune.pg import is_postgres_url
+from ragtune.pg import DatabaseUnavailable, is_postgres_url
 
 
 def open_store(db_path: Path | str, database_url: str | None = None, vector_cache_mb: float = 256.0) -> RetrievalStore:
@@ -23,7 +23,13 @@ def open_store(db_path: Path | str, database_url: str | None = None, vector_cach
         from ragtune.servers.retrieval.stores.postgres import PostgresStore
 
         assert database_url is not None
-        return PostgresStore.open(database_url)
+        try:
+            return PostgresStore.open(database_url)
+        except ModuleNotFoundError as exc:  # psycopg / pgvector come with the postgres extra
+            raise DatabaseUnavailable(
+                f"RAGTUNE_DATABASE_URL selects PostgreSQL but {exc.name} is not installed: pip install "
+                "'ragtune[postgres]' (make install does), or unset RAGTUNE_DATABASE_URL to use SQLite"
+            ) from exc
     from ragtune.servers.retrieval.stores.sqlite import SqliteStore
 
     return SqliteStore.open(db_path, vector_cache_mb)

@@ -391,3 +391,14 @@ def test_postgres_errors_say_what_to_do(open_index: Opener, pg_url: str, tmp_pat
     ix.store._conn().execute("update ragtune_schema set version = 99 where component = 'index'")
     with pytest.raises(SchemaTooNew, match="upgrade ragtune"):
         Index.open(IndexConfig(db_path=tmp_path / "y.db", database_url=pg_url), None)
+
+
+def test_a_postgres_url_without_the_extra_says_what_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from ragtune.pg import DatabaseUnavailable
+
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # as if the postgres extra were not installed
+    config = IndexConfig(db_path=tmp_path / "x.db", database_url="postgresql://u@127.0.0.1:9/db")
+    with pytest.raises(DatabaseUnavailable, match=r"psycopg is not installed: pip install 'ragtune\[postgres\]'"):
+        Index.open(config, None)
