@@ -53,8 +53,17 @@ class DatasetFile(BaseModel):
     filename: str
     bytes: int
     created_at: int
-    format: str | None = Field(description="chat, text or preference")
+    format: str | None = Field(description="chat, text, preference or pairs")
     report: dict[str, Any]
+
+
+class EmbeddingPairs(DatasetFile):
+    """A label-free pairs file built from a retrieval collection (for method embedding)."""
+
+    collection: str
+    chunks: int
+    pairs: int
+    by_source: dict[str, int] = Field(description="pairs per source: title, sentence, question")
 
 
 class Validation(BaseModel):
@@ -148,13 +157,37 @@ def build_server(
         )
         return DatasetFile(**file.model_dump(include=set(DatasetFile.model_fields)))
 
+    @mcp.tool(title="Build embedding pairs from a collection", annotations=WRITE)
+    def finetune_build_embedding_pairs(
+        collection: Annotated[str, Field(description="Retrieval collection whose chunks become training pairs")],
+        questions: Annotated[
+            bool,
+            Field(
+                description="Also have the configured chat model (RAGTUNE_CHAT_MODEL / CHAT_BASE_URL) write 2 "
+                "questions per chunk: slow, and weak with the embedded 135M model"
+            ),
+        ] = False,
+        max_chunks: Annotated[int | None, Field(ge=1, description="Read at most this many chunks")] = None,
+    ) -> EmbeddingPairs:
+        """Make label-free pairs (title/heading -> chunk, a sentence -> the rest of its chunk) from a collection
+        and store them as a pairs file; pass its id as training_file with method embedding."""
+        from ragtune.servers.worker.recipes import RecipeError
+        from ragtune.servers.worker.recipes.embedding_pairs import collection_pairs_jsonl
+
+        try:
+            data, summary = collection_pairs_jsonl(collection, questions=questions, max_chunks=max_chunks)
+        except RecipeError as e:
+            raise ToolError(str(e)) from e
+        file = _call(svc.upload, data, f"{collection}-pairs.jsonl")
+        return EmbeddingPairs(**file.model_dump(include=set(DatasetFile.model_fields)), **summary)
+
     @mcp.tool(title="Validate a dataset", annotations=READ)
     async def finetune_validate_dataset(
         ctx: Context,
         path: Annotated[str | None, Field(description="Dataset file under the allowed folders")] = None,
         content: Annotated[str, Field(description="Inline JSONL text instead of a path")] = "",
         format: Annotated[
-            Literal["chat", "text", "preference"] | None,
+            Literal["chat", "text", "preference", "pairs"] | None,
             Field(description="Force a format instead of detecting it"),
         ] = None,
         max_tokens: Annotated[int | None, Field(ge=16, description="Model context length to check against")] = None,
@@ -246,17 +279,25 @@ def build_server(
     def finetune_create_job(
         training_file: Annotated[str, Field(description="File id from finetune_upload_dataset")],
         model: Annotated[
-            str | None, Field(description="Base model; default the embedded smollm2-135m-instruct")
+            str | None,
+            Field(
+                description="Base model; default the embedded smollm2-135m-instruct (embedding: e5-small, or an "
+                "earlier tuned embedder id)"
+            ),
         ] = None,
         method: Annotated[
-            Literal["supervised", "dpo", "cpt", "rejection_sampling"],
-            Field(description="Training method; finetune_recommend_method helps choose"),
+            Literal["supervised", "dpo", "cpt", "rejection_sampling", "embedding"],
+            Field(
+                description="Training method; finetune_recommend_method helps choose. embedding tunes the "
+                "retriever (e5-small) on pairs files and yields an embedder id ft:e5-small:..."
+            ),
         ] = "supervised",
         hyperparameters: Annotated[
             dict[str, Any] | None,
             Field(
                 description="n_epochs, batch_size, learning_rate_multiplier, learning_rate, max_steps, max_length "
-                '(numbers or "auto"), warmup_steps, save_steps, lr_scheduler, packing, merge'
+                '(numbers or "auto"), warmup_steps, save_steps, lr_scheduler, packing, merge; embedding also '
+                "collection (mine bm25 hard negatives there), hard_negatives, scale"
             ),
         ] = None,
         peft: Annotated[

@@ -131,6 +131,26 @@ def write_pairs(pairs: Sequence[dict[str, str]], path: Path) -> LoadedDataset:
     return loaded
 
 
+def collection_pairs_jsonl(
+    collection: str,
+    *,
+    questions: bool = False,
+    max_chunks: int | None = None,
+    seed: int = 0,
+) -> tuple[bytes, dict[str, Any]]:
+    """Label-free pairs of a collection as validated JSONL bytes (for an upload) and a summary of what was made."""
+    chunks = collection_chunks(collection, max_chunks)
+    if not chunks:
+        raise RecipeError(f"collection {collection!r} has no chunks: ingest documents first")
+    sources = ("title", "sentence", "question") if questions else ("title", "sentence")
+    pairs, counts = build_pairs(chunks, sources=sources, ask=chat_asker() if questions else None, seed=seed)
+    if not pairs:
+        raise RecipeError(f"collection {collection!r} gave no pairs: its chunks have no title and one sentence each")
+    text = "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs)
+    parse_dataset(text, source=f"{collection}-pairs.jsonl", format="pairs")
+    return text.encode(), {"collection": collection, "chunks": len(chunks), "pairs": len(pairs), "by_source": counts}
+
+
 def build_pairs_file(
     collection: str,
     path: Path,
