@@ -130,11 +130,14 @@ MIGRATIONS: list[pg.Migration] = [
     REEMBED_MIGRATION,
     # Who holds a filler claim: a process takes its own unexpired claims back (a failed batch is retried at once).
     "alter table chunks add column claimed_by text;",
-    # Keep rows inline and uncompressed up to a page (bm25 reads each query term's frequency from lex_tf for every
-    # candidate: decompressing it was 3/4 of the time), and compress the texts before the lexical columns beyond.
+    # bm25 reads each query term's frequency from lex_tf for every candidate: keep the lexical columns inline and
+    # uncompressed (decompressing them was 3/4 of that time) and move the long texts out of line instead, so a
+    # candidate costs one heap page of ~2 rows (a whole-page row made the heap reads dominate at 100k chunks).
     """
-    alter table chunks set (toast_tuple_target = 8160);
-    alter table chunks alter column lex_tf set storage main, alter column lex_terms set storage main;
+    alter table chunks set (toast_tuple_target = 4096);
+    alter table chunks alter column text set storage external, alter column lex_head set storage external,
+      alter column lex_body set storage external, alter column heading_path set storage external,
+      alter column lex_tf set storage main, alter column lex_terms set storage main;
     """,
 ]
 
@@ -144,8 +147,8 @@ TOKEN = re.compile(r"[^\W_]+")  # what FTS5's unicode61 tokenizer keeps: runs of
 EXACT_BELOW = 10_000
 EF_SEARCH = 100  # hnsw.ef_search floor (2 x depth above it): +0.2 recall@10 over pgvector's 40 at similar latency
 SELECTIVE = 0.1  # a filter keeping under this share of a collection's documents is answered exactly
-MIN_ROWS = 20_000  # as lexical.py: from this many chunks, very common query terms only re-score candidates
-COMMON_RATIO = 0.05
+MIN_ROWS = 20_000  # as lexical.py: from this many chunks, common query terms only score the candidates
+MATCH_BUDGET = 3_000  # chunks the rarest terms may match to pick candidates (bounds the bm25 work per query)
 CANDIDATES = 300  # chunks the rare terms pick before the common terms score them (lexical.py's CANDIDATES)
 CLAIM_SECONDS = 600.0  # how long a filler's claim on a batch lasts (a crashed filler's batch is retried after)
 RANGE = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
@@ -643,11 +646,16 @@ class PostgresStore(PostgresReembed):
         docs = "" if clause == "true" else " join documents d on d.id = c.doc_id"
         match = f"where c.collection = %s and c.lex_terms && %s::text[] and {clause}"
         full = _bm25(words, idf, norm)
-        # Large collections: the rarer terms pick CANDIDATES chunks, then every term scores them (lexical.py's
-        # two stages on FTS5); fewer than `depth` candidates, or no rare or no common term: one full query.
+        # Large collections: the rarest terms (together in at most MATCH_BUDGET chunks, and at least enough for the
+        # candidates) pick CANDIDATES chunks, then every term scores them (lexical.py's two stages on FTS5); when
+        # they pick fewer than `depth`, or every term fits the budget: one full query.
         if n_rows >= MIN_ROWS and len(words) > 1:
-            rare = [w for w in words if df[w] <= COMMON_RATIO * n_rows]
-            if rare and len(rare) < len(words):
+            rare: list[str] = []
+            for w in sorted(words, key=lambda w: (df[w], w)):
+                if rare and sum(df[r] for r in rare) + df[w] > MATCH_BUDGET and sum(df[r] for r in rare) >= depth:
+                    break
+                rare.append(w)
+            if len(rare) < len(words):
                 first = _bm25(rare, idf, norm)
                 inner = (
                     f"select c.id, c.lex_tf, c.n_tokens, {first.expr} as s from chunks c{docs} {first.lateral} "
