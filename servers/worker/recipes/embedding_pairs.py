@@ -4,7 +4,8 @@ Three sources, each a `{"query", "positive"}` record (the canonical `pairs` form
 - `title`: the chunk's document title and heading path -> the chunk's text (always);
 - `sentence`: one sentence of the chunk -> the rest of the chunk (inverse cloze task, Lee et al. 2019);
 - `question`: questions a chat model writes for the chunk (only with a real model, RAGTUNE_CHAT_MODEL and
-  RAGTUNE_CHAT_BASE_URL; the embedded SmolLM2-135M mostly copies the passage, see docs/benchmarks/retrieval.md).
+  RAGTUNE_CHAT_BASE_URL; the embedded SmolLM2-135M writes unrelated English for Korean passages and at best one
+  usable question for English ones, see docs/benchmarks/retrieval.md).
 `build_pairs_file` writes them as JSONL and validates the file like an upload.
 """
 
@@ -63,7 +64,8 @@ def parse_questions(answer: str, limit: int) -> list[str]:
         q = re.sub(r"^\s*(?:[-*•]|\d+[.)])\s*", "", line).strip()
         if 4 <= len(q) <= MAX_QUESTION_CHARS and (q.endswith("?") or q.endswith("까") or q.endswith("요")):
             out.append(q)
-    return list(dict.fromkeys(out))[:limit]
+    unique = {q.casefold(): q for q in reversed(out)}  # the first spelling of a question repeated in another case
+    return list(reversed(unique.values()))[:limit]
 
 
 def build_pairs(
