@@ -136,7 +136,7 @@ def report(
         for i, (q, r) in enumerate(zip(data.queries, data.relevant, strict=True))
         if base.top[i] != tuned.top[i]
     ][:SAMPLES]
-    out = {
+    out: dict[str, Any] = {
         "status": "completed",
         "reason": None,
         "data_source": {**source, "corpus": len(data.corpus), "collection_chunks": data.extra},

@@ -161,7 +161,11 @@ class InfoNCETrainer(Trainer):
         self.scale = scale
 
     def compute_loss(
-        self, model: nn.Module, inputs: dict[str, torch.Tensor], return_outputs: bool = False, **_: Any
+        self,
+        model: nn.Module,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: torch.Tensor | int | None = None,
     ) -> Any:
         """Cross-entropy of scaled cosine similarities; the label is the query's own positive."""
         net: Any = getattr(model, "module", model)
