@@ -8,12 +8,14 @@ the generation counters, so no cache is invalidated). `target` is the index file
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import time
 from pathlib import Path
 from typing import Any
 
+log = logging.getLogger(__name__)
 Target = Path | Any  # the SQLite index file, or a store with beat / clear_beat / read_beat (PostgreSQL)
 
 STALE_SECONDS = 90.0  # three idle periods of the filler without a beat: it is gone
@@ -39,7 +41,10 @@ def beat(db_path: Target, *, embedding: bool, pending: int) -> None:
 def clear(db_path: Target) -> None:
     """Remove this process's heartbeat (another process's stays)."""
     if not isinstance(db_path, Path):
-        db_path.clear_beat(socket.gethostname(), os.getpid())
+        try:
+            db_path.clear_beat(socket.gethostname(), os.getpid())
+        except Exception:  # shutting down with the database gone: the row goes stale on its own
+            log.debug("could not remove the filler heartbeat row", exc_info=True)
         return
     state = read(db_path)
     if state is not None and state.get("pid") == os.getpid():
