@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             Path(args.json).write_text(json.dumps(results, indent=2, ensure_ascii=False, default=str))
 
+    results["code"] = _code_version()
     with postgres_server(args.database_url, args.workdir) as (url, how):
         results["server"] = f"{server_version(url)}; {how}"
         console.print(f"[bold]server[/bold]: {results['server']}")
@@ -88,6 +89,18 @@ def main(argv: list[str] | None = None) -> int:
     results["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
     save()
     return 0
+
+
+def _code_version() -> str:
+    """The commit measured, and whether the stores differ from it (helpers commit while benches run)."""
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[1]
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True)
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "servers/retrieval"], cwd=repo, capture_output=True, text=True
+    ).stdout.split()
+    return head.stdout.strip() + (" + uncommitted changes under servers/retrieval" if dirty else "")
 
 
 def _quality(args: argparse.Namespace, url: str, console: Console, save: Any, results: dict[str, Any]) -> Any:

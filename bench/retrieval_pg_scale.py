@@ -50,6 +50,7 @@ MODES: list[tuple[str, str, dict[str, Any] | None]] = [
     ("filtered vector, lang=ko", "vector", {"lang": "ko"}),
 ]
 TARGET_P95_MS = 100.0
+EF_SEARCH = (40, 100, 200, 400)  # pgvector's default, the store's floor, and above
 TARGET_RECALL = 0.95
 NOTE = (
     "synthetic: text = real analysed chunks of ko-welfare + SciFact repeated; vectors = random-projected copies of "
@@ -230,6 +231,29 @@ def _recall(index: Index, qvecs: np.ndarray, exact: np.ndarray) -> dict[str, flo
             hits.append(len({c for c, _ in got[:10]} & set(truth.tolist())) / 10)
         out[f"recall@10 depth {depth}"] = statistics.fmean(hits)
         out[f"knn p50 ms depth {depth}"] = percentile(ms, 50)
+    if index.store.backend == "postgres":
+        out.update(_recall_by_ef(index, qvecs, exact))
+    return out
+
+
+def _recall_by_ef(index: Index, qvecs: np.ndarray, exact: np.ndarray) -> dict[str, float]:
+    """recall@10 and p50 of the bare HNSW query at several hnsw.ef_search values (what the store's floor buys)."""
+    conn = index.store._conn()  # noqa: SLF001 - the bench times pgvector's own knob
+    out: dict[str, float] = {}
+    for ef in EF_SEARCH:
+        hits, ms = [], []
+        for q, truth in zip(qvecs, exact, strict=True):
+            start = time.perf_counter()
+            with conn.transaction():
+                conn.execute(f"set local hnsw.ef_search = {ef}")
+                got = conn.execute(
+                    f"select chunk_id from vec_{len(q)} where collection = %s order by embedding <=> %s limit 10",
+                    (COLLECTION, q),
+                ).fetchall()
+            ms.append((time.perf_counter() - start) * 1000)
+            hits.append(len({r[0] for r in got} & set(truth.tolist())) / 10)
+        out[f"ef_search {ef} recall@10"] = statistics.fmean(hits)
+        out[f"ef_search {ef} p50 ms"] = percentile(ms, 50)
     return out
 
 
