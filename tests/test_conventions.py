@@ -74,7 +74,7 @@ async def test_every_mcp_tool_has_a_description_and_the_contract_name(server: st
 
     from ragtune.config import FinetuneSettings, RetrievalSettings
 
-    module = importlib.import_module(f"servers.{server}.server")
+    module = importlib.import_module(f"ragtune.servers.{server}.server")
     settings = RetrievalSettings() if server == "retrieval" else FinetuneSettings()
     async with Client(module.build_server(settings)) as client:
         tools = (await client.list_tools()).tools
