@@ -87,9 +87,14 @@ def run_torchrun(nproc: int, child_args: list[str]) -> int:
     try:
         elastic_launch(config=config, entrypoint=cmd)(*cmd_args, *child_args)
     except ChildFailedError as e:
+        from .child import EXIT_FAILED, EXIT_PAUSED
+
         codes = {int(r): f.exitcode for r, f in e.failures.items()}
         log.warning("torchrun ranks ended with %s", codes)
-        return codes.get(0) or next((c for c in codes.values() if c), EXIT_CRASHED)
+        if codes.get(0) in (EXIT_FAILED, EXIT_PAUSED):  # every rank stopped on purpose: error.json or a pause
+            return codes[0]
+        first = min(e.failures.values(), key=lambda f: f.timestamp)  # the rank that broke, not those torchrun ended
+        return first.exitcode if first.exitcode > 0 else EXIT_CRASHED
     except SignalException as e:  # cancel: torchrun has already stopped the ranks
         return 128 + int(e.sigval)
     return 0

@@ -95,3 +95,16 @@ def test_pause_stops_both_ranks_at_one_checkpoint_and_cancel_stops_them(
     wait_for(lambda: not _ranks(job.id), 15, "both ranks to exit after the cancel")
     assert time.monotonic() - asked < 30
     assert store.get_job(job.id).status is JobStatus.cancelled
+
+
+def test_a_job_every_rank_refuses_fails_with_rank_0s_reason(store: JobStore, make_job, worker_thread) -> None:
+    silent = [
+        {"messages": [{"role": "user", "content": f"Hi {i}"}, {"role": "assistant", "content": "Hey.", "weight": 0}]}
+        for i in range(12)
+    ]
+    job = _two_ranks(store, make_job, silent, max_steps=2)
+    worker_thread(job_id=job.id).join(240)
+    failed = store.get_job(job.id)
+    assert failed.status is JobStatus.failed and failed.error is not None
+    assert failed.error.code == "invalid_training_job"  # error.json from rank 0, exit code 2 through torchrun
+    assert "every assistant turn has weight 0, so nothing would be trained" in failed.error.message
