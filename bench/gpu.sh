@@ -30,7 +30,8 @@ log "ragtune $(git rev-parse --short HEAD 2>/dev/null || echo '?') on $(date -u 
 if [ -n "${CPU_ONLY:-}" ]; then
   export OMP_NUM_THREADS=1 RAGTUNE_TRAIN_THREADS=1
   log "== CPU only: 4. recipe vs plain TRL tokens/s (1 pinned thread, fp32)"
-  "$PY" bench/finetune.py --steps "${CPU_STEPS:-8}" --batch 4 --examples 64 --repeats "${REPEATS:-2}" --threads 1 \
+  "$PY" bench/finetune.py --models-dir "$RAGTUNE_MODELS_DIR" --steps "${CPU_STEPS:-8}" --batch 4 --examples 64 \
+    --repeats "${REPEATS:-2}" --threads 1 \
     --skip dispatch --json "$OUT/throughput_cpu.json" | tee -a "$SUMMARY"
   log "== CPU only: 5. one job on 1 process, then on 2 data-parallel processes (gloo)"
   "$PY" bench/gpu_jobs.py --gpus 0 --steps "${CPU_STEPS:-8}" --batch 4 --max-length 128 \
@@ -41,7 +42,8 @@ if [ -n "${CPU_ONLY:-}" ]; then
   exit 0
 fi
 GPUS=$(nvidia-smi -L | wc -l)
-GPU_GB=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -1 | awk '{printf "%.0f", $1 * 1048576 / 1e9}')
+GPU_GB=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -1 \
+  | awk '{printf "%.0f", $1 * 1048576 / 1e9}')  # MiB -> GB, as RAGTUNE_RAY_GPU_MEMORY_GB counts them
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$SUMMARY"
 "$PY" -c "import torch; assert torch.cuda.is_available(), 'torch sees no GPU (CPU build?)'; \
 print('torch', torch.__version__, torch.cuda.get_device_name(0), 'bf16', torch.cuda.is_bf16_supported())" \
@@ -75,10 +77,12 @@ RAGTUNE_RAY_GPU_MEMORY_GB=$GPU_GB "$PY" bench/gpu_jobs.py --dispatch ray --ray-a
   || log "Ray run failed (see above)"
 
 log "== 4. recipe vs plain TRL tokens/s, same data and device (target ratio >= 0.95)"
-"$PY" bench/finetune.py --steps 20 --batch 16 --examples 256 --repeats 2 --skip dispatch \
+"$PY" bench/finetune.py --models-dir "$RAGTUNE_MODELS_DIR" --steps 20 --batch 16 --examples 256 --repeats 2 \
+  --skip dispatch \
   --json "$OUT/throughput_embedded.json" | tee -a "$SUMMARY"
 if [ -n "${LARGE_MODEL:-}" ]; then
-  "$PY" bench/finetune.py --model "$LARGE_MODEL" --steps 20 --batch 8 --examples 256 --repeats 2 --skip dispatch \
+  "$PY" bench/finetune.py --models-dir "$RAGTUNE_MODELS_DIR" --model "$LARGE_MODEL" --steps 20 --batch 8 \
+    --examples 256 --repeats 2 --skip dispatch \
     --json "$OUT/throughput_large.json" | tee -a "$SUMMARY" || log "large model throughput failed"
 fi
 if [ "$GPUS" -ge 2 ]; then
