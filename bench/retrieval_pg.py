@@ -48,7 +48,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-seconds", type=float, default=90.0, help="scale: stop timing one mode after this long")
     p.add_argument("--pg-workers", type=int, default=1, help="scale: max_parallel_maintenance_workers for builds")
     p.add_argument("--maintenance-mem", default="3GB", help="scale: maintenance_work_mem for the index builds")
-    p.add_argument("--real-docs", type=int, default=200, help="scale: real docs ingested through Index (chunks/s)")
+    p.add_argument("--real-docs", type=int, default=1000, help="scale: real docs ingested through Index (chunks/s)")
     p.add_argument("--json", help="also write the results to this JSON file (rewritten after every step)")
     p.add_argument("--seed", type=int, default=42)
     return p.parse_args(argv)
