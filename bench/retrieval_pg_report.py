@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -71,9 +72,11 @@ def _f(value: float | None, digits: int = 0) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def main(paths: list[str]) -> int:
+def main(argv: list[str] | None = None) -> int:
     """Print the Markdown of every results file given."""
-    for path in paths:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("results", nargs="+", help="JSON files written by bench/retrieval_pg.py --json")
+    for path in p.parse_args(argv).results:
         data = json.loads(Path(path).read_text())
         print(f"<!-- {path}: {data.get('server', '')}; argv {' '.join(data.get('argv', []))} -->")
         if data.get("quality"):
@@ -84,4 +87,4 @@ def main(paths: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main())
