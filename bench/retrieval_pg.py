@@ -128,9 +128,9 @@ def _quality(args: argparse.Namespace, url: str, console: Console, save: Any, re
         for full in sets:
             data = full.sample(args.dense_queries, args.dense_corpus or None, args.seed)
             data.titles = full.titles
-            rows += compare(
-                data, embedder, ["lexical", "vector", "hybrid"], openers, console, f"subsample, {args.embedder}"
-            )
+            scope = "whole corpus" if len(data.corpus) == len(full.corpus) else "subsample"
+            modes: list[Any] = ["lexical", "vector", "hybrid"]
+            rows += compare(data, embedder, modes, openers, console, f"{scope}, {args.embedder}")
             save()
     print_quality(rows, console, args.embedder)
     return rows
