@@ -107,7 +107,11 @@ def test_worker_env_never_forwards_secrets() -> None:
 
 @pytest.mark.parametrize(
     ("resources", "fragment"),
-    [({"gpu": 1}, "takes {cpus, gpus, memory_gb, processes, num_workers}"), ({"gpus": -1}, "from 0 to 4096"), ({"cpus": "2"}, "number")],
+    [
+        ({"gpu": 1}, "takes {cpus, gpus, memory_gb, processes, num_workers}"),
+        ({"gpus": -1}, "from 0 to 4096"),
+        ({"cpus": "2"}, "number"),
+    ],
 )
 def test_bad_resources_are_a_400_naming_the_field(
     service: FinetuneService, resources: dict[str, Any], fragment: str
