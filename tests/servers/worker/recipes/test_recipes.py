@@ -14,7 +14,7 @@ from ragtune.jobs import JobStatus, JobStore
 
 
 def test_every_method_type_has_a_registered_recipe() -> None:
-    assert set(RECIPES) == {"supervised", "cpt", "dpo", "rejection_sampling"}
+    assert set(RECIPES) == {"supervised", "cpt", "dpo", "rejection_sampling", "embedding"}
     with pytest.raises(RecipeError, match="unknown method type 'ppo'; use one of supervised"):
         get_recipe("ppo")
 
