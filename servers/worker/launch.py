@@ -107,6 +107,7 @@ def ray_train_loop(config: dict[str, Any]) -> None:
 
     from .child import main as child_main
 
+    os.environ.update(config.get("env", {}))  # a Train worker inherits the raylet's env, not this job's
     rc = child_main(config["argv"])
     ctx = ray.train.get_context()
     metrics = {"rc": rc, "rank": ctx.get_world_rank(), "world_size": ctx.get_world_size()}
@@ -116,6 +117,14 @@ def ray_train_loop(config: dict[str, Any]) -> None:
     with tempfile.TemporaryDirectory() as d:  # Ray 2.60 (Train V2) keeps final metrics only with a checkpoint
         (Path(d) / "rc.txt").write_text(str(rc))
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+
+
+FORWARDED_ENV = ("RAGTUNE_", "HF_", "TRANSFORMERS_", "TOKENIZERS_", "OMP_NUM_THREADS")
+
+
+def forwarded_env() -> dict[str, str]:
+    """Return the settings a Train worker needs to see this job's store, home and model cache (RAGTUNE_*, HF_*)."""
+    return {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV)}
 
 
 def run_ray_train(nproc: int, gpu: bool, cpus_per_worker: float, child_args: list[str]) -> int:
@@ -133,7 +142,7 @@ def run_ray_train(nproc: int, gpu: bool, cpus_per_worker: float, child_args: lis
     resources = {"CPU": cpus_per_worker, **({"GPU": 1.0} if gpu else {})}
     trainer = TorchTrainer(
         ray_train_loop,
-        train_loop_config={"argv": argv},
+        train_loop_config={"argv": argv, "env": forwarded_env()},
         scaling_config=ScalingConfig(num_workers=nproc, use_gpu=gpu, resources_per_worker=resources),
         run_config=RunConfig(storage_path=str((out / "ray-train").resolve()), name=f"{job}-{int(time.time())}"),
     )
