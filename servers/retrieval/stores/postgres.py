@@ -10,7 +10,10 @@ chunks tables as SQLite, plus
   frequency) built from the Kiwi/Snowball strings the Index makes; per collection the chunk count and token total
   (on the collection row) and each term's document frequency (`lex_df`). Ranking is FTS5's bm25 in SQL with the
   same k1/b and head weight, over per-collection statistics (SQLite's FTS5 uses one set for the whole file: the
-  two agree exactly for an index with one collection).
+  two agree exactly for an index with one collection). From MIN_ROWS chunks, when the query's terms match more
+  than MATCH_BUDGET chunks, unfiltered queries take the impact-ordered postings (`lex_post`,
+  stores/postgres_lexical.py): each term's best postings pick the candidates bm25 scores; filtered ones let the
+  rarest terms pick them.
 - vectors: one `vec_<dim>` table per dimension (chunk id, collection, `vector(dim)`) with an HNSW index
   (`vector_cosine_ops`), like SQLite's vec0 tables. Why per dimension, not a column per dimension: an HNSW index
   needs one fixed dimension, collections with different embedders can share one database, and a collection's
@@ -42,6 +45,7 @@ from typing import Any
 
 import numpy as np
 from ragtune.servers.retrieval.filters import normalise
+from ragtune.servers.retrieval.stores import postgres_lexical as postings
 from ragtune.servers.retrieval.stores.base import (
     HEAD_WEIGHT,
     K1,
@@ -139,6 +143,8 @@ MIGRATIONS: list[pg.Migration] = [
       alter column lex_body set storage external, alter column heading_path set storage external,
       alter column lex_tf set storage main, alter column lex_terms set storage main;
     """,
+    # Impact-ordered postings (stores/postgres_lexical.py): term ids on lex_df, lex_post backfilled from lex_tf.
+    postings.MIGRATION,
 ]
 
 TOKEN = re.compile(r"[^\W_]+")  # what FTS5's unicode61 tokenizer keeps: runs of letters and digits
@@ -150,9 +156,9 @@ EXACT_BELOW = 10_000
 # 400 is the lowest measured value that meets the 0.95 recall target.
 EF_SEARCH = 400
 SELECTIVE = 0.1  # a filter keeping under this share of a collection's documents is answered exactly
-MIN_ROWS = 20_000  # as lexical.py: from this many chunks, common query terms only score the candidates
-MATCH_BUDGET = 3_000  # chunks the rarest terms may match to pick candidates (bounds the bm25 work per query)
-CANDIDATES = 300  # chunks the rare terms pick before the common terms score them (lexical.py's CANDIDATES)
+MIN_ROWS = 20_000  # as lexical.py: from this many chunks, a query whose terms match many chunks takes a shortcut
+MATCH_BUDGET = 3_000  # matches (sum of df) up to which every matching chunk is scored (bounds the bm25 work)
+CANDIDATES = 300  # filtered queries: chunks the rare terms pick before every term scores them (lexical.py's)
 CLAIM_SECONDS = 600.0  # how long a filler's claim on a batch lasts (a crashed filler's batch is retried after)
 RANGE = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 MAX_HNSW_DIM = 2000  # pgvector's HNSW limit for vector(D); wider collections are searched exactly
@@ -296,6 +302,7 @@ class PostgresStore(PostgresReembed):
             if conn.execute("select 1 from collections where name = %s for update", (name,)).fetchone() is None:
                 return 0
             removed = conn.execute("select count(*) from documents where collection = %s", (name,)).fetchone()[0]
+            postings.delete_collection_postings(conn, name)
             conn.execute("delete from collections where name = %s", (name,))
         return int(removed)
 
@@ -396,13 +403,9 @@ class PostgresStore(PostgresReembed):
                     cur.executemany(
                         f"insert into {vec_table(dim)}(chunk_id, collection, embedding) values (%s, %s, %s)", rows
                     )
-            if df:
-                with conn.cursor() as cur:
-                    cur.executemany(
-                        "insert into lex_df(collection, term, df) values (%s, %s, %s) "
-                        "on conflict (collection, term) do update set df = lex_df.df + excluded.df",
-                        [(collection, t, n) for t, n in sorted(df.items())],
-                    )
+            term_ids = postings.add_terms(conn, collection, df)
+            written = [(cid, tf, n) for cid, (tf, n) in zip(ids, stats, strict=True)]
+            postings.insert_postings(conn, collection, term_ids, written)
             self._bump(
                 conn,
                 collection,
@@ -463,11 +466,7 @@ class PostgresStore(PostgresReembed):
             "where doc_id = %s",
             (pk,),
         ).fetchone()
-        conn.execute(
-            "update lex_df l set df = l.df - x.n from (select t as term, count(*) as n from chunks c, "
-            "unnest(c.lex_terms) t where c.doc_id = %s group by t) x where l.collection = %s and l.term = x.term",
-            (pk, collection),
-        )
+        postings.take_back_df(conn, collection, postings.delete_postings(conn, collection, pk))
         conn.execute("delete from chunks where doc_id = %s", (pk,))
         return int(n), int(embedded), int(n_tokens)
 
@@ -633,13 +632,14 @@ class PostgresStore(PostgresReembed):
             return []
         conn = self._conn()
         row = conn.execute(
-            "select k.n_chunks, k.n_tokens, (select coalesce(jsonb_object_agg(term, df), '{}') from lex_df "
-            "where collection = k.name and term = any(%s) and df > 0) from collections k where k.name = %s",
+            "select k.n_chunks, k.n_tokens, (select coalesce(jsonb_object_agg(term, jsonb_build_array(df, id)), '{}') "
+            "from lex_df where collection = k.name and term = any(%s) and df > 0) from collections k where k.name = %s",
             (words, collection),
         ).fetchone()
         if row is None or not row[0]:
             return []
-        n_rows, n_tokens, df = int(row[0]), int(row[1]), {k: int(v) for k, v in row[2].items()}
+        n_rows, n_tokens = int(row[0]), int(row[1])
+        df, term_id = {k: int(v[0]) for k, v in row[2].items()}, {k: int(v[1]) for k, v in row[2].items()}
         words = [w for w in words if df.get(w)]
         if not words:
             return []
@@ -649,10 +649,19 @@ class PostgresStore(PostgresReembed):
         docs = "" if clause == "true" else " join documents d on d.id = c.doc_id"
         match = f"where c.collection = %s and c.lex_terms && %s::text[] and {clause}"
         full = _bm25(words, idf, norm)
-        # Large collections: the rarest terms (together in at most MATCH_BUDGET chunks, and at least enough for the
-        # candidates) pick CANDIDATES chunks, then every term scores them (lexical.py's two stages on FTS5); when
-        # they pick fewer than `depth`, or every term fits the budget: one full query.
-        if n_rows >= MIN_ROWS and len(words) > 1:
+        large = n_rows >= MIN_ROWS and sum(df[w] for w in words) > MATCH_BUDGET
+        if large and clause == "true":
+            # Impact order (stores/postgres_lexical.py): each term's best postings, index-only, pick the chunks that
+            # bm25 then scores exactly; the full query only if they are fewer than `depth`.
+            sql = postings.impact_sql(full.expr, full.lateral)
+            args = [*full.weights, [term_id[w] for w in words], [idf[w] for w in words], postings.POSTINGS]
+            top = self._ranked(conn, sql, [*args, max(postings.RESCORE, depth), *full.args, depth])
+            if len(top) >= depth:
+                return top
+        elif large and len(words) > 1:
+            # Filtered: the rarest terms (together in at most MATCH_BUDGET chunks, and at least enough for the
+            # candidates) pick CANDIDATES chunks that pass the filter, then every term scores them (lexical.py's two
+            # stages on FTS5); when they pick fewer than `depth`: one full query.
             rare: list[str] = []
             for w in sorted(words, key=lambda w: (df[w], w)):
                 if rare and sum(df[r] for r in rare) + df[w] > MATCH_BUDGET and sum(df[r] for r in rare) >= depth:

@@ -344,7 +344,9 @@ def _pg_stats_drift(store: Any) -> list[Any]:
         "(select collection, t as term, count(*) as df from chunks, unnest(lex_terms) t group by 1, 2) x "
         "on x.collection = l.collection and x.term = l.term where l.df is distinct from x.df"
     ).fetchall()
-    return drift
+    from tests.servers.retrieval.test_pg_postings import _postings_drift
+
+    return drift + _postings_drift(conn)  # impact-ordered postings: one per term of each chunk, none stale
 
 
 def test_postgres_concurrent_writers_keep_statistics_exact(open_index: Opener) -> None:
