@@ -45,7 +45,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--epochs", type=float, default=1.0)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=3e-5)
-    p.add_argument("--max-length", type=int, default=160, help="tokens each text is cut to while training")
+    p.add_argument("--max-length", type=int, default=256, help="tokens each text is cut to while training")
+    p.add_argument("--scale", type=float, default=20.0, help="InfoNCE similarity scale (1 / temperature)")
+    p.add_argument("--no-checkpointing", action="store_true", help="keep activations (fast, ~12 GB at 32 x 256)")
+    p.add_argument("--whole-doc", action="store_true", help="positive = the whole document, not its best chunk")
     p.add_argument("--no-negatives", action="store_true", help="in-batch negatives only (no bm25 mining)")
     p.add_argument("--label-free", action="store_true", help="also tune on pairs built from the corpus alone")
     p.add_argument("--only-label-free", action="store_true", help="tune and score only the label-free embedder")
@@ -111,6 +114,47 @@ def open_lexical(data: EvalSet, folder: Path) -> Any:
     return index
 
 
+def first_chunks(index: Any, collection: str) -> dict[str, str]:
+    """Each source document's first chunk text, by source id."""
+    from ragtune.servers.worker.recipes.embedding_corpus import PAGE
+
+    out: dict[str, str] = {}
+    offset: int | None = 0
+    while offset is not None:
+        page = index.list_documents(collection, offset=offset, limit=PAGE)
+        for info in page.documents:
+            doc = index.get_document(info.doc_id)
+            span = doc.chunk_spans[0]
+            out[info.source] = doc.text[span.char_start : span.char_end].strip()
+        offset = page.next_offset
+    return out
+
+
+def best_chunks(index: Any, data: EvalSet, pairs: list[tuple[str, str]]) -> tuple[list[dict[str, str]], int]:
+    """Pair each (query, relevant doc) with the doc's chunk that bm25 ranks highest for the query.
+
+    The index serves chunks, not documents: training on the whole (truncated) document teaches the model a text it
+    never sees at search time. A doc none of whose chunks is among the query's 50 best bm25 hits keeps its first
+    chunk. Returns the records and how many fell back to the first chunk.
+    """
+    from ragtune.servers.retrieval.errors import BadQuery
+    from ragtune.servers.retrieval.search import search
+
+    first = first_chunks(index, data.name)
+    out, fallback = [], 0
+    for qid, doc in pairs:
+        try:
+            hits = search(index, data.queries[qid], collection=data.name, k=50, mode="lexical").hits
+        except BadQuery:
+            hits = []
+        text = next((h.text for h in hits if h.source == doc), None)
+        if text is None:
+            fallback += 1
+            text = first.get(doc) or data.corpus[doc]
+        out.append({"query": data.queries[qid], "positive": text})
+    return out, fallback
+
+
 def train(records: list[dict[str, str]], args: argparse.Namespace, folder: Path, name: str, console: Console) -> dict:
     """Train the embedding recipe on `records` and export the tuned layers; return its folder and timings."""
     from ragtune.servers.worker.recipes.base import TrainJob
@@ -123,6 +167,8 @@ def train(records: list[dict[str, str]], args: argparse.Namespace, folder: Path,
         n_epochs=args.epochs,
         batch_size=args.batch_size,
         max_length=args.max_length,
+        scale=args.scale,
+        gradient_checkpointing=not args.no_checkpointing,
         seed=args.seed,
         save_steps=-1,
     )
@@ -196,12 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     rng = random.Random(args.seed)
     pool = [q for q in train_ids if full.qrels.get(q)]
     chosen = pool if not args.train_pairs or args.train_pairs >= len(pool) else rng.sample(pool, args.train_pairs)
-    records = [
-        {"query": full.queries[q], "positive": full.corpus[d]}
-        for q in chosen
-        for d in list(full.qrels[q])[:1]
-        if d in full.corpus
-    ]
+    pairs = [(q, d) for q in chosen for d in list(full.qrels[q])[:1] if d in full.corpus]
+    records = [{"query": full.queries[q], "positive": full.corpus[d]} for q, d in pairs]
     results: dict[str, Any] = {
         "command": "python bench/retriever_tuning.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "set": full.name,
@@ -213,6 +255,10 @@ def main(argv: list[str] | None = None) -> int:
         },
         "threads": args.threads,
         "max_length": args.max_length,
+        "scale": args.scale,
+        "lr": args.lr,
+        "batch_size": args.batch_size,
+        "epochs": args.epochs,
     }
     console.print(
         f"[bold]{full.name}[/bold]: {len(held_ids)} held-out queries, {len(records)} training pairs of {len(pool)}"
@@ -224,6 +270,9 @@ def main(argv: list[str] | None = None) -> int:
 
     index = open_lexical(full, work)
     try:
+        if not args.whole_doc:
+            records, fallback = best_chunks(index, full, pairs)
+            results["positives"] = {"best_chunk": len(records) - fallback, "first_chunk_fallback": fallback}
         if not args.no_negatives:
             started = time.perf_counter()
             records, mined = mine_negatives(records, full.name, index=index)

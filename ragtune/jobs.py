@@ -641,6 +641,11 @@ def _checkpoint(row: Any) -> Checkpoint:
 
 
 def fine_tuned_model_name(job: Job) -> str:
-    """Return OpenAI's `ft:{base}:{org}:{suffix}:{id}` name (also the vLLM LoRA name) for a finished job."""
+    """Return OpenAI's `ft:{base}:{org}:{suffix}:{id}` name (also the vLLM LoRA name) for a finished job.
+
+    Tuning an earlier tuned model keeps the original base, as OpenAI does (never `ft:ft:...`).
+    """
     base = job.model.rsplit("/", 1)[-1]
+    if base.startswith("ft:") and base.count(":") >= 4:
+        base = base.split(":")[1]
     return f"ft:{base}:{job.organization_id}:{job.user_provided_suffix or ''}:{job.id}"

@@ -74,3 +74,23 @@ def test_sqlite_utils_cli_reads_the_job_store(store: JobStore) -> None:
     assert counts["jobs"] == 1 and counts["checkpoints"] == 1 and counts["files"] == 0
     rows = subprocess.run([cli, "rows", str(store.path), "checkpoints"], capture_output=True, text=True, timeout=60)
     assert json.loads(rows.stdout)[0]["step_number"] == 5
+
+
+def test_tuning_a_tuned_model_names_the_original_base() -> None:
+    """`ft:ft:...` names would grow with every round; OpenAI keeps the first base."""
+    from ragtune.jobs import Job, fine_tuned_model_name
+
+    first = Job.model_validate(
+        {
+            "id": "ftjob-a",
+            "model": "e5-small",
+            "created_at": 1,
+            "status": "succeeded",
+            "training_file": "f",
+            "user_provided_suffix": "v1",
+        }
+    )
+    one = fine_tuned_model_name(first)
+    second = first.model_copy(update={"id": "ftjob-b", "model": one, "user_provided_suffix": "v2"})
+    assert one == f"ft:e5-small:{first.organization_id}:v1:ftjob-a"
+    assert fine_tuned_model_name(second) == f"ft:e5-small:{first.organization_id}:v2:ftjob-b"

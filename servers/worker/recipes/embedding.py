@@ -58,6 +58,9 @@ class EmbeddingJobConfig(TrainingOptions):
     eval_chunks: int = 2000  # most collection chunks added to the evaluation corpus
     dropout: float = 0.1
     warmup_ratio: float = 0.1
+    # Recompute each layer's activations in the backward pass: a batch of 32 pairs + negatives at 256 tokens
+    # holds ~12 GB of activations without it and ~1 GB with it, for ~30% more compute.
+    gradient_checkpointing: bool = True
 
     @property
     def per_device_batch_size(self) -> int:
@@ -175,6 +178,8 @@ def train_pairs(
     e5 = load_e5_file()
     init = None if job.model_name == BASE_EMBEDDER else load_tensors(Path(job.model_path))
     model = E5Trainable(e5, init, dropout=cfg.dropout)
+    if cfg.gradient_checkpointing:
+        enable_checkpointing(model.bert)
     save_steps = int(cfg.save_steps or 0) or 100  # a full copy of the layers (+ optimizer) per checkpoint
     args = TrainingArguments(
         output_dir=str(out_dir / "checkpoints"),
@@ -211,6 +216,16 @@ def train_pairs(
     started = time.monotonic()
     train_resuming(trainer, out_dir, callbacks)
     return model, trainer, cb, time.monotonic() - started
+
+
+def enable_checkpointing(bert: Any) -> None:
+    """Turn on activation recomputation (transformers renamed the call in 5.x; both spellings work)."""
+    kwargs = {"use_reentrant": False}
+    bert.config.use_cache = False
+    if hasattr(bert, "activation_checkpointing_enable"):
+        bert.activation_checkpointing_enable(kwargs)
+    else:
+        bert.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
 def evaluate(

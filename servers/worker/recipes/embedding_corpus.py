@@ -6,6 +6,8 @@ lexical mode), so the same code works on the SQLite and the PostgreSQL index.
 
 from __future__ import annotations
 
+import hashlib
+import random
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +17,7 @@ from ragtune.config import RetrievalSettings
 from .base import RecipeError
 
 MINE_DEPTH = 10  # bm25 hits looked at per query for a hard negative
+PICK_FROM = 5  # the negative is drawn (seeded by the query) from this many best hits of other documents
 PAGE = 200
 
 
@@ -75,6 +78,21 @@ def collection_chunks(
         index.close()
 
 
+def pick_negative(query: str, positive: str, hits: Sequence[Any]) -> str | None:
+    """Choose a hard negative among bm25 `hits`: never the positive or another chunk of its document.
+
+    The top hit that is not the positive is often a near-duplicate of it (a false negative that teaches the
+    model to push a right answer away), so the pick is drawn from the PICK_FROM best other-document hits, with a
+    generator seeded by the query (the same file mines the same negatives every run).
+    """
+    own = {h.doc_id for h in hits if _same(h.text, positive)}
+    others = [h for h in hits if h.doc_id not in own and not _same(h.text, positive)]
+    if not others:
+        return None
+    seed = int.from_bytes(hashlib.sha256(query.encode()).digest()[:8], "big")
+    return str(others[random.Random(seed).randrange(min(PICK_FROM, len(others)))].text)
+
+
 def mine_negatives(
     records: Sequence[dict[str, Any]],
     collection: str,
@@ -83,7 +101,7 @@ def mine_negatives(
     index: Any = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[list[dict[str, Any]], int]:
-    """Give each pair without a negative the best bm25 hit of `collection` that is not its positive.
+    """Give each pair without a negative a strong bm25 hit of `collection` from another document (pick_negative).
 
     Returns the records and how many got a mined negative. An explicit negative in the file is kept.
     """
@@ -104,7 +122,7 @@ def mine_negatives(
                 hits = search(index, rec["query"], collection=collection, k=MINE_DEPTH, mode="lexical").hits
             except BadQuery:
                 hits = []
-            negative = next((h.text for h in hits if not _same(h.text, rec["positive"])), None)
+            negative = pick_negative(rec["query"], rec["positive"], hits)
             out.append({**rec, "negative": negative} if negative else dict(rec))
             mined += negative is not None
     except RetrievalError as e:

@@ -280,3 +280,30 @@ def test_embedding_job_runs_through_the_service_and_a_worker(
     messages = [e.message for e in store.list_events(job_id, limit=100)]
     assert any("bm25 hard negatives from collection 'welfare' for 24 pairs" in m for m in messages), messages
     assert any(m.startswith("evaluation on 8 held-out examples (base -> tuned): ndcg@10") for m in messages), messages
+
+
+def test_mined_negative_is_never_the_positives_document_and_is_stable(tmp_path: Path) -> None:
+    """A second chunk of the positive's document is not a negative; the pick repeats run to run."""
+    from ragtune.servers.retrieval.index import Index
+    from ragtune.servers.worker.recipes.embedding_corpus import mine_negatives
+
+    index = Index.open(tmp_path / "lexical.db", None)
+    try:
+        apply = "아동수당 신청은 주민센터에서 아동수당 신청서로 합니다."
+        long_doc = "# 아동수당\n\n" + DOCS["child"] + "\n\n## 신청\n\n" + apply
+        index.ingest_text(long_doc, collection="w", source="child")
+        for name in ("childcare", "medical", "energy"):
+            index.ingest_text(DOCS[name], collection="w", source=name)
+        child = index.get_document(index.list_documents("w", offset=0, limit=10).documents[0].doc_id)
+        assert len(child.chunk_spans) == 2, "the test needs the positive's document in two chunks"
+        first = child.text[child.chunk_spans[0].char_start : child.chunk_spans[0].char_end].strip()
+        records = [{"query": "아동수당 신청은 어디서 하나요? 보육료나 의료 지원 제도도", "positive": first}]
+        mined, count = mine_negatives(records, "w", index=index)
+        again, _ = mine_negatives(records, "w", index=index)
+    finally:
+        index.close()
+    assert count == 1
+    negative = mined[0]["negative"]
+    assert "아동수당 신청은 주민센터" not in negative and "아동수당 지급 대상" not in negative, negative
+    assert negative in {DOCS["childcare"], DOCS["medical"], DOCS["energy"]}
+    assert again == mined
