@@ -34,6 +34,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--database-url", help="PostgreSQL server to use (default RAGTUNE_DATABASE_URL, else embedded)")
     p.add_argument("--workdir", help="folder for the embedded server's data (default the system temp folder)")
     p.add_argument("--data", help="folder holding scifact/ and ko-welfare/ (default <repo>/../shared/data)")
+    p.add_argument(
+        "--pg-postings",
+        help="quality: force PostgreSQL's impact-ordered lexical path on every query with PER_TERM,RESCORE postings "
+        "(the corpora are under its 20k-chunk threshold), e.g. 2000,500 (the store's values) or 200,100",
+    )
     p.add_argument("--sets", default="ko-welfare,scifact", help="quality sets, comma-separated")
     p.add_argument("--lexical-queries", type=int, default=1000, help="queries per set, lexical pass (0 = all)")
     p.add_argument("--dense-queries", type=int, default=200, help="queries per set for the embedded pass (0 = skip)")
@@ -45,6 +50,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--searches", type=int, default=200, help="scale: searches timed per mode and client count")
     p.add_argument("--clients", default="1,8", help="scale: concurrent clients, comma-separated")
     p.add_argument("--recall-queries", type=int, default=100, help="scale: queries for HNSW recall@10 vs exact")
+    p.add_argument("--lexical-exact-queries", type=int, default=40, help="scale: fast vs exact bm25 (0 = skip)")
     p.add_argument("--max-seconds", type=float, default=90.0, help="scale: stop timing one mode after this long")
     p.add_argument("--pg-workers", type=int, default=1, help="scale: max_parallel_maintenance_workers for builds")
     p.add_argument("--maintenance-mem", default="3GB", help="scale: maintenance_work_mem for the index builds")
@@ -71,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
             Path(args.json).write_text(json.dumps(results, indent=2, ensure_ascii=False, default=str))
 
     results["code"] = _code_version()
+    if args.pg_postings:
+        results["pg_postings"] = _force_postings(args.pg_postings)
     with postgres_server(args.database_url, args.workdir) as (url, how):
         results["server"] = f"{server_version(url)}; {how}"
         console.print(f"[bold]server[/bold]: {results['server']}")
@@ -103,6 +111,20 @@ def _code_version() -> str:
     return head.stdout.strip() + (" + uncommitted changes under servers/retrieval" if dirty else "")
 
 
+def _force_postings(spec: str) -> str:
+    """Send every unfiltered PostgreSQL lexical query through the impact-ordered postings with these sizes."""
+    from ragtune.servers.retrieval.stores import postgres as pgstore
+    from ragtune.servers.retrieval.stores import postgres_lexical
+
+    try:
+        per_term, rescore = (int(x) for x in spec.split(","))
+    except ValueError:
+        raise SystemExit(f"--pg-postings takes PER_TERM,RESCORE, e.g. 2000,500 (got {spec!r})") from None
+    pgstore.MIN_ROWS = pgstore.MATCH_BUDGET = 0
+    postgres_lexical.POSTINGS, postgres_lexical.RESCORE = per_term, rescore
+    return f"PostgreSQL impact path forced, {per_term} postings/term, {rescore} rescored"
+
+
 def _quality(args: argparse.Namespace, url: str, console: Console, save: Any, results: dict[str, Any]) -> Any:
     from bench.retrieval_cache import CachingEmbedder
     from bench.retrieval_pg_quality import QueryMemo, compare, postgres_opener, print_quality, sqlite_opener
@@ -115,10 +137,11 @@ def _quality(args: argparse.Namespace, url: str, console: Console, save: Any, re
     openers = {"sqlite": sqlite_opener, "postgres": postgres_opener(url)}
     rows: list[dict[str, Any]] = []
     results["quality"] = rows
+    forced = f" [{results['pg_postings']}]" if results.get("pg_postings") else ""
     for full in sets:
         data = full.sample(args.lexical_queries or None, None, args.seed)
         data.titles = full.titles
-        rows += compare(data, None, ["lexical"], openers, console, "full corpus, no embedder")
+        rows += compare(data, None, ["lexical"], openers, console, f"full corpus, no embedder{forced}")
         save()
     if args.dense_queries:
         inner = make_embedder(RetrievalSettings(embedder=args.embedder, embed_threads=1))
@@ -130,7 +153,7 @@ def _quality(args: argparse.Namespace, url: str, console: Console, save: Any, re
             data.titles = full.titles
             scope = "whole corpus" if len(data.corpus) == len(full.corpus) else "subsample"
             modes: list[Any] = ["lexical", "vector", "hybrid"]
-            rows += compare(data, embedder, modes, openers, console, f"{scope}, {args.embedder}")
+            rows += compare(data, embedder, modes, openers, console, f"{scope}, {args.embedder}{forced}")
             save()
     print_quality(rows, console, args.embedder)
     return rows

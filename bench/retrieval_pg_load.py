@@ -1,9 +1,12 @@
 """Loading a synthetic corpus: PostgreSQL by COPY then index builds (timed apart), SQLite through its store.
 
-PostgreSQL: the HNSW and GIN indexes of a fresh index are dropped, documents / chunks / vectors / term statistics
-are COPYed into the store's own tables (what stores/postgres.py would have written, computed the same way), and
-the two indexes are rebuilt with the given maintenance settings, so the build times are those of a bulk load or
-migration. SQLite: `SqliteStore.write_document` per document (one transaction each, FTS5 and vec0 maintained).
+PostgreSQL: the HNSW, GIN and postings indexes of a fresh index are dropped, documents / chunks / vectors / term
+statistics are COPYed into the store's own tables (what stores/postgres.py would have written, computed the same
+way) in the transaction that truncated them (with wal_level=minimal, as bench/retrieval_pg_server.py sets, nothing
+of it goes through the WAL), the impact-ordered postings are derived from the chunks by the migration's own
+backfill statement, and the three indexes are rebuilt with the given maintenance settings, so the build times are
+those of a bulk load or migration. SQLite: `SqliteStore.write_document` per document (one transaction each, FTS5
+and vec0 maintained).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import numpy as np
 from ragtune.servers.retrieval.index import Index
 from ragtune.servers.retrieval.stores.base import NewChunk
 from ragtune.servers.retrieval.stores.postgres import vec_table
+from ragtune.servers.retrieval.stores.postgres_lexical import BACKFILL
 from rich.console import Console
 from rich.progress import track
 
@@ -44,6 +48,7 @@ def pg_load(url: str, synth: Synth, args: Any, console: Console) -> dict[str, fl
     table = vec_table(dim)
     conn.execute(f"drop index if exists {table}_hnsw")
     conn.execute("drop index if exists chunks_terms")
+    conn.execute("drop index if exists lex_post_order")
     rows = [
         "\t".join(
             (
@@ -62,6 +67,7 @@ def pg_load(url: str, synth: Synth, args: Any, console: Console) -> dict[str, fl
     ]
     start = time.perf_counter()
     with conn.transaction():
+        conn.execute(f"truncate documents, chunks, lex_df, lex_post, {table} cascade")  # empty: skips the WAL
         with conn.cursor() as cur:
             with cur.copy(
                 "copy documents(id, doc_id, collection, source, title, content_hash, text, metadata, created_at,"
@@ -103,13 +109,25 @@ def pg_load(url: str, synth: Synth, args: Any, console: Console) -> dict[str, fl
         )
         conn.execute("select setval('documents_id_seq', %s)", (synth.docs,))
         conn.execute("select setval('chunks_id_seq', %s)", (synth.size,))
-    copy_s = time.perf_counter() - start
+        copy_s = time.perf_counter() - start
+        conn.execute("update collections set lex_ref_len = %s where name = %s", (n_tokens / synth.size, COLLECTION))
+        start = time.perf_counter()
+        conn.execute("analyze collections, chunks, lex_df")  # as the migration does before the same statement
+        conn.execute(BACKFILL)
+        postings_s = time.perf_counter() - start
+    n_postings = conn.execute("select count(*) from lex_post").fetchone()[0]
     conn.execute(f"set maintenance_work_mem = '{args.maintenance_mem}'")
     conn.execute(f"set max_parallel_maintenance_workers = {int(args.pg_workers)}")
     start = time.perf_counter()
     conn.execute("create index chunks_terms on chunks using gin (lex_terms)")
     gin_s = time.perf_counter() - start
-    console.print(f"COPY {synth.size:,} chunks {copy_s:.0f} s, GIN {gin_s:.0f} s; building HNSW ...")
+    start = time.perf_counter()
+    conn.execute("create index lex_post_order on lex_post(term, impact desc, chunk_id)")
+    post_index_s = time.perf_counter() - start
+    console.print(
+        f"COPY {synth.size:,} chunks {copy_s:.0f} s, GIN {gin_s:.0f} s, {n_postings:,} postings {postings_s:.0f} s + "
+        f"index {post_index_s:.0f} s; building HNSW ..."
+    )
     start = time.perf_counter()
     conn.execute(f"create index {table}_hnsw on {table} using hnsw (embedding vector_cosine_ops)")
     hnsw_s = time.perf_counter() - start
@@ -118,11 +136,16 @@ def pg_load(url: str, synth: Synth, args: Any, console: Console) -> dict[str, fl
     analyze_s = time.perf_counter() - start
     size_mb = conn.execute("select pg_database_size(current_database())").fetchone()[0] / 2**20
     hnsw_mb = conn.execute("select pg_relation_size(%s)", (f"{table}_hnsw",)).fetchone()[0] / 2**20
+    post_mb = conn.execute("select pg_total_relation_size('lex_post')").fetchone()[0] / 2**20
     conn.close()
     return {
         "load_s": copy_s,
         "load_chunks_per_s": synth.size / copy_s,
         "gin_build_s": gin_s,
+        "postings": n_postings,
+        "postings_backfill_s": postings_s,
+        "postings_index_s": post_index_s,
+        "postings_mb": post_mb,
         "hnsw_build_s": hnsw_s,
         "vacuum_analyze_s": analyze_s,
         "db_mb": size_mb,

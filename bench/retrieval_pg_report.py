@@ -42,18 +42,27 @@ def scale_md(scale: dict[str, Any]) -> str:
         out.append(f"- e5-small query embedding, 1 thread: p50 {q['p50_ms']:.1f} ms, p95 {q['p95_ms']:.1f} ms")
     out += [
         "",
-        "| chunks | backend | load chunks/s | GIN build s | HNSW build s | DB MB | recall@10 (k=10) | "
-        "recall@10 (depth 100) | KNN p50 ms (k=10) | write_document chunks/s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| chunks | backend | load chunks/s | GIN build s | postings build s (rows, MB) | HNSW build s | DB MB | "
+        "recall@10 (k=10) | recall@10 (depth 100) | KNN p50 ms (k=10) | write_document chunks/s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for e in scale.get("sizes", []):
         ld, rc, wr = e.get("load", {}), e.get("recall", {}), e.get("write", {})
         out.append(
             f"| {e['size']:,} | {e['backend']} | {ld.get('load_chunks_per_s', float('nan')):.0f} | "
-            f"{_f(ld.get('gin_build_s'))} | {_f(ld.get('hnsw_build_s'))} | {ld.get('db_mb', float('nan')):.0f} | "
+            f"{_f(ld.get('gin_build_s'))} | {_postings(ld)} | {_f(ld.get('hnsw_build_s'))} | "
+            f"{ld.get('db_mb', float('nan')):.0f} | "
             f"{_f(rc.get('recall@10 depth 10'), 3)} | {_f(rc.get('recall@10 depth 100'), 3)} | "
             f"{_f(rc.get('knn p50 ms depth 10'), 1)} | {_f(wr.get('chunks_per_s'))} |"
         )
+    for e in scale.get("sizes", []):
+        if "lexical_vs_exact" in e:
+            x = e["lexical_vs_exact"]
+            out.append(
+                f"\n- {e['size']:,} {e['backend']}: fast lexical path vs exact bm25 on {x['queries']} queries: "
+                f"recall@10 {x['recall@10']:.3f}, same top-10 {x['same top-10']:.0%}; p50 {x['fast p50 ms']:.1f} ms "
+                f"vs exact p50 {x['exact p50 ms']:.1f} / p95 {x['exact p95 ms']:.1f} ms"
+            )
     out += [
         "",
         "| chunks | backend | what | clients | n | p50 ms | p95 ms | searches/s | CPU ms/search |",
@@ -66,6 +75,14 @@ def scale_md(scale: dict[str, Any]) -> str:
                 f"{s['p50_ms']:.1f} | {s['p95_ms']:.1f} | {s['qps']:.1f} | {_f(s.get('cpu_ms_per_search'), 1)} |"
             )
     return "\n".join(out)
+
+
+def _postings(load: dict[str, Any]) -> str:
+    """Postings backfill + index build seconds, with rows and MB."""
+    if "postings_backfill_s" not in load:
+        return "-"
+    seconds = load["postings_backfill_s"] + load["postings_index_s"]
+    return f"{seconds:.0f} ({load['postings'] / 1e6:.1f}M, {load['postings_mb']:.0f})"
 
 
 def _f(value: float | None, digits: int = 0) -> str:

@@ -7,7 +7,8 @@
    exact search (numpy over the same vectors), `search()` p50/p95 per mode with 1 and 8 concurrent clients (query
    vectors precomputed; the e5-small query embedding is timed apart; CPU per search = client process + PostgreSQL
    server processes, so it stays comparable when the box is shared), and incremental `write_document` with
-   vectors at that size (chunks/s).
+   vectors at that size (chunks/s). On PostgreSQL also: how often the fast lexical path (impact-ordered postings)
+   finds the exact bm25 top-10 (the same queries with the shortcut switched off), and what the exact query costs.
 """
 
 from __future__ import annotations
@@ -124,6 +125,10 @@ def run_scale(
                 save()
                 entry["recall"] = _recall(index, qvecs[: args.recall_queries], exact)
                 console.print(f"{backend} {size:,}: recall {entry['recall']}")
+                if backend == "postgres" and args.lexical_exact_queries:
+                    entry["lexical_vs_exact"] = _lexical_vs_exact(index, queries, args.lexical_exact_queries)
+                    console.print(f"{backend} {size:,}: lexical vs exact {entry['lexical_vs_exact']}")
+                    save()
                 entry["search"] = []
                 for clients in (int(c) for c in args.clients.split(",")):
                     for label, mode, filters in MODES:
@@ -234,6 +239,36 @@ def _recall(index: Index, qvecs: np.ndarray, exact: np.ndarray) -> dict[str, flo
     if index.store.backend == "postgres":
         out.update(_recall_by_ef(index, qvecs, exact))
     return out
+
+
+def _lexical_vs_exact(index: Index, queries: list[str], n: int) -> dict[str, float]:
+    """recall@10 of the fast lexical path against exact bm25 (MIN_ROWS out of reach: every match scored)."""
+    from ragtune.servers.retrieval.stores import postgres as pgstore
+
+    chosen = [*queries[: n // 2], *queries[len(queries) // 2 : len(queries) // 2 + n - n // 2]]  # ko and en
+    fast, exact, ms_fast, ms_exact = [], [], [], []
+    for q in chosen:
+        start = time.perf_counter()
+        fast.append([h.chunk_id for h in search(index, q, collection=COLLECTION, k=10, mode="lexical").hits])
+        ms_fast.append((time.perf_counter() - start) * 1000)
+    saved = pgstore.MIN_ROWS
+    pgstore.MIN_ROWS = 1 << 62
+    try:
+        for q in chosen:
+            start = time.perf_counter()
+            exact.append([h.chunk_id for h in search(index, q, collection=COLLECTION, k=10, mode="lexical").hits])
+            ms_exact.append((time.perf_counter() - start) * 1000)
+    finally:
+        pgstore.MIN_ROWS = saved
+    overlap = [len(set(a) & set(b)) / max(1, len(b)) for a, b in zip(fast, exact, strict=True)]
+    return {
+        "queries": len(chosen),
+        "recall@10": statistics.fmean(overlap),
+        "same top-10": statistics.fmean(a == b for a, b in zip(fast, exact, strict=True)),
+        "fast p50 ms": percentile(ms_fast, 50),
+        "exact p50 ms": percentile(ms_exact, 50),
+        "exact p95 ms": percentile(ms_exact, 95),
+    }
 
 
 def _recall_by_ef(index: Index, qvecs: np.ndarray, exact: np.ndarray) -> dict[str, float]:

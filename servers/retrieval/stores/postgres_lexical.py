@@ -47,6 +47,7 @@ REF_LEN_NOW = (
     "update collections set lex_ref_len = greatest(n_tokens::float8 / n_chunks, 1.0) where n_chunks > 0 and "
     "lex_ref_len is null"
 )
+# Statistics first: without them the planner takes lex_df for a few rows and rebuilds a hash of it per chunk.
 MIGRATION = f"""
 alter table collections add column lex_ref_len double precision;
 {REF_LEN_NOW};
@@ -57,6 +58,7 @@ create table lex_post (
   impact real not null,
   chunk_id bigint not null
 );
+analyze collections, chunks, lex_df;
 {BACKFILL};
 create index lex_post_order on lex_post(term, impact desc, chunk_id);
 """
