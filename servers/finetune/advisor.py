@@ -14,8 +14,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 from ragtune.servers.finetune.hyper import DEFAULT_LORA
 
-Goal = Literal["knowledge", "style", "task", "preference"]
-Method = Literal["prompt_rag", "lora_sft", "full_sft", "cpt_then_sft", "dpo", "rejection_sampling_sft"]
+Goal = Literal["knowledge", "style", "task", "preference", "retrieval"]
+Method = Literal["prompt_rag", "lora_sft", "full_sft", "cpt_then_sft", "dpo", "rejection_sampling_sft", "embedding"]
 TINY_DATA = 50  # below this, few-shot prompting or retrieval beats training (OpenAI suggests starting at ~50)
 PLENTIFUL_DATA = 10_000  # from here full fine-tuning pays for its memory
 DOCS = "docs/guide/choosing-a-method.md"
@@ -26,9 +26,12 @@ class Situation(BaseModel):
 
     goal: Goal = Field(
         description="knowledge (facts/terms), style (tone/format), task (narrow skill), "
-        "preference (answer quality: better vs worse answers)"
+        "preference (answer quality: better vs worse answers), retrieval (search misses the passages that "
+        "answer users' questions, e.g. everyday words against official terms)"
     )
-    n_examples: int = Field(ge=0, description="How many training examples (or preference pairs) exist")
+    n_examples: int = Field(
+        ge=0, description="How many training examples (preference pairs; for retrieval: question-passage pairs)"
+    )
     data_changes_often: bool = Field(default=False, description="The facts change weekly or faster")
     has_preference_pairs: bool = Field(default=False, description="Pairs of a better and a worse answer exist")
     has_reference_answers: bool = Field(default=False, description="A correct reference answer exists per prompt")
@@ -65,6 +68,14 @@ class Rule:
 
 
 RULES: tuple[Rule, ...] = (
+    Rule(
+        "retrieval_misses",
+        "goal is retrieval: search misses the passages that answer users' questions",
+        "embedding",
+        "When the right passage is not retrieved, no LLM tuning can fix the answer; tuning the retriever "
+        "(e5-small) on question -> passage pairs from your own corpus teaches it your users' words.",
+        lambda s: s.goal == "retrieval",
+    ),
     Rule(
         "changing_data",
         "goal is knowledge and the facts change often",
@@ -170,6 +181,18 @@ def recommend_method(situation: Situation) -> Recommendation:
             "so the model never answers from stale memorised facts"
         )
         then = "serve the tuned model with retrieval (retrieval_search) supplying the current facts"
+    if method == "embedding":
+        peft = None
+        if situation.n_examples < TINY_DATA:
+            warnings.append(
+                f"fewer than {TINY_DATA} labelled question -> passage pairs: build pairs from the collection "
+                "itself with finetune_build_embedding_pairs (titles and sentences; questions only from a "
+                "configured chat model)"
+            )
+        then = (
+            "check the job's evaluation (verdict better), then switch the collection with retrieval_reembed; "
+            "it refuses a tuned embedder that scored worse than its base"
+        )
     if method == "prompt_rag":
         peft = None
     return Recommendation(
@@ -203,11 +226,24 @@ def _job_method(method: Method, situation: Situation) -> dict[str, Any] | None:
         }
     if method == "cpt_then_sft":
         return {"type": "cpt", "cpt": {"hyperparameters": auto}}
+    if method == "embedding":
+        # name the collection in hyperparameters.collection to mine bm25 hard negatives from it
+        return {"type": "embedding", "embedding": {"hyperparameters": {"n_epochs": "auto", "batch_size": "auto"}}}
     return {"type": "supervised", "supervised": {"hyperparameters": auto}}
 
 
 # canonical scenarios the docs guide must match ------------------------------------------------------
 SCENARIOS: tuple[tuple[str, dict[str, Any], Method], ...] = (
+    (
+        "Users ask in everyday words, the documents use official terms; 1,500 questions with their passage",
+        {"goal": "retrieval", "n_examples": 1500},
+        "embedding",
+    ),
+    (
+        "Search misses colloquial questions and we have only the documents",
+        {"goal": "retrieval", "n_examples": 0},
+        "embedding",
+    ),
     (
         "Product prices that change every week",
         {"goal": "knowledge", "n_examples": 5000, "data_changes_often": True},

@@ -216,8 +216,10 @@ def build_server(
 
     @mcp.tool(title="Recommend a method", annotations=READ)
     def finetune_recommend_method(
-        goal: Annotated[advisor.Goal, Field(description="knowledge | style | task | preference")],
-        n_examples: Annotated[int, Field(ge=0, description="Training examples (or preference pairs) available")],
+        goal: Annotated[advisor.Goal, Field(description="knowledge | style | task | preference | retrieval")],
+        n_examples: Annotated[
+            int, Field(ge=0, description="Training examples (preference pairs, question-passage pairs)")
+        ],
         data_changes_often: Annotated[bool, Field(description="The facts change often (favours retrieval)")] = False,
         has_preference_pairs: Annotated[bool, Field(description="Chosen/rejected answer pairs exist")] = False,
         has_reference_answers: Annotated[bool, Field(description="Examples come with reference answers")] = False,
@@ -228,7 +230,7 @@ def build_server(
         gpu_memory_gb: Annotated[float | None, Field(gt=0, description="GPU memory available, in GB")] = None,
         model_params_b: Annotated[float | None, Field(gt=0, description="Model size in billions")] = None,
     ) -> advisor.Recommendation:
-        """Advise prompt/RAG vs LoRA vs full fine-tuning vs CPT vs DPO/rejection sampling, with reasons."""
+        """Advise prompt/RAG vs LoRA vs full fine-tuning vs CPT vs DPO/rejection sampling vs retriever tuning."""
         return advisor.recommend_method(
             advisor.Situation(
                 goal=goal,

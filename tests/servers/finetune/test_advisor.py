@@ -111,3 +111,28 @@ def test_model_lookup_and_parameter_parsing() -> None:
     assert parse_params("7B") == 7e9 and parse_params("135M") == 135e6 and parse_params("7") == 7e9
     with pytest.raises(ValueError, match="cannot read"):
         parse_params("lots")
+
+
+def test_retrieval_misses_advise_an_embedding_job_the_service_accepts() -> None:
+    """The advice is runnable: its job_method creates a queued embedding job; few pairs point to label-free mode."""
+    import io
+    import json
+
+    from ragtune.servers.finetune.service import FinetuneService
+
+    from ragtune.config import FinetuneSettings
+
+    rec = recommend_method(Situation(goal="retrieval", n_examples=60))
+    assert rec.method == "embedding" and rec.peft is None and rec.then and "retrieval_reembed" in rec.then
+    assert not rec.warnings
+    few = recommend_method(Situation(goal="retrieval", n_examples=0))
+    assert any("finetune_build_embedding_pairs" in w for w in few.warnings), few.warnings
+    pairs = [{"query": f"질문 {i}", "positive": f"문서 {i}의 본문"} for i in range(60)]
+    svc = FinetuneService(FinetuneSettings())
+    try:
+        data = io.BytesIO("\n".join(json.dumps(p, ensure_ascii=False) for p in pairs).encode())
+        file = svc.upload(data.getvalue(), "pairs.jsonl")
+        job = svc.create_job({"training_file": file.id, "model": "e5-small", "method": rec.job_method})
+    finally:
+        svc.close()
+    assert job.method["type"] == "embedding" and job.status.value == "queued"
