@@ -75,7 +75,7 @@ def reference_length(conn: Any, collection: str, chunks: Sequence[tuple[int, dic
     if row is not None and row[0] is not None:
         return float(row[0])
     ref = max(sum(n for _, _, n in chunks) / max(1, len(chunks)), 1.0)
-    if chunks:
+    if chunks:  # the caller holds the collection row (write_document locks it first): one writer fixes it
         conn.execute("update collections set lex_ref_len = %s where name = %s", (ref, collection))
     return ref
 
