@@ -49,6 +49,7 @@ MODES: list[tuple[str, str, dict[str, Any] | None]] = [
     ("hybrid", "hybrid", None),
     ("filtered hybrid, tenant (1%)", "hybrid", {"tenant": "t07"}),
     ("filtered vector, lang=ko", "vector", {"lang": "ko"}),
+    ("filtered lexical, lang=ko", "lexical", {"lang": "ko"}),
 ]
 TARGET_P95_MS = 100.0
 EF_SEARCH = (40, 100, 200, 400)  # pgvector's default, the store's floor, and above

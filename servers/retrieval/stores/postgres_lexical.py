@@ -12,7 +12,8 @@ it), not its moving average (a stored order must not change with every write); t
 
 Search (`impact_sql`): every query term contributes its POSTINGS best postings (all of them for a term in fewer
 chunks), each chunk's partial score is the sum of idf x impact over the postings read, the RESCORE best partial
-scores are then scored exactly with FTS5's bm25 over the true statistics (the store's formula, lex_tf). That is
+scores (that pass the filter, see FILTERED_WIDEN) are then scored exactly with FTS5's bm25 over the true statistics
+(the store's formula, lex_tf). That is
 early termination in impact order, approximate: a chunk outside every term's first POSTINGS entries and outside
 the RESCORE best partial scores is missed (measured against the exact ranking in docs/benchmarks/retrieval.md).
 
@@ -34,6 +35,10 @@ C1 = K1 * (1 - B)
 KB = K1 * B
 POSTINGS = 2_000  # best postings read per query term (a term in fewer chunks is read whole)
 RESCORE = 500  # best partial scores rescored exactly (at least the depth asked for)
+# A filtered query keeps FILTERED_WIDEN x more best partial scores, filters them, rescores the RESCORE best that pass,
+# and takes the answer when at least RESCORE / 2 passed (the filter keeps ~1/8 of the best candidates or more); a more
+# selective filter takes the store's other path (the rarest terms among the filtered chunks).
+FILTERED_WIDEN = 4
 
 # The backfill computes impact() in SQL with the same float8 operations in the same order: the rows it writes are
 # the rows write_document writes, so deletes find them by key. bench/retrieval_pg_load.py runs it after a bulk COPY.
@@ -174,16 +179,26 @@ def delete_collection_postings(conn: Any, collection: str) -> None:
     conn.execute("delete from lex_post p using lex_df l where l.collection = %s and p.term = l.id", (collection,))
 
 
-def impact_sql(expr: str, lateral: str) -> str:
+def impact_sql(expr: str, lateral: str, where: str = "true") -> str:
     """SQL of the impact-ordered ranking: partial scores from each term's best postings, then exact bm25.
 
-    Parameters, in order: the exact scorer's weights (in `expr`), term ids, their idf, postings per term, chunks
-    rescored, the exact scorer's lateral arguments, depth.
+    Rows: (chunk id, -bm25, how many of the best partial scores passed the filter `where` over documents `d`).
+    Parameters, in order: the exact scorer's weights (in `expr`), term ids, their idf, postings per term, best
+    partial scores kept, [with a filter: its parameters, then how many of those that pass are rescored], the exact
+    scorer's lateral arguments, depth.
     """
+    best = (
+        "select p.chunk_id, sum(q.w * p.impact) as ps from unnest(%s::int[], %s::float8[]) q(t, w) cross join lateral "
+        "(select chunk_id, impact from lex_post where term = q.t order by impact desc, chunk_id limit %s) p "
+        "group by p.chunk_id order by ps desc, p.chunk_id limit %s"
+    )
+    if where != "true":  # the filter first, on the widened best partial scores; then the best that pass are rescored
+        best = (
+            f"select b.chunk_id, b.ps, count(*) over () as kept from ({best}) b join chunks c on c.id = b.chunk_id "
+            f"join documents d on d.id = c.doc_id where {where} order by b.ps desc, b.chunk_id limit %s"
+        )
+    kept = "k.kept" if where != "true" else "0"
     return (
-        f"select c.id, {expr} as s from (select p.chunk_id, sum(q.w * p.impact) as ps "
-        "from unnest(%s::int[], %s::float8[]) q(t, w) cross join lateral (select chunk_id, impact from lex_post "
-        "where term = q.t order by impact desc, chunk_id limit %s) p group by p.chunk_id "
-        "order by ps desc, p.chunk_id limit %s) k join chunks c on c.id = k.chunk_id "
-        f"{lateral} order by s, c.id limit %s"
+        f"select c.id, {expr} as s, {kept} from ({best}) k join chunks c on c.id = k.chunk_id {lateral} "
+        "order by s, c.id limit %s"
     )
