@@ -159,6 +159,7 @@ EXACT_BELOW = 10_000
 EF_SEARCH = 400
 SELECTIVE = 0.1  # a filter keeping under this share of a collection's documents is answered exactly
 MIN_ROWS = 20_000  # as lexical.py: from this many chunks, a query whose terms match many chunks takes a shortcut
+FILTER_BUDGET = 20_000  # filtered lexical queries score every chunk of a filter that keeps at most this many
 MATCH_BUDGET = 3_000  # matches (sum of df) up to which every matching chunk is scored (bounds the bm25 work)
 CANDIDATES = 300  # filtered queries: chunks the rare terms pick before every term scores them (lexical.py's)
 CLAIM_SECONDS = 600.0  # how long a filler's claim on a batch lasts (a crashed filler's batch is retried after)
@@ -674,6 +675,12 @@ class PostgresStore(PostgresReembed):
             rows = self._rows(conn, sql, [*args, *full.args, depth])
             if len(rows) >= depth and (clause == "true" or rows[0][2] >= want // 2):
                 return [(r[0], float(r[1])) for r in rows]
+        if large and clause != "true":
+            # A selective filter (a tenant's documents): its chunks, found through the metadata and doc_id indexes,
+            # are few enough to score every one that holds a query term; the term index would read the whole corpus.
+            top = self._filter_first(conn, full, collection, words, where, depth)
+            if top is not None:
+                return top
         if large and clause != "true" and len(words) > 1:
             # Filtered: the rarest terms (together in at most MATCH_BUDGET chunks, and at least enough for the
             # candidates) pick CANDIDATES chunks that pass the filter, then every term scores them (lexical.py's two
@@ -697,6 +704,22 @@ class PostgresStore(PostgresReembed):
         sql = f"select c.id, {full.expr} as s from chunks c{docs} {full.lateral} {match} order by s, c.id limit %s"
         return self._ranked(conn, sql, [*full.weights, *full.args, collection, words, *params, depth])
 
+    def _filter_first(
+        self, conn: Any, full: _Bm25, collection: str, words: list[str], where: Compiled, depth: int
+    ) -> Ranking | None:
+        """bm25 over the chunks a filter keeps, when it keeps at most FILTER_BUDGET of them; None when it keeps more."""
+        clause, params = where
+        kept = "select c.id from documents d join chunks c on c.doc_id = d.id where d.collection = %s and " + clause
+        n = conn.execute(f"select count(*) from ({kept} limit %s) k", (collection, *params, FILTER_BUDGET + 1))
+        if n.fetchone()[0] > FILTER_BUDGET:
+            return None
+        sql = (
+            f"with k as materialized ({kept}) select c.id, {full.expr} as s from k join chunks c on c.id = k.id "
+            f"{full.lateral} where c.lex_terms && %s::text[] order by s, c.id limit %s"
+        )
+        rows = conn.execute(sql, [collection, *params, *full.weights, *full.args, words, depth])
+        return [(r[0], float(r[1])) for r in rows]
+
     def _ranked(self, conn: Any, sql: str, args: Sequence[Any]) -> Ranking:
         """Run a lexical ranking with the term index forced: the planner underrates the per-row array overlap."""
         return [(r[0], float(r[1])) for r in self._rows(conn, sql, args)]
@@ -719,11 +742,15 @@ class PostgresStore(PostgresReembed):
         join = "" if clause == "true" else " join chunks c on c.id = v.chunk_id join documents d on d.id = c.doc_id"
         exact = n_vectors[0] < EXACT_BELOW or dim > MAX_HNSW_DIM
         if not exact and clause != "true":
-            kept, total = conn.execute(
-                f"select count(*) filter (where {clause}), count(*) from documents d where d.collection = %s",
-                (*params, collection),
-            ).fetchone()
-            exact = kept < SELECTIVE * total
+            # Counted up to the threshold only: the documents a filter keeps come from the metadata index, and the
+            # total from the collection's key index, instead of testing the filter on every document (36 ms at 100k).
+            total = conn.execute("select count(*) from documents where collection = %s", (collection,)).fetchone()[0]
+            limit = math.ceil(SELECTIVE * total)
+            kept = conn.execute(
+                f"select count(*) from (select 1 from documents d where d.collection = %s and {clause} limit %s) k",
+                (collection, *params, limit),
+            ).fetchone()[0]
+            exact = kept < limit
         if not exact:
             with conn.transaction():
                 conn.execute("set local hnsw.iterative_scan = relaxed_order")

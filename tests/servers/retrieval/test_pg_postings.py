@@ -117,17 +117,34 @@ def test_impact_path_ranks_the_exact_top_10(pg_url: str, tmp_path: Path, monkeyp
     try:
         _fill(ix, _corpus())
         exact = {q: _top(ix, q) for q in QUERIES}
-        half, few = {"n": {"gte": 120}}, {"n": {"gte": 260}}  # about half of the documents, and 5 %
+        half, few = {"n": {"gte": 120}}, {"n": {"gte": 220}}  # 108 and 15 of the 160 documents
         exact_half = {q: _top(ix, q, filters=half) for q in QUERIES}
         exact_few = {q: _top(ix, q, filters=few) for q in QUERIES}
         assert all(len(hits) == 10 for hits in (*exact.values(), *exact_half.values()))
+        assert sum(len(hits) == 10 for hits in exact_few.values()) >= 4, "the selective filter still leaves answers"
         used = _force_impact_path(monkeypatch, per_term=80, rescore=80)  # about half of river, lake, water
         assert {q: _top(ix, q) for q in QUERIES} == exact, "same chunks, same order, same bm25 scores"
         assert len(used) == len(QUERIES), "every query took the impact-ordered path"
         used.clear()
         assert {q: _top(ix, q, filters=half) for q in QUERIES} == exact_half, "a filter keeping half: same top-10"
         assert len(used) == len(QUERIES)
-        assert {q: _top(ix, q, filters=few) for q in QUERIES} == exact_few, "a selective filter: the other path"
+        firsts: list[bool] = []  # per filtered query past the impact path: did the filter-first path answer it?
+        real_first = pgstore.PostgresStore._filter_first
+
+        def counted_first(self: Any, *args: Any) -> Any:
+            out = real_first(self, *args)
+            firsts.append(out is not None)
+            return out
+
+        monkeypatch.setattr(pgstore.PostgresStore, "_filter_first", counted_first)
+        assert {q: _top(ix, q, filters=few) for q in QUERIES} == exact_few, "a selective filter: exact, filter first"
+        assert len(firsts) == len(QUERIES) and all(firsts), "the 5 % filter's chunks were all scored"
+        firsts.clear()
+        monkeypatch.setattr(pgstore, "FILTER_BUDGET", 0)  # the filter now keeps too many: the rarest terms pick
+        for q in QUERIES:
+            hits = search(ix, q, k=10, mode="lexical", filters=few).hits
+            assert all(h.metadata["n"] >= 220 for h in hits) and bool(hits) == bool(exact_few[q])
+        assert len(firsts) == len(QUERIES) and not any(firsts)
         # The path really stops early: five postings per term and ten rescored chunks no longer find the exact top-10
         # (a query whose postings give fewer than ten chunks runs the full query).
         _force_impact_path(monkeypatch, per_term=5, rescore=10)
