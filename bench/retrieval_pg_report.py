@@ -60,7 +60,9 @@ def scale_md(scale: dict[str, Any]) -> str:
             x = e["lexical_vs_exact"]
             out.append(
                 f"\n- {e['size']:,} {e['backend']}: fast lexical path vs exact bm25 on {x['queries']} queries: "
-                f"recall@10 {x['recall@10']:.3f}, same top-10 {x['same top-10']:.0%}; p50 {x['fast p50 ms']:.1f} ms "
+                f"recall@10 {x['recall@10']:.3f} (by score, tied copies counted: "
+                f"{x.get('score recall@10', float('nan')):.3f}), same top-10 {x['same top-10']:.0%}; "
+                f"p50 {x['fast p50 ms']:.1f} ms "
                 f"vs exact p50 {x['exact p50 ms']:.1f} / p95 {x['exact p95 ms']:.1f} ms"
             )
     out += [
