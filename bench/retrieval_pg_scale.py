@@ -250,23 +250,22 @@ def _lexical_vs_exact(index: Index, queries: list[str], n: int) -> dict[str, flo
     from ragtune.servers.retrieval.stores import postgres as pgstore
 
     chosen = [*queries[: n // 2], *queries[len(queries) // 2 : len(queries) // 2 + n - n // 2]]  # ko and en
-    fast, exact, ms_fast, ms_exact = [], [], [], []
-    fast_s, exact_s = [], []
-    for q in chosen:
-        start = time.perf_counter()
-        hits = search(index, q, collection=COLLECTION, k=10, mode="lexical").hits
-        ms_fast.append((time.perf_counter() - start) * 1000)
-        fast.append([h.chunk_id for h in hits])
-        fast_s.append([round(h.score, 6) for h in hits])
-    saved = pgstore.MIN_ROWS
-    pgstore.MIN_ROWS = 1 << 62
-    try:
+
+    def run() -> tuple[list[list[int]], list[list[float]], list[float]]:
+        ids, scores, ms = [], [], []
         for q in chosen:
             start = time.perf_counter()
             hits = search(index, q, collection=COLLECTION, k=10, mode="lexical").hits
-            ms_exact.append((time.perf_counter() - start) * 1000)
-            exact.append([h.chunk_id for h in hits])
-            exact_s.append([round(h.score, 6) for h in hits])
+            ms.append((time.perf_counter() - start) * 1000)
+            ids.append([h.chunk_id for h in hits])
+            scores.append([round(h.score, 6) for h in hits])
+        return ids, scores, ms
+
+    fast, fast_s, ms_fast = run()
+    saved = pgstore.MIN_ROWS
+    pgstore.MIN_ROWS = 1 << 62
+    try:
+        exact, exact_s, ms_exact = run()
     finally:
         pgstore.MIN_ROWS = saved
     overlap = [len(set(a) & set(b)) / max(1, len(b)) for a, b in zip(fast, exact, strict=True)]
