@@ -44,8 +44,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import ragtune.servers.retrieval.stores.postgres_lexical as postings
 from ragtune.servers.retrieval.filters import normalise
-from ragtune.servers.retrieval.stores import postgres_lexical as postings
 from ragtune.servers.retrieval.stores.base import (
     HEAD_WEIGHT,
     K1,

@@ -203,7 +203,9 @@ def test_tuned_embedder_ranks_held_out_paraphrases_higher(tmp_path: Path) -> Non
     assert result.extra["embedder"] == "ft:e5-small:org-test:tiny:ftjob-tiny"
     assert Path(result.model_path) == tuned_dir(FinetuneSettings().home, result.extra["embedder"])
     base, tuned = ranks(TorchE5(), HELD_OUT), ranks(TunedE5(result.model_path), HELD_OUT)
-    assert base[1] == base[2] == 3  # pension's and housing's held-out paraphrases, as the corpus comment says
+    # Pension's and housing's held-out paraphrases rank below the top for the base model (3 and 3 on the box that wrote
+    # this test, 3 and 4 on an AMD EPYC without AVX-512: int8 kernels round differently per CPU); tuning must improve.
+    assert base[1] >= 2 and base[2] >= 2, base
     assert tuned[1] < base[1] and tuned[2] < base[2] and sum(tuned) < sum(base), (base, tuned)
     ev = result.extra["evaluation"]
     rows = {r["testing_criteria"]: r for r in ev["per_testing_criteria_results"]}
