@@ -92,7 +92,7 @@ def convert_embedded(gguf: Path, models_dir: Path) -> Path:
         tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
         clear_quantization(model)
-        model.save_pretrained(tmp)
+        save_weights(model, tmp)
         tok.save_pretrained(tmp)
         (tmp / ".complete").write_text(str(time.time()))
         if target.exists():
@@ -101,6 +101,20 @@ def convert_embedded(gguf: Path, models_dir: Path) -> Path:
             shutil.rmtree(target)
         tmp.rename(target)
     return target
+
+
+def save_weights(model: Any, folder: Path) -> None:
+    """Write config and weights from any rank: save_pretrained writes nothing off rank 0 (transformers 5)."""
+    from safetensors.torch import save_model
+
+    folder.mkdir(parents=True, exist_ok=True)
+    model.config.save_pretrained(folder)
+    if getattr(model, "generation_config", None) is not None:
+        model.generation_config.save_pretrained(folder)
+    save_model(model, str(folder / "model.safetensors"), metadata={"format": "pt"})  # tied weights stored once
+    missing = [n for n in ("config.json", "model.safetensors") if not (folder / n).is_file()]
+    if missing:
+        raise RecipeError(f"converting the embedded model wrote no {', '.join(missing)} in {folder}; check disk space")
 
 
 def clear_quantization(model: Any) -> None:
