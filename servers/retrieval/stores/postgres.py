@@ -13,7 +13,8 @@ chunks tables as SQLite, plus
   two agree exactly for an index with one collection). From MIN_ROWS chunks, when the query's terms match more
   than MATCH_BUDGET chunks, unfiltered queries take the impact-ordered postings (`lex_post`,
   stores/postgres_lexical.py): each term's best postings pick the candidates bm25 scores (filtered: when the
-  filter keeps enough of them; a selective filter lets the rarest terms pick them among its chunks).
+  filter keeps enough of them; a filter keeping at most FILTER_BUDGET chunks has all of them scored; past both, the
+  rarest terms pick candidates among the filtered chunks).
 - vectors: one `vec_<dim>` table per dimension (chunk id, collection, `vector(dim)`) with an HNSW index
   (`vector_cosine_ops`), like SQLite's vec0 tables. Why per dimension, not a column per dimension: an HNSW index
   needs one fixed dimension, collections with different embedders can share one database, and a collection's
