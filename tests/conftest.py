@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -57,17 +58,32 @@ def postgres_server() -> Iterator[str]:
         shutil.rmtree(pgdata, ignore_errors=True)
 
 
-@pytest.fixture
-def pg_url(postgres_server: str) -> Iterator[str]:
-    """Return the URL of a fresh, empty database on the session's PostgreSQL server (dropped afterwards)."""
+@contextlib.contextmanager
+def _fresh_database(server: str) -> Iterator[str]:
+    """Create an empty database on `server`, yield its URL, drop it afterwards."""
     import uuid
 
     import psycopg
 
     name = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(postgres_server, autocommit=True) as conn:
+    with psycopg.connect(server, autocommit=True) as conn:
         conn.execute(f'create database "{name}"')
-    base, _, query = postgres_server.partition("?")
-    yield f"{base.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
-    with psycopg.connect(postgres_server, autocommit=True) as conn:
-        conn.execute(f'drop database if exists "{name}" with (force)')
+    base, _, query = server.partition("?")
+    try:
+        yield f"{base.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
+    finally:
+        with psycopg.connect(server, autocommit=True) as conn:
+            conn.execute(f'drop database if exists "{name}" with (force)')
+
+
+@pytest.fixture
+def pg_url(postgres_server: str) -> Iterator[str]:
+    """Return the URL of a fresh, empty database on the session's PostgreSQL server (dropped afterwards)."""
+    with _fresh_database(postgres_server) as url:
+        yield url
+
+
+@pytest.fixture
+def new_pg_database(postgres_server: str) -> Callable[[], contextlib.AbstractContextManager[str]]:
+    """Open more fresh databases in one test (`with new_pg_database() as url:`), each dropped afterwards."""
+    return lambda: _fresh_database(postgres_server)

@@ -7,14 +7,12 @@ the postings existed is migrated with its postings backfilled, equal to what wri
 
 from __future__ import annotations
 
-import contextlib
-import uuid
-from collections.abc import Iterator
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import psycopg
 import pytest
 from ragtune.servers.retrieval.index import Index, IndexConfig
 from ragtune.servers.retrieval.search import search
@@ -45,20 +43,6 @@ def _corpus(n: int = 160, seed: int = 7) -> dict[str, str]:
     p = 1.0 / np.arange(1, len(WORDS) + 1) ** 0.8
     p /= p.sum()
     return {f"doc{i:03d}.md": " ".join(rng.choice(WORDS, size=int(rng.integers(8, 40)), p=p)) for i in range(n)}
-
-
-@contextlib.contextmanager
-def _database(server: str) -> Iterator[str]:
-    """A fresh database on the session's server, dropped afterwards."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(server, autocommit=True) as conn:
-        conn.execute(f'create database "{name}"')
-    base, _, query = server.partition("?")
-    try:
-        yield f"{base.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
-    finally:
-        with psycopg.connect(server, autocommit=True) as conn:
-            conn.execute(f'drop database if exists "{name}" with (force)')
 
 
 def _open(url: str, tmp_path: Path) -> Index:
@@ -181,10 +165,10 @@ def test_postings_follow_writes_replaces_and_deletes(pg_url: str, tmp_path: Path
 
 
 def test_migration_backfills_postings_of_an_older_database(
-    postgres_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    new_pg_database: Callable[[], AbstractContextManager[str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     corpus = _corpus(60, seed=11)
-    with _database(postgres_server) as new_url, _database(postgres_server) as old_url:
+    with new_pg_database() as new_url, new_pg_database() as old_url:
         current = _open(new_url, tmp_path)
         _fill(current, corpus)
         # The older schema (the migrations before the postings), holding the same rows the older store wrote.
