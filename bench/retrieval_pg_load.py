@@ -17,9 +17,10 @@ from collections import Counter
 from typing import Any
 
 import numpy as np
+import ragtune.servers.retrieval.stores.postgres as pgstore
 from ragtune.servers.retrieval.index import Index
 from ragtune.servers.retrieval.stores.base import NewChunk
-from ragtune.servers.retrieval.stores.postgres import vec_table
+from ragtune.servers.retrieval.stores.postgres import hnsw_index_sql, vec_table
 from ragtune.servers.retrieval.stores.postgres_lexical import BACKFILL
 from rich.console import Console
 from rich.progress import track
@@ -129,7 +130,7 @@ def pg_load(url: str, synth: Synth, args: Any, console: Console) -> dict[str, fl
         f"index {post_index_s:.0f} s; building HNSW ..."
     )
     start = time.perf_counter()
-    conn.execute(f"create index {table}_hnsw on {table} using hnsw (embedding vector_cosine_ops)")
+    conn.execute(hnsw_index_sql(table))
     hnsw_s = time.perf_counter() - start
     start = time.perf_counter()
     conn.execute("vacuum analyze")
@@ -147,6 +148,7 @@ def pg_load(url: str, synth: Synth, args: Any, console: Console) -> dict[str, fl
         "postings_index_s": post_index_s,
         "postings_mb": post_mb,
         "hnsw_build_s": hnsw_s,
+        "hnsw_params": f"m {pgstore.HNSW_M}, ef_construction {pgstore.HNSW_EF_CONSTRUCTION}",
         "vacuum_analyze_s": analyze_s,
         "db_mb": size_mb,
         "hnsw_mb": hnsw_mb,

@@ -325,6 +325,9 @@ def test_postgres_hnsw_and_the_split_lexical_path_match_exact_answers(
         len({c for c, _ in _hits(ix, q, mode="vector", k=10)} & {c for c, _ in hits}) / 10 for q, hits in exact.items()
     ]
     assert min(recall) >= 0.9, recall
+    (options,) = ix.store._conn().execute("select reloptions from pg_class where relname like 'vec_%_hnsw'").fetchone()
+    assert options == [f"m={pgstore.HNSW_M}", f"ef_construction={pgstore.HNSW_EF_CONSTRUCTION}"]
+    assert pgstore.HNSW_EF_CONSTRUCTION > 64, "pgvector's default left 1M-chunk queries stranded (see the constant)"
     filtered = search(ix, "river", mode="vector", k=10, filters={"year": {"lt": 2030}}).hits
     assert len(filtered) == 10, "iterative HNSW scans keep going until k rows pass the filter"
     for query, hits in exact_lex.items():
