@@ -167,11 +167,10 @@ CLAIM_SECONDS = 600.0  # how long a filler's claim on a batch lasts (a crashed f
 RANGE = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 MAX_CONTAINS = 16  # eq/in filters with at most this many values also test containment (the metadata GIN index)
 MAX_HNSW_DIM = 2000  # pgvector's HNSW limit for vector(D); wider collections are searched exactly
-# HNSW build parameters. pgvector's default ef_construction (64) left whole queries stranded: on the bench's 1M
-# synthetic corpus recall@10 stayed at ~0.95 for every ef_search (100-400), and at 200k the misses were one query
-# finding none of its 10 neighbours, not stragglers. 128 links the graph (200k: recall 0.988 -> 1.000 at ef 100) for
-# ~1.7x the build time (docs/benchmarks/retrieval.md, PostgreSQL backend). m stays pgvector's 16: 24 built 1.35x
-# slower and recalled no more.
+# HNSW build parameters. pgvector's default ef_construction (64) left queries stranded: on the 1M synthetic corpus
+# recall@10 stayed at ~0.95 for every ef_search (100-400); at 200k some queries found 0 or 6-7 of their 10 neighbours
+# however wide the search. 128 links the graph (200k: 0.972 -> 0.997 at ef 100; 1M: 0.973 at ef 400) for ~1.4x the
+# build time; m 24 built slower and recalled no more (bench/pg_hnsw_build.py, docs/benchmarks/retrieval.md).
 HNSW_M = 16
 HNSW_EF_CONSTRUCTION = 128
 
