@@ -49,7 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--scale", type=float, default=20.0, help="InfoNCE similarity scale (1 / temperature)")
     p.add_argument("--no-checkpointing", action="store_true", help="keep activations (fast, ~12 GB at 32 x 256)")
     p.add_argument("--whole-doc", action="store_true", help="positive = the whole document, not its best chunk")
-    p.add_argument("--no-negatives", action="store_true", help="in-batch negatives only (no bm25 mining)")
+    p.add_argument("--no-negatives", action="store_true", help="in-batch negatives only, both modes (no bm25 mining)")
     p.add_argument("--label-free", action="store_true", help="also tune on pairs built from the corpus alone")
     p.add_argument("--only-label-free", action="store_true", help="tune and score only the label-free embedder")
     p.add_argument("--skip-base", action="store_true", help="do not score the base embedder (another run did)")
@@ -282,7 +282,9 @@ def main(argv: list[str] | None = None) -> int:
             free, counts = build_pairs(chunks, sources=("title", "sentence"), seed=args.seed)
             if args.label_free_pairs and len(free) > args.label_free_pairs:
                 free = rng.sample(free, args.label_free_pairs)
-            free, free_mined = mine_negatives(free, full.name, index=index)
+            free_mined = 0
+            if not args.no_negatives:
+                free, free_mined = mine_negatives(free, full.name, index=index)
             results["label_free_pairs"] = {
                 "chunks": len(chunks),
                 "pairs": len(free),
