@@ -17,10 +17,9 @@ from collections import Counter
 from typing import Any
 
 import numpy as np
-import ragtune.servers.retrieval.stores.postgres as pgstore
 from ragtune.servers.retrieval.index import Index
 from ragtune.servers.retrieval.stores.base import NewChunk
-from ragtune.servers.retrieval.stores.postgres import hnsw_index_sql, vec_table
+from ragtune.servers.retrieval.stores.postgres import HNSW_EF_CONSTRUCTION, HNSW_M, hnsw_index_sql, vec_table
 from ragtune.servers.retrieval.stores.postgres_lexical import BACKFILL
 from rich.console import Console
 from rich.progress import track
@@ -148,7 +147,7 @@ def pg_load(url: str, synth: Synth, args: Any, console: Console) -> dict[str, fl
         "postings_index_s": post_index_s,
         "postings_mb": post_mb,
         "hnsw_build_s": hnsw_s,
-        "hnsw_params": f"m {pgstore.HNSW_M}, ef_construction {pgstore.HNSW_EF_CONSTRUCTION}",
+        "hnsw_params": f"m {HNSW_M}, ef_construction {HNSW_EF_CONSTRUCTION}",
         "vacuum_analyze_s": analyze_s,
         "db_mb": size_mb,
         "hnsw_mb": hnsw_mb,
