@@ -59,6 +59,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--speed-passages", type=int, default=48, help="passages for the base-vs-tuned speed check")
     p.add_argument("--corpus", type=int, default=0, help="smoke runs: keep only this many docs (0 = all)")
     p.add_argument("--seed", type=int, default=13)
+    p.add_argument("--train-seed", type=int, default=None, help="seed of the training order (default --seed)")
+    p.add_argument("--init", default=None, help="tune further from this tuned embedder's folder, not e5-small")
     p.add_argument("--work", default=None, help="folder for checkpoints and exports (default a temp folder)")
     p.add_argument("--json", default=None, help="write every figure to this JSON file")
     p.add_argument("--cache", default=str(DEFAULT_CACHE), help="base passage-vector cache ('' disables)")
@@ -160,7 +162,7 @@ def train(records: list[dict[str, str]], args: argparse.Namespace, folder: Path,
     from ragtune.servers.worker.recipes.base import TrainJob
     from ragtune.servers.worker.recipes.embedding import EmbeddingJobConfig, train_pairs
 
-    from ragtune.embedders.tuned import TunedManifest, save_tuned
+    from ragtune.embedders.tuned import TunedManifest, read_manifest, save_tuned
 
     cfg = EmbeddingJobConfig(
         learning_rate=args.lr,
@@ -169,11 +171,12 @@ def train(records: list[dict[str, str]], args: argparse.Namespace, folder: Path,
         max_length=args.max_length,
         scale=args.scale,
         gradient_checkpointing=not args.no_checkpointing,
-        seed=args.seed,
+        seed=args.seed if args.train_seed is None else args.train_seed,
         save_steps=-1,
     )
-    job = {"id": f"bench-{name}", "model": "e5-small", "seed": args.seed}
-    train_job = TrainJob(job=job, records=records, model_name="e5-small", model_path="", threads=args.threads)
+    base, base_path = ("e5-small", "") if not args.init else (read_manifest(Path(args.init)).model_id, args.init)
+    job = {"id": f"bench-{name}", "model": base, "seed": cfg.seed}
+    train_job = TrainJob(job=job, records=records, model_name=base, model_path=base_path, threads=args.threads)
     events = Events(console)
     console.print(f"[bold]training {name}[/bold] on {len(records)} pairs, {args.threads} threads")
     cpu = time.process_time()
@@ -259,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
         "lr": args.lr,
         "batch_size": args.batch_size,
         "epochs": args.epochs,
+        "train_seed": args.seed if args.train_seed is None else args.train_seed,
+        "init": args.init,
     }
     console.print(
         f"[bold]{full.name}[/bold]: {len(held_ids)} held-out queries, {len(records)} training pairs of {len(pool)}"
