@@ -64,7 +64,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--work", default=None, help="folder for checkpoints and exports (default a temp folder)")
     p.add_argument("--json", default=None, help="write every figure to this JSON file")
     p.add_argument("--cache", default=str(DEFAULT_CACHE), help="base passage-vector cache ('' disables)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.train_seed = args.seed if args.train_seed is None else args.train_seed
+    return args
 
 
 class Events:
@@ -171,7 +173,7 @@ def train(records: list[dict[str, str]], args: argparse.Namespace, folder: Path,
         max_length=args.max_length,
         scale=args.scale,
         gradient_checkpointing=not args.no_checkpointing,
-        seed=args.seed if args.train_seed is None else args.train_seed,
+        seed=args.train_seed,
         save_steps=-1,
     )
     base, base_path = ("e5-small", "") if not args.init else (read_manifest(Path(args.init)).model_id, args.init)
@@ -262,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         "lr": args.lr,
         "batch_size": args.batch_size,
         "epochs": args.epochs,
-        "train_seed": args.seed if args.train_seed is None else args.train_seed,
+        "train_seed": args.train_seed,
         "init": args.init,
     }
     console.print(
